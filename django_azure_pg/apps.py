@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class DjangoAzurePgConfig(AppConfig):
+    """Adds the management commands and system checks; the ENGINE works without it."""
+
+    name = "django_azure_pg"
+    verbose_name = "Azure Database for PostgreSQL (Entra ID)"
+    default_auto_field = "django.db.models.BigAutoField"

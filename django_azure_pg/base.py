@@ -1,0 +1,82 @@
+"""Django's postgresql backend, logging in with Microsoft Entra access tokens.
+
+Everything not about the login is Django's own: this wrapper only supplies
+the password (a token) for each new physical connection, keeps our OPTIONS
+away from libpq, defaults ``sslmode`` to ``require``, and hands the native
+pool a connection class that fetches a token per physical connection.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db.backends.postgresql import base as postgresql
+from django.utils.functional import cached_property
+from django.views.decorators.debug import sensitive_variables
+
+from . import options
+from .client import DatabaseClient
+from .credentials import CredentialConfigError
+from .login import TokenLogin
+from .pool import token_connection_class
+
+
+class DatabaseWrapper(postgresql.DatabaseWrapper):
+    client_class = DatabaseClient
+
+    @cached_property
+    def azure_login(self) -> TokenLogin | None:
+        """How this alias logs in; ``None`` when a PASSWORD is set (plain password auth)."""
+        if self.settings_dict.get("PASSWORD"):
+            return None
+        try:
+            return TokenLogin.from_settings(
+                self.alias, self.settings_dict["OPTIONS"], self.settings_dict.get("USER")
+            )
+        except (CredentialConfigError, ValueError) as exc:
+            raise ImproperlyConfigured(f"DATABASES[{self.alias!r}]: {exc}") from exc
+
+    def get_connection_params(self) -> dict[str, Any]:
+        params = options.strip(super().get_connection_params())
+        if "sslmode" not in params and "service" not in params and "PGSSLMODE" not in os.environ:
+            params["sslmode"] = "require"
+        return params
+
+    @sensitive_variables()
+    def connect(self) -> None:
+        # Marks every frame below (get_new_connection, psycopg) as sensitive in
+        # Django's error reports, so a failed login never shows the token.
+        super().connect()
+
+    @sensitive_variables()
+    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        login = self.azure_login
+        if login is None or self.pool:
+            return super().get_new_connection(conn_params)
+        parent = super()
+        return login.connect(lambda **params: parent.get_new_connection(params), conn_params)
+
+    @property
+    def pool(self) -> Any:
+        login = self.azure_login
+        pool_options = self.settings_dict["OPTIONS"].get("pool")
+        if login is None or not pool_options or self.alias in self._connection_pools:
+            return super().pool
+        # Build Django's pool from a copy of the settings whose pool options
+        # name our connection class; the user's OPTIONS["pool"] is untouched.
+        pool_options = {} if pool_options is True else dict(pool_options)
+        import psycopg
+
+        base = pool_options.get("connection_class", psycopg.Connection)
+        pool_options["connection_class"] = token_connection_class(base, login)
+        settings_dict = self.settings_dict
+        self.settings_dict = {
+            **settings_dict,
+            "OPTIONS": {**settings_dict["OPTIONS"], "pool": pool_options},
+        }
+        try:
+            return super().pool
+        finally:
+            self.settings_dict = settings_dict

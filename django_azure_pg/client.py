@@ -1,0 +1,46 @@
+"""``manage.py dbshell`` with a fresh token in ``PGPASSWORD``.
+
+Django's client reads ``settings_dict["PASSWORD"]``; ours puts the token in the
+child's environment (never in its argument list) and the role name in ``-U``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.backends.postgresql.client import DatabaseClient as PostgresClient
+
+from . import options
+
+
+class DatabaseClient(PostgresClient):
+    def runshell(self, parameters: list[str]) -> None:
+        login = getattr(self.connection, "azure_login", None)
+        settings_dict: dict[str, Any] = self.connection.settings_dict
+        opts = {k: v for k, v in settings_dict["OPTIONS"].items() if k not in options.OUR_KEYS}
+        if login is not None:
+            token = login.token()
+            settings_dict = {
+                **settings_dict,
+                "USER": login.role_for(token),
+                "PASSWORD": token,
+            }
+        if "sslmode" not in opts:
+            opts["sslmode"] = self.connection.get_connection_params().get("sslmode")
+            if opts["sslmode"] is None:
+                del opts["sslmode"]
+        settings_dict = {**settings_dict, "OPTIONS": opts}
+        args, env = self.settings_to_cmd_args_env(settings_dict, parameters)
+        self._run(args, env)
+
+    def _run(self, args: list[str], env: dict[str, str] | None) -> None:
+        import os
+        import signal
+        import subprocess
+
+        sigint_handler = signal.getsignal(signal.SIGINT)
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            subprocess.run(args, env={**os.environ, **env} if env else None, check=True)
+        finally:
+            signal.signal(signal.SIGINT, sigint_handler)

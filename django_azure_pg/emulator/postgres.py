@@ -1,0 +1,257 @@
+"""A throwaway PostgreSQL server set up like Azure Flexible Server for Entra logins.
+
+* TCP on 127.0.0.1 with TLS (a self-signed certificate), so ``sslmode=require``
+  works as it does against Azure.
+* Members of the ``azure_ad_user`` group log in with an access token, checked
+  by the identity emulator's LDAP responder; other roles need a password
+  (scram-sha-256). The superuser ``postgres`` connects over the Unix socket.
+* PostgreSQL refuses to run as root: when we are root, the cluster belongs to
+  the ``postgres`` system user (or ``nobody``) and the server runs as it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+ENTRA_GROUP = "azure_ad_user"
+SUPERUSER = "postgres"
+
+
+def find_bindir() -> Path:
+    """Where initdb/pg_ctl live: $PG_BINDIR, the newest /usr/lib/postgresql/*/bin, or PATH."""
+    if os.environ.get("PG_BINDIR"):
+        return Path(os.environ["PG_BINDIR"])
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0,
+    )
+    if candidates:
+        return Path(candidates[-1]).parent
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    raise RuntimeError(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found. Install PostgreSQL "
+        "(Debian/Ubuntu: apt-get install postgresql) or set PG_BINDIR."
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _run_as() -> str | None:
+    """The OS user to run the server as when we are root."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(name)
+            return name
+    raise RuntimeError("running as root and no 'postgres' or 'nobody' user to run PostgreSQL as")
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .sign(key, hashes.SHA256())
+    )
+    crt, pem = directory / "server.crt", directory / "server.key"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    pem.chmod(0o600)
+    return crt, pem
+
+
+class LocalPostgres:
+    """``with LocalPostgres(ldap_port=emulator.ldap_port) as pg: ...``"""
+
+    def __init__(
+        self,
+        *,
+        ldap_port: int | None = None,
+        port: int | None = None,
+        tls: bool = True,
+        max_connections: int = 200,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        self.ldap_port = ldap_port
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self.tls = tls
+        self.max_connections = max_connections
+        self.settings = settings or {}
+        self.bindir = find_bindir()
+        self.user = _run_as()
+        self.root = Path(tempfile.mkdtemp(prefix="django-azure-pg-"))
+        self.datadir = self.root / "data"
+        self.socket_dir = self.root / "sock"
+        self.logfile = self.root / "postgres.log"
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.bindir / args[0]), *args[1:]],
+            user=self.user,
+            check=check,
+            capture_output=True,
+            text=True,
+            cwd=self.root,
+        )
+
+    def start(self) -> LocalPostgres:
+        self.socket_dir.mkdir()
+        if self.user:
+            uid = pwd.getpwnam(self.user).pw_uid
+            for path in (self.root, self.socket_dir):
+                os.chown(path, uid, -1)
+        try:
+            self._run(
+                "initdb", "-D", str(self.datadir), "-U", SUPERUSER, "-A", "trust",
+                "-E", "UTF8", "--locale=C", "--no-sync",
+            )
+        except subprocess.CalledProcessError as exc:
+            raise RuntimeError(f"initdb failed: {exc.stderr}") from exc
+        self._configure()
+        self._pg_ctl_start()
+        self.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(ENTRA_GROUP)))
+        return self
+
+    def _configure(self) -> None:
+        conf = {
+            "listen_addresses": "'127.0.0.1'",
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.socket_dir}'",
+            "max_connections": str(self.max_connections),
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "shared_buffers": "32MB",
+            "password_encryption": "'scram-sha-256'",
+            **self.settings,
+        }
+        if self.tls:
+            crt, key = _self_signed(self.datadir)
+            if self.user:
+                uid = pwd.getpwnam(self.user).pw_uid
+                os.chown(crt, uid, -1)
+                os.chown(key, uid, -1)
+            conf.update(ssl="on", ssl_cert_file=f"'{crt}'", ssl_key_file=f"'{key}'")
+        with open(self.datadir / "postgresql.conf", "a") as f:
+            f.writelines(f"{k} = {v}\n" for k, v in conf.items())
+        hba = ["local all all trust"]
+        if self.ldap_port:
+            hba.append(
+                f"host all +{ENTRA_GROUP} 127.0.0.1/32 ldap ldapserver=127.0.0.1 "
+                f'ldapport={self.ldap_port} ldapprefix="cn=" ldapsuffix=",dc=emulator,dc=local"'
+            )
+        hba.append("host all all 127.0.0.1/32 scram-sha-256")
+        (self.datadir / "pg_hba.conf").write_text("\n".join(hba) + "\n")
+
+    def _pg_ctl_start(self) -> None:
+        result = self._run(
+            "pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60", "start",
+            check=False,
+        )
+        if result.returncode != 0:
+            log = self.logfile.read_text() if self.logfile.exists() else ""
+            raise RuntimeError(f"PostgreSQL did not start: {result.stderr}\n{log[-2000:]}")
+
+    def stop(self, *, cleanup: bool = True) -> None:
+        if self.datadir.exists():
+            self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop", check=False)
+        if cleanup:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def restart(self) -> None:
+        """Stop (dropping every session) and start again on the same port."""
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", "fast", "-w", "stop", check=False)
+        self._pg_ctl_start()
+
+    def __enter__(self) -> LocalPostgres:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- administration ------------------------------------------------------
+
+    def admin_connect(self, dbname: str = "postgres", **kwargs: Any) -> psycopg.Connection[Any]:
+        """A superuser connection over the Unix socket."""
+        return psycopg.connect(
+            host=str(self.socket_dir), port=self.port, user=SUPERUSER, dbname=dbname,
+            autocommit=True, **kwargs,
+        )
+
+    def execute(self, query: str | sql.Composable, params: Any = None, *, dbname: str = "postgres") -> list[Any]:
+        with self.admin_connect(dbname) as conn, conn.cursor() as cur:
+            cur.execute(query, params)  # type: ignore[arg-type]
+            return cur.fetchall() if cur.description else []
+
+    def create_database(self, name: str, owner: str | None = None) -> None:
+        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if owner:
+            query = sql.SQL("{} OWNER {}").format(query, sql.Identifier(owner))
+        self.execute(query)
+
+    def create_entra_role(self, name: str, *, createdb: bool = False, superuser: bool = False) -> None:
+        """A role that logs in with a token, as ``pgaadauth_create_principal`` makes."""
+        attrs = sql.SQL(" ").join(
+            sql.SQL(a) for a, on in (("CREATEDB", createdb), ("SUPERUSER", superuser)) if on
+        )
+        self.execute(
+            sql.SQL("CREATE ROLE {} LOGIN {} IN ROLE {}").format(
+                sql.Identifier(name), attrs, sql.Identifier(ENTRA_GROUP)
+            )
+        )
+
+    def create_password_role(
+        self, name: str, password: str, *, createdb: bool = False, superuser: bool = False
+    ) -> None:
+        attrs = sql.SQL(" ").join(
+            sql.SQL(a) for a, on in (("CREATEDB", createdb), ("SUPERUSER", superuser)) if on
+        )
+        self.execute(
+            sql.SQL("CREATE ROLE {} LOGIN {} PASSWORD {}").format(
+                sql.Identifier(name), attrs, sql.Literal(password)
+            )
+        )
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.logfile.read_text()[-chars:] if self.logfile.exists() else ""

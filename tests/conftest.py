@@ -1,0 +1,148 @@
+"""Shared fixtures: a real PostgreSQL and the local identity emulator, started once.
+
+Tokens come from real azure-identity credentials talking HTTP to the emulator;
+the server checks them through the emulator's LDAP responder.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db.utils import ConnectionHandler
+
+from django_azure_pg import tokens
+from django_azure_pg.base import DatabaseWrapper
+from django_azure_pg.emulator import Identity, IdentityEmulator, LocalPostgres
+
+ROLE = "aad_tests"
+ITEST_DB = "itest"
+SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
+
+_SC_VARS = [k for k in os.environ if k.startswith("AZURE_POSTGRESQL_")] + [
+    "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "AZURE_CLIENT_ID",
+    "AZURE_FEDERATED_TOKEN_FILE", "PGSSLMODE",
+]
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[IdentityEmulator]:
+    saved = {k: os.environ.pop(k) for k in _SC_VARS if k in os.environ}
+    emu = IdentityEmulator(lifetime=3600).start()
+    os.environ.update(emu.app_service_env())
+    yield emu
+    emu.stop()
+    for key in emu.app_service_env():
+        os.environ.pop(key, None)
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def postgres(emulator: IdentityEmulator) -> Iterator[LocalPostgres]:
+    with LocalPostgres(ldap_port=emulator.ldap_port) as pg:
+        pg.create_entra_role(ROLE, createdb=True)
+        emulator.allow_role(ROLE)
+        pg.create_database(ITEST_DB, owner=ROLE)
+        yield pg
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(postgres: LocalPostgres) -> None:
+    settings.DATABASES["default"]["PORT"] = str(postgres.port)
+
+
+@pytest.fixture
+def identity(emulator: IdentityEmulator) -> Identity:
+    """A fresh user-assigned identity allowed to log in as ROLE (its own token cache)."""
+    ident = emulator.add_identity(f"uami-{uuid.uuid4().hex[:8]}")
+    emulator.allow_role(ROLE, ident)
+    return ident
+
+
+@pytest.fixture
+def short_tokens(emulator: IdentityEmulator) -> Iterator[Callable[[float], None]]:
+    """Set the emulator's token lifetime for one test."""
+    before = emulator.lifetime
+
+    def set_lifetime(seconds: float) -> None:
+        emulator.lifetime = seconds
+
+    yield set_lifetime
+    emulator.lifetime = before
+    emulator.clear_faults()
+
+
+MakeWrapper = Callable[..., DatabaseWrapper]
+
+
+@pytest.fixture
+def make_wrapper(
+    postgres: LocalPostgres, identity: Identity, django_db_blocker: Any
+) -> Iterator[MakeWrapper]:
+    """Build a ``django_azure_pg`` DatabaseWrapper on the test server, outside Django's handler."""
+    made: list[DatabaseWrapper] = []
+
+    def make(alias: str | None = None, **overrides: Any) -> DatabaseWrapper:
+        options = {"client_id": identity.client_id, **overrides.pop("OPTIONS", {})}
+        entry = {
+            "ENGINE": "django_azure_pg",
+            "HOST": postgres.host,
+            "PORT": str(postgres.port),
+            "NAME": ITEST_DB,
+            "USER": ROLE,
+            "OPTIONS": options,
+            **overrides,
+        }
+        filled = ConnectionHandler().configure_settings({"default": entry})["default"]
+        wrapper = DatabaseWrapper(filled, alias or f"t_{uuid.uuid4().hex[:8]}")
+        wrapper.inc_thread_sharing()  # test threads may share it
+        made.append(wrapper)
+        return wrapper
+
+    with django_db_blocker.unblock():
+        yield make
+        for wrapper in made:
+            wrapper.close()
+            if wrapper.alias in wrapper._connection_pools:
+                wrapper.close_pool()
+
+
+def run_for(seconds: float, work: Callable[[], None], *, threads: int = 1) -> int:
+    """Run ``work`` in a loop on ``threads`` threads for ``seconds``; return the call count."""
+    deadline = time.monotonic() + seconds
+    counts = [0] * threads
+    errors: list[BaseException] = []
+
+    def loop(i: int) -> None:
+        try:
+            while time.monotonic() < deadline:
+                work()
+                counts[i] += 1
+        except BaseException as exc:  # noqa: BLE001 — re-raised in the caller
+            errors.append(exc)
+
+    if threads == 1:
+        loop(0)
+        if errors:
+            raise errors[0]
+        return counts[0]
+    workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if errors:
+        raise errors[0]
+    return sum(counts)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_token_registry() -> Iterator[None]:
+    yield
+    tokens.reset()

@@ -1,0 +1,60 @@
+"""Test doubles for unit tests: a controllable clock and TokenCredential."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from azure.core.credentials import AccessToken
+
+from django_azure_pg.emulator import jwt
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeCredential:
+    """Counts calls; can block on a gate, fail, or return tokens with given claims."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        lifetime: float = 3600,
+        claims: dict[str, Any] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.lifetime = lifetime
+        self.claims = claims or {"upn": "dev@contoso.com"}
+        self.calls = 0
+        self.gate: threading.Event | None = None
+        self.error: BaseException | None = None
+        self.called = threading.Event()
+        self.returned = threading.Event()
+        self.issued: list[str] = []
+        self._lock = threading.Lock()
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        with self._lock:
+            self.calls += 1
+        self.called.set()
+        if self.gate is not None:
+            self.gate.wait(30)
+        try:
+            if self.error is not None:
+                raise self.error
+            exp = int(self.clock() + self.lifetime)
+            token = jwt.mint({**self.claims, "exp": exp, "n": self.calls})
+            self.issued.append(token)
+            return AccessToken(token, exp)
+        finally:
+            self.returned.set()

@@ -55,14 +55,14 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         login = self.azure_login
         if login is None or self.pool:
             return super().get_new_connection(conn_params)
-        parent = super()
-        return login.connect(lambda **params: parent.get_new_connection(params), conn_params)
+        connect = super().get_new_connection
+        return login.connect(lambda **params: connect(params), conn_params)
 
     @property
     def pool(self) -> Any:
         login = self.azure_login
         pool_options = self.settings_dict["OPTIONS"].get("pool")
-        if login is None or not pool_options or self.alias in self._connection_pools:
+        if login is None or not pool_options or self.alias in self._connection_pools:  # type: ignore[attr-defined]
             return super().pool
         # Build Django's pool from a copy of the settings whose pool options
         # name our connection class; the user's OPTIONS["pool"] is untouched.

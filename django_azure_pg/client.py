@@ -6,6 +6,7 @@ child's environment (never in its argument list) and the role name in ``-U``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.db.backends.postgresql.client import DatabaseClient as PostgresClient
@@ -14,7 +15,7 @@ from . import options
 
 
 class DatabaseClient(PostgresClient):
-    def runshell(self, parameters: list[str]) -> None:
+    def runshell(self, parameters: Iterable[str]) -> None:
         login = getattr(self.connection, "azure_login", None)
         settings_dict: dict[str, Any] = self.connection.settings_dict
         opts = {k: v for k, v in settings_dict["OPTIONS"].items() if k not in options.OUR_KEYS}

@@ -18,7 +18,9 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .tokens import CredentialFactory, TokenCredentialLike
+from azure.core.credentials import TokenCredential
+
+from .tokens import CredentialFactory
 
 PUBLIC_SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
 SCOPES = {
@@ -30,7 +32,7 @@ SCOPES = {
 
 SERVICE_CONNECTOR_PREFIX = "AZURE_POSTGRESQL_"
 CLIENT_ID, CLIENT_SECRET, TENANT_ID = "CLIENTID", "CLIENTSECRET", "TENANTID"
-FEDERATED_TOKEN_FILE = "AZURE_FEDERATED_TOKEN_FILE"
+FEDERATED_TOKEN_FILE = "AZURE_FEDERATED_TOKEN_FILE"  # noqa: S105 — a variable name
 
 
 class CredentialConfigError(ValueError):
@@ -93,7 +95,7 @@ class CredentialChoice:
         if self.kind == "managed_identity":
             client_id = self.client_id
             return lambda: identity.ManagedIdentityCredential(client_id=client_id)
-        return identity.DefaultAzureCredential
+        return lambda: identity.DefaultAzureCredential()
 
 
 def env_names(prefix: str = SERVICE_CONNECTOR_PREFIX) -> tuple[str, str, str]:
@@ -113,12 +115,22 @@ def choose(options: Mapping[str, Any], environ: Mapping[str, str]) -> Credential
 
     from_options = {k: options.get(k) for k in ("client_id", "client_secret", "tenant_id")}
     if any(from_options.values()):
-        client_id, secret, tenant = (from_options[k] for k in ("client_id", "client_secret", "tenant_id"))
+        client_id, secret, tenant = (
+            from_options[k] for k in ("client_id", "client_secret", "tenant_id")
+        )
         where = "OPTIONS"
-        names = {"client_id": "client_id", "client_secret": "client_secret", "tenant_id": "tenant_id"}
+        names = {
+            "client_id": "client_id",
+            "client_secret": "client_secret",
+            "tenant_id": "tenant_id",
+        }
     else:
         id_var, secret_var, tenant_var = env_names()
-        client_id, secret, tenant = environ.get(id_var), environ.get(secret_var), environ.get(tenant_var)
+        client_id, secret, tenant = (
+            environ.get(id_var),
+            environ.get(secret_var),
+            environ.get(tenant_var),
+        )
         where = "environment"
         names = {"client_id": id_var, "client_secret": secret_var, "tenant_id": tenant_var}
 
@@ -175,13 +187,15 @@ def _resolve(explicit: Any) -> Any:
     try:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise CredentialConfigError(f"Cannot import OPTIONS['credential'] {explicit!r}: {exc}") from exc
+        raise CredentialConfigError(
+            f"Cannot import OPTIONS['credential'] {explicit!r}: {exc}"
+        ) from exc
 
 
 def _explicit_factory(explicit: Any) -> CredentialFactory:
     resolved = _resolve(explicit)
     if _is_credential(resolved):
-        return lambda: resolved  # type: ignore[no-any-return]
+        return lambda: resolved
     if callable(resolved):
         return _checked(resolved)
     raise CredentialConfigError(
@@ -190,7 +204,7 @@ def _explicit_factory(explicit: Any) -> CredentialFactory:
 
 
 def _checked(make: Callable[[], Any]) -> CredentialFactory:
-    def build() -> TokenCredentialLike:
+    def build() -> TokenCredential:
         credential = make()
         if not _is_credential(credential):
             raise CredentialConfigError(

@@ -69,7 +69,9 @@ class TokenLogin:
             choice.factory(),
             scope,
             label=choice.name,
-            refresh_margin=options.number(opts, "token_refresh_margin", tokens.DEFAULT_REFRESH_MARGIN),
+            refresh_margin=options.number(
+                opts, "token_refresh_margin", tokens.DEFAULT_REFRESH_MARGIN
+            ),
             timeout=options.number(opts, "token_timeout", tokens.DEFAULT_TIMEOUT),
             rebuild_after_fork=choice.rebuilds,
         )
@@ -111,7 +113,9 @@ class TokenLogin:
                 self.alias,
                 self.role_for(token),
                 self.choice.name,
-                redact(str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__),
+                redact(
+                    str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                ),
             )
         token = self.token()
         return connect(**self._with_token(params, token))

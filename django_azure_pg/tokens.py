@@ -28,7 +28,8 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+
+from azure.core.credentials import TokenCredential
 
 from .redaction import redact
 
@@ -43,16 +44,7 @@ DEFAULT_TIMEOUT = 10.0
 _MAX_RETRY_INTERVAL = 30.0
 
 
-class AccessTokenLike(Protocol):
-    token: str
-    expires_on: int
-
-
-class TokenCredentialLike(Protocol):
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessTokenLike: ...
-
-
-CredentialFactory = Callable[[], TokenCredentialLike]
+CredentialFactory = Callable[[], TokenCredential]
 Clock = Callable[[], float]
 
 
@@ -117,7 +109,7 @@ class TokenSource:
         self._factory = credential_factory
         self._clock = clock
         self._rebuild_after_fork = rebuild_after_fork
-        self._credential: TokenCredentialLike | None = None
+        self._credential: TokenCredential | None = None
         self._fresh_credential = False
         self._lock = threading.Lock()
         self._token: Token | None = None
@@ -192,7 +184,7 @@ class TokenSource:
         thread.start()
         return future
 
-    def _credential_for_fetch(self) -> TokenCredentialLike:
+    def _credential_for_fetch(self) -> TokenCredential:
         with self._lock:
             if self._credential is None or self._fresh_credential:
                 self._credential = self._factory()
@@ -207,7 +199,7 @@ class TokenSource:
             self.fetches += 1
             access = credential.get_token(self.scope)
             token = Token(access.token, float(access.expires_on), self._clock())
-        except BaseException as exc:  # noqa: BLE001 — reported to every waiter
+        except BaseException as exc:
             self._fetch_failed(future, exc, previous, time.monotonic() - started)
             return
         elapsed = time.monotonic() - started

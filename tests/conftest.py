@@ -26,8 +26,12 @@ ITEST_DB = "itest"
 SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
 
 _SC_VARS = [k for k in os.environ if k.startswith("AZURE_POSTGRESQL_")] + [
-    "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "AZURE_CLIENT_ID",
-    "AZURE_FEDERATED_TOKEN_FILE", "PGSSLMODE",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "MSI_ENDPOINT",
+    "AZURE_CLIENT_ID",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "PGSSLMODE",
 ]
 
 
@@ -124,7 +128,7 @@ def run_for(seconds: float, work: Callable[[], None], *, threads: int = 1) -> in
             while time.monotonic() < deadline:
                 work()
                 counts[i] += 1
-        except BaseException as exc:  # noqa: BLE001 — re-raised in the caller
+        except BaseException as exc:
             errors.append(exc)
 
     if threads == 1:

@@ -27,7 +27,8 @@ def test_plain_connection_logs_in_with_a_token(make_wrapper: MakeWrapper) -> Non
     wrapper = make_wrapper()
     user, db, ssl = query(
         wrapper,
-        "SELECT current_user, current_database(), ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        "SELECT current_user, current_database(), ssl FROM pg_stat_ssl"
+        " WHERE pid = pg_backend_pid()",
     )
     assert (user, db) == (ROLE, ITEST_DB)
     assert ssl is True  # sslmode defaults to require
@@ -50,8 +51,10 @@ def test_other_options_reach_libpq_and_django(make_wrapper: MakeWrapper) -> None
     )
     params = wrapper.get_connection_params()
     assert "token_refresh_margin" not in params and "client_id" not in params
-    name, level = query(wrapper, "SELECT current_setting('application_name'), "
-                                 "current_setting('transaction_isolation')")
+    name, level = query(
+        wrapper,
+        "SELECT current_setting('application_name'), current_setting('transaction_isolation')",
+    )
     assert name == "azpg-test"
     wrapper.set_autocommit(False)
     (level,) = query(wrapper, "SELECT current_setting('transaction_isolation')")
@@ -76,7 +79,10 @@ def test_password_means_password_auth(postgres: LocalPostgres, make_wrapper: Mak
 
 
 def _rotation(
-    emulator: IdentityEmulator, short_tokens: object, make_wrapper: MakeWrapper, step: object,
+    emulator: IdentityEmulator,
+    short_tokens: object,
+    make_wrapper: MakeWrapper,
+    step: object,
     **settings: object,
 ) -> tuple[int, int]:
     short_tokens(2.0)  # type: ignore[operator]
@@ -106,7 +112,7 @@ def test_rotation_persistent_connections(
         assert query(w, "SELECT current_user") == (ROLE,)
 
     before = emulator.stats.logins_accepted
-    count, calls = _rotation(
+    _, calls = _rotation(
         emulator, short_tokens, make_wrapper, step, CONN_MAX_AGE=0.5, CONN_HEALTH_CHECKS=True
     )
     assert emulator.stats.logins_accepted - before >= 8  # reconnected across rotations
@@ -124,9 +130,7 @@ def test_rotation_native_pool(
         w.close()  # type: ignore[attr-defined]  # returns the connection to the pool
 
     before = emulator.stats.logins_accepted
-    count, calls = _rotation(
-        emulator, short_tokens, make_wrapper, step, OPTIONS={"pool": pool_options}
-    )
+    _, calls = _rotation(emulator, short_tokens, make_wrapper, step, OPTIONS={"pool": pool_options})
     assert emulator.stats.logins_accepted - before >= 6  # new physical connections after expiry
     assert 3 <= calls <= 8
 
@@ -184,7 +188,7 @@ def test_32_threads_one_credential_call(
             barrier.wait()
             query(w, "SELECT 1")
             w.close()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=one) for _ in range(32)]
@@ -213,7 +217,7 @@ def test_refused_token_retried_once_without_stampede(
             barrier.wait()
             assert query(w, "SELECT current_user") == (ROLE,)
             w.close()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=one) for _ in range(16)]

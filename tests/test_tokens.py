@@ -127,7 +127,7 @@ def test_blocks_no_longer_than_timeout() -> None:
     cred = FakeCredential(clock)
     cred.gate = threading.Event()
     source = make(cred, clock, timeout=0.2)
-    with pytest.raises(TokenTimeout, match="within 0.2 s"):
+    with pytest.raises(TokenTimeout, match=r"within 0\.2 s"):
         source.get()
     # A second caller joins the same hung fetch instead of starting another.
     with pytest.raises(TokenTimeout):

@@ -108,7 +108,9 @@ class IdentityEmulator:
     # -- lifecycle ----------------------------------------------------------
 
     def start(self) -> IdentityEmulator:
-        thread = threading.Thread(target=self._http.serve_forever, name="emulator-http", daemon=True)
+        thread = threading.Thread(
+            target=self._http.serve_forever, name="emulator-http", daemon=True
+        )
         thread.start()
         self._threads.append(thread)
         self._ldap.start()
@@ -142,7 +144,10 @@ class IdentityEmulator:
 
     def app_service_env(self) -> dict[str, str]:
         """What App Service / Container Apps / Functions set for a managed identity."""
-        return {"IDENTITY_ENDPOINT": f"{self.url}/msi/token", "IDENTITY_HEADER": self.identity_header}
+        return {
+            "IDENTITY_ENDPOINT": f"{self.url}/msi/token",
+            "IDENTITY_HEADER": self.identity_header,
+        }
 
     def imds_env(self) -> dict[str, str]:
         """Points azure-identity's IMDS protocol (VMs, AKS pod identity) here."""
@@ -313,7 +318,7 @@ class _Handler(BaseHTTPRequestHandler):
     def emulator(self) -> IdentityEmulator:
         return self.server.emulator  # type: ignore[attr-defined, no-any-return]
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s %s", self.address_string(), format % args)
 
     def _send(self, status: int, body: dict[str, Any] | str) -> None:
@@ -332,12 +337,20 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if url.path == "/msi/token":
             if self.headers.get("X-IDENTITY-HEADER") != self.emulator.identity_header:
-                self._send(401, {"error": "unauthorized", "error_description": "bad identity header"})
+                self._send(
+                    401, {"error": "unauthorized", "error_description": "bad identity header"}
+                )
                 return
             status, body = self.emulator._token_response(self, "app_service", query)
         elif url.path == "/metadata/identity/oauth2/token":
             if self.headers.get("Metadata", "").lower() != "true":
-                self._send(400, {"error": "invalid_request", "error_description": "Required metadata header not specified"})
+                self._send(
+                    400,
+                    {
+                        "error": "invalid_request",
+                        "error_description": "Required metadata header not specified",
+                    },
+                )
                 return
             status, body = self.emulator._token_response(self, "imds", query)
         else:

@@ -39,10 +39,7 @@ def _read_exact(sock: socket.socket, n: int) -> bytes:
 def _read_tlv(sock: socket.socket) -> tuple[int, bytes]:
     tag = _read_exact(sock, 1)[0]
     first = _read_exact(sock, 1)[0]
-    if first < 0x80:
-        length = first
-    else:
-        length = int.from_bytes(_read_exact(sock, first & 0x7F), "big")
+    length = first if first < 128 else int.from_bytes(_read_exact(sock, first & 127), "big")
     return tag, _read_exact(sock, length)
 
 
@@ -126,7 +123,9 @@ class LdapServer(socketserver.ThreadingTCPServer):
         return int(self.server_address[1])
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.serve_forever, name="emulator-ldap", daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever, name="emulator-ldap", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:

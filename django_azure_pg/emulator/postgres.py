@@ -36,7 +36,9 @@ def find_bindir() -> Path:
         return Path(os.environ["PG_BINDIR"])
     candidates = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-        key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0,
+        key=lambda p: (
+            int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0
+        ),
     )
     if candidates:
         return Path(candidates[-1]).parent
@@ -143,8 +145,17 @@ class LocalPostgres:
                 os.chown(path, uid, -1)
         try:
             self._run(
-                "initdb", "-D", str(self.datadir), "-U", SUPERUSER, "-A", "trust",
-                "-E", "UTF8", "--locale=C", "--no-sync",
+                "initdb",
+                "-D",
+                str(self.datadir),
+                "-U",
+                SUPERUSER,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
             )
         except subprocess.CalledProcessError as exc:
             raise RuntimeError(f"initdb failed: {exc.stderr}") from exc
@@ -186,7 +197,15 @@ class LocalPostgres:
 
     def _pg_ctl_start(self) -> None:
         result = self._run(
-            "pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60", "start",
+            "pg_ctl",
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(self.logfile),
+            "-w",
+            "-t",
+            "60",
+            "start",
             check=False,
         )
         if result.returncode != 0:
@@ -195,7 +214,9 @@ class LocalPostgres:
 
     def stop(self, *, cleanup: bool = True) -> None:
         if self.datadir.exists():
-            self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop", check=False)
+            self._run(
+                "pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop", check=False
+            )
         if cleanup:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -215,11 +236,17 @@ class LocalPostgres:
     def admin_connect(self, dbname: str = "postgres", **kwargs: Any) -> psycopg.Connection[Any]:
         """A superuser connection over the Unix socket."""
         return psycopg.connect(
-            host=str(self.socket_dir), port=self.port, user=SUPERUSER, dbname=dbname,
-            autocommit=True, **kwargs,
+            host=str(self.socket_dir),
+            port=self.port,
+            user=SUPERUSER,
+            dbname=dbname,
+            autocommit=True,
+            **kwargs,
         )
 
-    def execute(self, query: str | sql.Composable, params: Any = None, *, dbname: str = "postgres") -> list[Any]:
+    def execute(
+        self, query: str | sql.Composable, params: Any = None, *, dbname: str = "postgres"
+    ) -> list[Any]:
         with self.admin_connect(dbname) as conn, conn.cursor() as cur:
             cur.execute(query, params)  # type: ignore[arg-type]
             return cur.fetchall() if cur.description else []
@@ -230,7 +257,9 @@ class LocalPostgres:
             query = sql.SQL("{} OWNER {}").format(query, sql.Identifier(owner))
         self.execute(query)
 
-    def create_entra_role(self, name: str, *, createdb: bool = False, superuser: bool = False) -> None:
+    def create_entra_role(
+        self, name: str, *, createdb: bool = False, superuser: bool = False
+    ) -> None:
         """A role that logs in with a token, as ``pgaadauth_create_principal`` makes."""
         attrs = sql.SQL(" ").join(
             sql.SQL(a) for a, on in (("CREATEDB", createdb), ("SUPERUSER", superuser)) if on

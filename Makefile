@@ -1,0 +1,41 @@
+# django-azure-pg — every target installs what it needs into .venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-test
+
+.PHONY: help install test lint types unit demo conformance bench soak dist clean
+
+help:
+	@echo "make test         ruff, mypy and the test suite (starts its own PostgreSQL + identity emulator)"
+	@echo "make demo         the sample site end to end on a local PostgreSQL across token rotations"
+	@echo "make conformance  Django's own test suite with ENGINE=django_azure_pg"
+	@echo "make bench        benchmarks (results in bench/results, docs/benchmarks.md)"
+	@echo "make soak         reliability scenarios under load (docs/reliability.md)"
+	@echo "make dist         sdist + wheel, checked with twine"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+	@bash scripts/ensure-postgres.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+types: $(STAMP)
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -q
+
+test: install lint types unit
+
+demo: install
+	$(BIN)/python -m sample_project.demo
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

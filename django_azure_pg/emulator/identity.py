@@ -198,7 +198,7 @@ class IdentityEmulator:
         }
         token = jwt.mint(claims)
         with self._lock:
-            if len(self._issued) > 1000:
+            if len(self._issued) > 5000:
                 self._issued = {t: i for t, i in self._issued.items() if i.expires_on > now}
             self._issued[token] = _Issued(identity, expires_on)
             self.stats.tokens_issued += 1
@@ -222,6 +222,11 @@ class IdentityEmulator:
             else:
                 self.stats.logins_refused += 1
         return ok
+
+    def issued_tokens(self) -> list[str]:
+        """Every token issued so far (tests scan logs and reports for them)."""
+        with self._lock:
+            return list(self._issued)
 
     def revoke_all(self) -> int:
         """Make the server refuse every token issued so far (an early rotation)."""

@@ -1,0 +1,3 @@
+"""No views: the tests render error reports, which need a URLconf."""
+
+urlpatterns: list[object] = []

@@ -1,6 +1,30 @@
-"""Passwordless Django on Azure Database for PostgreSQL with Microsoft Entra ID."""
+"""Passwordless Django on Azure Database for PostgreSQL with Microsoft Entra ID.
+
+``ENGINE: "django_azure_pg"`` logs in with a fresh access token for every new
+physical connection; :func:`from_env` builds the ``DATABASES`` entry from
+Service Connector's variables. Importing the package registers the
+``azure-postgres://`` scheme with dj-database-url.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from .database_url import register_url_schemes
+
+if TYPE_CHECKING:
+    from .env import from_env
+
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = ["__version__", "from_env"]
+
+register_url_schemes()
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that importing the token modules never imports Django.
+    if name == "from_env":
+        from .env import from_env
+
+        return from_env
+    raise AttributeError(f"module 'django_azure_pg' has no attribute {name!r}")

@@ -1,0 +1,191 @@
+"""Service Connector's environment variables → a complete ``DATABASES`` entry.
+
+Service Connector writes a different set of app settings per client type:
+
+* ``django``: ``AZURE_POSTGRESQL_HOST``, ``_USER``, ``_NAME`` (+ ``_PASSWORD``);
+* ``none`` (and most other runtimes): ``_HOST``, ``_USERNAME``, ``_DATABASE``,
+  ``_PORT``, ``_SSL``;
+* ``python``: ``AZURE_POSTGRESQL_CONNECTIONSTRING``, a libpq keyword string;
+
+each with ``_CLIENTID`` (+ ``_CLIENTSECRET``, ``_TENANTID``) for user-assigned
+identities and service principals. A second connection is prefixed
+``AZURE_POSTGRESQL_<NAME>_``. :func:`from_env` reads any of them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+from . import database_url
+from .credentials import CLIENT_ID, CLIENT_SECRET, SERVICE_CONNECTOR_PREFIX, TENANT_ID
+from .database_url import ENGINE
+
+_CREDENTIAL_VARS = (
+    (CLIENT_ID, "client_id"),
+    (CLIENT_SECRET, "client_secret"),
+    (TENANT_ID, "tenant_id"),
+)
+_CONNINFO_SETTINGS = {
+    "dbname": "NAME",
+    "host": "HOST",
+    "port": "PORT",
+    "user": "USER",
+    "password": "PASSWORD",
+}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def from_env(
+    prefix: str | None = None,
+    *,
+    connection: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    default_url: str | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """A ``DATABASES`` entry for ``django_azure_pg`` built from the environment.
+
+    ``prefix`` defaults to ``AZURE_POSTGRESQL_``; ``connection="RESTAURANT"``
+    reads ``AZURE_POSTGRESQL_RESTAURANT_*``. When no variable with the prefix
+    exists, ``DATABASE_URL`` (or ``default_url``) is parsed with dj-database-url
+    instead — handy on a laptop. Keyword arguments (``CONN_MAX_AGE``,
+    ``OPTIONS``, ``TEST`` …) are merged into the result; dicts are merged key by
+    key, not replaced.
+    """
+    env = os.environ if environ is None else environ
+    prefix = _prefix(prefix, connection)
+    found = sorted(k for k in env if k.startswith(prefix) and _suffix_ok(k[len(prefix) :]))
+    if not found:
+        url = env.get("DATABASE_URL") or default_url
+        if url:
+            return merge(database_url.parse(url), overrides)
+        raise ImproperlyConfigured(_missing_message(prefix, found, env))
+
+    def get(suffix: str) -> str | None:
+        value = env.get(prefix + suffix)
+        return value if value not in (None, "") else None
+
+    entry: dict[str, Any] = {"ENGINE": ENGINE, "OPTIONS": {}}
+    conninfo = get("CONNECTIONSTRING")
+    if conninfo is not None:
+        entry.update(_from_conninfo(conninfo, prefix + "CONNECTIONSTRING"))
+    host = get("HOST")
+    name = _one_of(prefix, get, "NAME", "DATABASE")
+    user = _one_of(prefix, get, "USER", "USERNAME")
+    for key, value in (("HOST", host), ("NAME", name), ("USER", user), ("PORT", get("PORT"))):
+        if value is None:
+            continue
+        if entry.get(key) not in (None, "", value):
+            raise ImproperlyConfigured(
+                f"{prefix}CONNECTIONSTRING and the separate variables disagree about {key}"
+            )
+        entry[key] = value
+    password = get("PASSWORD")
+    if password is not None:
+        entry["PASSWORD"] = password
+    ssl = get("SSL")
+    if ssl is not None:
+        entry["OPTIONS"].setdefault("sslmode", _sslmode(prefix + "SSL", ssl))
+    credential_vars = (
+        (CLIENT_ID, "client_id"),
+        (CLIENT_SECRET, "client_secret"),
+        (TENANT_ID, "tenant_id"),
+    )
+    for suffix, option in credential_vars:
+        value = get(suffix)
+        if value is not None:
+            entry["OPTIONS"][option] = value
+
+    if not entry.get("HOST") or not entry.get("NAME"):
+        raise ImproperlyConfigured(_missing_message(prefix, found, env))
+    return merge(entry, overrides)
+
+
+def merge(entry: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``entry`` updated with ``overrides``; nested dicts (OPTIONS, TEST) merged key by key."""
+    result = dict(entry)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = merge(dict(result[key]), value)
+        else:
+            result[key] = value
+    return result
+
+
+def _prefix(prefix: str | None, connection: str | None) -> str:
+    base = prefix if prefix is not None else SERVICE_CONNECTOR_PREFIX
+    if connection:
+        base = f"{base}{connection.upper()}_"
+    return base
+
+
+def _suffix_ok(suffix: str) -> bool:
+    """A variable of this connection, not of a named one sharing the prefix."""
+    return suffix in {
+        "HOST", "NAME", "DATABASE", "USER", "USERNAME", "PORT", "SSL", "PASSWORD",
+        "CONNECTIONSTRING", CLIENT_ID, CLIENT_SECRET, TENANT_ID,
+    }  # fmt: skip
+
+
+def _one_of(prefix: str, get: Any, first: str, second: str) -> str | None:
+    a, b = get(first), get(second)
+    if a is not None and b is not None and a != b:
+        raise ImproperlyConfigured(
+            f"{prefix}{first} and {prefix}{second} are both set and differ; keep one"
+        )
+    return a if a is not None else b  # type: ignore[no-any-return]
+
+
+def _sslmode(name: str, value: str) -> str:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return "require"
+    if lowered in _FALSE:
+        return "disable"
+    raise ImproperlyConfigured(f"{name} must be true or false, got {value!r}")
+
+
+def _from_conninfo(conninfo: str, name: str) -> dict[str, Any]:
+    """Parse a libpq keyword string with libpq's own rules (quotes, escapes, spaces)."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params: dict[str, Any] = conninfo_to_dict(conninfo)
+    except ProgrammingError:
+        # libpq's message may quote the string, password included: do not chain it.
+        raise ImproperlyConfigured(f"{name} is not a valid libpq connection string") from None
+    entry: dict[str, Any] = {"OPTIONS": {}}
+    settings_keys = {
+        "dbname": "NAME",
+        "host": "HOST",
+        "port": "PORT",
+        "user": "USER",
+        "password": "PASSWORD",
+    }
+    for key, setting in settings_keys.items():
+        if key in params:
+            entry[setting] = str(params.pop(key))
+    entry["OPTIONS"].update({k: str(v) for k, v in params.items()})
+    return entry
+
+
+def _missing_message(prefix: str, found: list[str], env: Mapping[str, str]) -> str:
+    looked = [
+        f"{prefix}HOST + {prefix}NAME + {prefix}USER (client type django)",
+        f"{prefix}HOST + {prefix}DATABASE + {prefix}USERNAME (client type none)",
+        f"{prefix}CONNECTIONSTRING (client type python)",
+        "DATABASE_URL",
+    ]
+    shown = ", ".join(found) if found else "none"
+    return (
+        "No Azure PostgreSQL settings in the environment. Looked for "
+        + "; or ".join(looked)
+        + f". Found: {shown}."
+        + (" HOST and the database name are required." if found else "")
+    )

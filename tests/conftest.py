@@ -150,3 +150,33 @@ def run_for(seconds: float, work: Callable[[], None], *, threads: int = 1) -> in
 def _isolated_token_registry() -> Iterator[None]:
     yield
     tokens.reset()
+
+
+@pytest.fixture
+def add_alias(postgres: LocalPostgres, django_db_blocker: Any) -> Iterator[Callable[..., str]]:
+    """Add an alias to django.db.connections for the duration of a test."""
+    from django.db import connections
+
+    added: list[str] = []
+
+    def add(alias: str, **entry: Any) -> str:
+        full = {
+            "ENGINE": "django_azure_pg",
+            "HOST": postgres.host,
+            "PORT": str(postgres.port),
+            **entry,
+        }
+        connections.settings[alias] = ConnectionHandler().configure_settings({"default": full})[
+            "default"
+        ]
+        added.append(alias)
+        return alias
+
+    with django_db_blocker.unblock():
+        yield add
+        for alias in added:
+            if hasattr(connections._connections, alias):
+                connections[alias].close()
+                delattr(connections._connections, alias)
+            connections.settings.pop(alias, None)
+            settings.DATABASES.pop(alias, None)

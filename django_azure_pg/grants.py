@@ -1,0 +1,276 @@
+"""What an app role needs in a Django database, as SQL; and whether it has it.
+
+Service Connector creates ``aad_<connection>`` but grants on the wrong database
+and never on the schema, so since PostgreSQL 15 the role cannot even create
+tables. This module plans the grants (every name through
+``psycopg.sql.Identifier``), applies them in one transaction, and checks the
+result from the catalogs. No Django import: the command wraps it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+TABLE_RW = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+TABLE_RO = ("SELECT",)
+SEQUENCE_RW = ("USAGE", "SELECT", "UPDATE")
+SEQUENCE_RO = ("SELECT",)
+
+
+class GrantError(Exception):
+    """The plan cannot be applied (missing role or schema, …)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    role: str
+    database: str
+    owner: str
+    schemas: tuple[str, ...] = ("public",)
+    migrate: bool = False
+    read_only: bool = False
+    default_privileges: bool = True
+
+    @property
+    def table_privileges(self) -> tuple[str, ...]:
+        return TABLE_RO if self.read_only else TABLE_RW
+
+    @property
+    def sequence_privileges(self) -> tuple[str, ...]:
+        return SEQUENCE_RO if self.read_only else SEQUENCE_RW
+
+    @property
+    def schema_privileges(self) -> tuple[str, ...]:
+        return ("USAGE", "CREATE") if self.migrate else ("USAGE",)
+
+
+def _privs(names: Iterable[str]) -> sql.Composable:
+    return sql.SQL(", ").join(sql.SQL(n) for n in names)  # fixed keywords, never user input
+
+
+def statements(plan: Plan) -> list[sql.Composed]:
+    role = sql.Identifier(plan.role)
+    out = [
+        sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(
+            sql.Identifier(plan.database), role
+        )
+    ]
+    for name in plan.schemas:
+        schema = sql.Identifier(name)
+        out += [
+            sql.SQL("GRANT {} ON SCHEMA {} TO {}").format(
+                _privs(plan.schema_privileges), schema, role
+            ),
+            sql.SQL("GRANT {} ON ALL TABLES IN SCHEMA {} TO {}").format(
+                _privs(plan.table_privileges), schema, role
+            ),
+            sql.SQL("GRANT {} ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
+                _privs(plan.sequence_privileges), schema, role
+            ),
+        ]
+        if not plan.read_only:
+            out.append(
+                sql.SQL("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {} TO {}").format(schema, role)
+            )
+        if plan.default_privileges:
+            prefix = sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT").format(
+                sql.Identifier(plan.owner), schema
+            )
+            out += [
+                sql.SQL("{} {} ON TABLES TO {}").format(
+                    prefix, _privs(plan.table_privileges), role
+                ),
+                sql.SQL("{} {} ON SEQUENCES TO {}").format(
+                    prefix, _privs(plan.sequence_privileges), role
+                ),
+            ]
+            if not plan.read_only:
+                out.append(sql.SQL("{} EXECUTE ON FUNCTIONS TO {}").format(prefix, role))
+    return out
+
+
+# -- catalog queries -----------------------------------------------------------
+
+_ACL_SNAPSHOT = """
+WITH r AS (SELECT oid FROM pg_roles WHERE rolname = %(role)s)
+SELECT 'database', d.datname, a.privilege_type
+  FROM pg_database d, aclexplode(d.datacl) a, r
+ WHERE d.datname = current_database() AND a.grantee = r.oid
+UNION ALL
+SELECT 'schema', n.nspname, a.privilege_type
+  FROM pg_namespace n, aclexplode(n.nspacl) a, r
+ WHERE n.nspname = ANY(%(schemas)s) AND a.grantee = r.oid
+UNION ALL
+SELECT 'relation', n.nspname || '.' || c.relname, a.privilege_type
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a, r
+ WHERE n.nspname = ANY(%(schemas)s) AND a.grantee = r.oid
+UNION ALL
+SELECT 'function', n.nspname || '.' || p.oid::regprocedure::text, a.privilege_type
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace, aclexplode(p.proacl) a, r
+ WHERE n.nspname = ANY(%(schemas)s) AND a.grantee = r.oid
+UNION ALL
+SELECT 'default:' || d.defaclobjtype::text, n.nspname || ' for ' || pg_get_userbyid(d.defaclrole),
+       a.privilege_type
+  FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace,
+       aclexplode(d.defaclacl) a, r
+ WHERE n.nspname = ANY(%(schemas)s) AND a.grantee = r.oid
+"""
+
+_RELATIONS = """
+SELECT c.relname, c.relkind, pg_get_userbyid(c.relowner)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+ ORDER BY c.relname
+"""
+
+
+def role_exists(conn: psycopg.Connection[Any], role: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
+
+
+def missing_schemas(conn: psycopg.Connection[Any], schemas: Iterable[str]) -> list[str]:
+    wanted = list(schemas)
+    rows = conn.execute(
+        "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", (wanted,)
+    ).fetchall()
+    present = {r[0] for r in rows}
+    return [s for s in wanted if s not in present]
+
+
+def snapshot(conn: psycopg.Connection[Any], plan: Plan) -> set[tuple[str, str, str]]:
+    rows = conn.execute(_ACL_SNAPSHOT, {"role": plan.role, "schemas": list(plan.schemas)})
+    return {(str(a), str(b), str(c)) for a, b, c in rows.fetchall()}
+
+
+@dataclass
+class SchemaReport:
+    schema: str
+    privileges: dict[str, bool]
+    tables: int = 0
+    sequences: int = 0
+    unusable_tables: list[str] = field(default_factory=list)
+    unusable_sequences: list[str] = field(default_factory=list)
+    default_privileges: bool | None = None
+
+    @property
+    def ok(self) -> bool:
+        return (
+            all(self.privileges.values())
+            and not self.unusable_tables
+            and not self.unusable_sequences
+            and self.default_privileges is not False
+        )
+
+
+@dataclass
+class Report:
+    role: str
+    database: str
+    database_privileges: dict[str, bool]
+    schemas: list[SchemaReport]
+
+    @property
+    def ok(self) -> bool:
+        return all(self.database_privileges.values()) and all(s.ok for s in self.schemas)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "database": self.database,
+            "ok": self.ok,
+            "database_privileges": self.database_privileges,
+            "schemas": [{**s.__dict__, "ok": s.ok} for s in self.schemas],
+        }
+
+
+def _scalar(conn: psycopg.Connection[Any], query: Any, params: tuple[Any, ...]) -> Any:
+    row = conn.execute(query, params).fetchone()
+    return row[0] if row else None
+
+
+def _has_all(
+    conn: psycopg.Connection[Any], fn: str, role: str, obj: str, privs: Iterable[str]
+) -> bool:
+    query = sql.SQL("SELECT {}(%s, %s, %s)").format(sql.Identifier(fn))
+    return all(_scalar(conn, query, (role, obj, p)) for p in privs)
+
+
+def verify(conn: psycopg.Connection[Any], plan: Plan) -> Report:
+    """What the role can use now, per schema; ``Report.ok`` says whether the plan is met."""
+    role = plan.role
+    database_privileges = {
+        p: bool(
+            _scalar(conn, "SELECT has_database_privilege(%s, current_database(), %s)", (role, p))
+        )
+        for p in ("CONNECT", "TEMPORARY")
+    }
+    reports = []
+    for schema in plan.schemas:
+        report = SchemaReport(
+            schema,
+            {
+                p: _has_all(conn, "has_schema_privilege", role, schema, [p])
+                for p in plan.schema_privileges
+            },
+        )
+        for name, kind, _owner in conn.execute(_RELATIONS, {"schema": schema}).fetchall():
+            qualified = sql.Identifier(schema, name).as_string(conn)
+            if kind == "S":
+                report.sequences += 1
+                if not _has_all(
+                    conn, "has_sequence_privilege", role, qualified, plan.sequence_privileges
+                ):
+                    report.unusable_sequences.append(name)
+            else:
+                report.tables += 1
+                needed = (
+                    ("SELECT",)
+                    if plan.read_only or kind in "vm"
+                    else ("SELECT", "INSERT", "UPDATE", "DELETE")
+                )
+                if not _has_all(conn, "has_table_privilege", role, qualified, needed):
+                    report.unusable_tables.append(name)
+        if plan.default_privileges:
+            report.default_privileges = _defaults_cover(conn, plan, schema)
+        reports.append(report)
+    return Report(role, plan.database, database_privileges, reports)
+
+
+_DEFAULTS = """
+SELECT d.defaclobjtype, a.privilege_type
+  FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace,
+       aclexplode(d.defaclacl) a
+ WHERE n.nspname = %(schema)s
+   AND d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = %(owner)s)
+   AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %(role)s)
+"""
+
+
+def _defaults_cover(conn: psycopg.Connection[Any], plan: Plan, schema: str) -> bool:
+    rows = conn.execute(_DEFAULTS, {"schema": schema, "owner": plan.owner, "role": plan.role})
+    have = {(str(t), str(p)) for t, p in rows.fetchall()}
+    need = {("r", p) for p in plan.table_privileges} | {("S", p) for p in plan.sequence_privileges}
+    return need <= have
+
+
+def apply(conn: psycopg.Connection[Any], plan: Plan) -> tuple[list[str], set[tuple[str, str, str]]]:
+    """Run the plan in one transaction; return the SQL run and the ACL entries it added."""
+    if not role_exists(conn, plan.role):
+        raise GrantError(f"Role {plan.role!r} does not exist on this server")
+    missing = missing_schemas(conn, plan.schemas)
+    if missing:
+        raise GrantError(
+            f"Schema {', '.join(map(repr, missing))} does not exist in database {plan.database!r}"
+        )
+    before = snapshot(conn, plan)
+    executed = []
+    with conn.transaction():
+        for statement in statements(plan):
+            conn.execute(statement)
+            executed.append(statement.as_string(conn))
+    return executed, snapshot(conn, plan) - before

@@ -9,3 +9,6 @@ class DjangoAzurePgConfig(AppConfig):
     name = "django_azure_pg"
     verbose_name = "Azure Database for PostgreSQL (Entra ID)"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401 — registers the checks

@@ -1,0 +1,179 @@
+"""Step-by-step diagnosis of one alias's passwordless login, for ``azure_pg_doctor``.
+
+Each step says what it found; a failed step says the likely cause and fix.
+Secrets (tokens, client secrets, passwords, identity headers) are never shown:
+only whether they are set.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from . import claims, credentials, diagnosis
+from .redaction import redact
+
+_SHOWN_VARS = (
+    "IDENTITY_ENDPOINT", "MSI_ENDPOINT", "AZURE_CLIENT_ID", "AZURE_TENANT_ID",
+    "AZURE_AUTHORITY_HOST", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_TOKEN_CREDENTIALS",
+    "AZURE_POD_IDENTITY_AUTHORITY_HOST", "WEBSITE_SITE_NAME",
+)  # fmt: skip
+_PRESENCE_ONLY = ("IDENTITY_HEADER", "MSI_SECRET", "AZURE_CLIENT_SECRET", "PGPASSWORD")
+_SECRET_SUFFIXES = ("PASSWORD", "CLIENTSECRET", "CONNECTIONSTRING", "SECRET")
+
+
+@dataclass
+class Step:
+    name: str
+    status: str  # "ok", "warning", "fail", "skipped"
+    detail: dict[str, Any] = field(default_factory=dict)
+    cause: str | None = None
+    fix: str | None = None
+
+    def failed(self, message: str) -> Step:
+        self.status = "fail"
+        self.detail["error"] = redact(message)
+        found = diagnosis.diagnose(message)
+        if found:
+            self.cause, self.fix = found.cause, found.fix
+        return self
+
+
+@dataclass
+class Report:
+    alias: str
+    steps: list[Step]
+
+    @property
+    def ok(self) -> bool:
+        return all(s.status != "fail" for s in self.steps)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"alias": self.alias, "ok": self.ok, "steps": [asdict(s) for s in self.steps]}
+
+
+def environment_seen(environ: Any) -> dict[str, str]:
+    seen: dict[str, str] = {}
+    for name in sorted(environ):
+        if name.startswith(credentials.SERVICE_CONNECTOR_PREFIX):
+            secret = name.endswith(_SECRET_SUFFIXES)
+            seen[name] = "(set)" if secret else environ[name]
+    for name in _SHOWN_VARS:
+        if environ.get(name):
+            seen[name] = environ[name]
+    for name in _PRESENCE_ONLY:
+        if environ.get(name):
+            seen[name] = "(set)"
+    return seen
+
+
+def run(alias: str, entry: dict[str, Any], environ: Any = os.environ) -> Report:
+    from django.db.utils import load_backend
+
+    steps: list[Step] = []
+    opts = entry.get("OPTIONS") or {}
+    entry = {**entry, "OPTIONS": {k: v for k, v in opts.items() if k != "pool"}, "CONN_MAX_AGE": 0}
+    wrapper = load_backend(entry["ENGINE"]).DatabaseWrapper(entry, f"{alias}:doctor")
+    params = wrapper.get_connection_params()
+    steps.append(
+        Step(
+            "settings",
+            "ok",
+            {
+                "engine": entry["ENGINE"],
+                "host": entry.get("HOST"),
+                "port": entry.get("PORT") or 5432,
+                "database": entry.get("NAME"),
+                "user": entry.get("USER") or "(from token)",
+                "sslmode": params.get("sslmode"),
+                "pool": bool(opts.get("pool")),
+            },
+        )
+    )
+
+    login = None
+    if entry.get("PASSWORD"):
+        steps.append(Step("credential", "ok", {"kind": "password", "reason": "PASSWORD is set"}))
+    else:
+        step = Step("credential", "ok", {"environment": environment_seen(environ)})
+        steps.append(step)
+        try:
+            login = wrapper.azure_login
+        except Exception as exc:
+            step.failed(str(exc))
+        else:
+            assert login is not None
+            step.detail |= {"credential": login.choice.name, "reason": login.choice.reason}
+
+    if login is not None:
+        step = Step("token", "ok", {"scope": login.scope})
+        steps.append(step)
+        started = time.monotonic()
+        try:
+            token = login.source.get_token()
+        except Exception as exc:
+            step.failed(f"could not get an Entra access token: {exc}")
+            steps.append(Step("connect", "skipped"))
+            return Report(alias, steps)
+        found = claims.decode(token.value)
+        expires = datetime.datetime.fromtimestamp(token.expires_on, datetime.timezone.utc)
+        step.detail |= {
+            "fetched_in_ms": round((time.monotonic() - started) * 1000, 1),
+            "expires_in_s": round(token.expires_on - time.time()),
+            "expires_at": expires.isoformat(timespec="seconds"),
+            "claims": claims.public(found),
+        }
+        role_step = Step("role", "ok")
+        steps.append(role_step)
+        try:
+            role = login.role_for(token.value)
+        except Exception as exc:
+            role_step.failed(str(exc))
+            return Report(alias, steps)
+        role_step.detail = {"role": role, "from": "USER" if entry.get("USER") else "token claims"}
+
+    steps.append(_connect(wrapper))
+    return Report(alias, steps)
+
+
+def _connect(wrapper: Any) -> Step:
+    step = Step("connect", "ok")
+    try:
+        wrapper.ensure_connection()
+    except Exception as exc:
+        return step.failed(str(exc))
+    try:
+        conn = wrapper.connection
+        row = conn.execute(
+            "SELECT current_user, current_database(), current_setting('server_version'), "
+            "coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false), "
+            "has_schema_privilege('public', 'USAGE'), has_schema_privilege('public', 'CREATE')"
+        ).fetchone()
+        user, db, version, ssl, usage, create = row
+        step.detail = {"current_user": user, "database": db, "server_version": version, "tls": ssl}
+        unusable = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' "
+            "AND NOT has_table_privilege(format('%I.%I', schemaname, tablename), 'SELECT')"
+        ).fetchone()[0]
+        step.detail |= {"public_usage": usage, "public_create": create, "unusable_tables": unusable}
+        if not usage:
+            step.failed("permission denied for schema public (no USAGE)")
+        elif not create or unusable:
+            step.status = "warning"
+            if not create:
+                step.cause = (
+                    "The role cannot create tables in schema public, so `migrate` run as this "
+                    "role fails with 'permission denied for schema public'."
+                )
+                step.fix = "Run manage.py grant_aad_privileges --migrate as the schema's owner."
+            else:
+                step.cause = f"{unusable} table(s) in public cannot be read by this role."
+                step.fix = "Run manage.py grant_aad_privileges as the tables' owner."
+        if not ssl:
+            step.detail["tls_note"] = "connection is not encrypted"
+    finally:
+        wrapper.close()
+    return step

@@ -214,19 +214,6 @@ def test_refuses_to_grant_as_the_role_itself(setup: Setup) -> None:
         grant("--database", "app")
 
 
-STAND_IN = """
--- A local stand-in for Azure's pgaadauth_create_principal_with_oid (created by the
--- tests; the real one exists only on Azure): creates an Entra-login role.
-CREATE FUNCTION pgaadauth_create_principal_with_oid(
-    rolename text, objectid text, objecttype text, isadmin boolean, ismfa boolean)
-RETURNS text LANGUAGE plpgsql SECURITY DEFINER AS $$
-BEGIN
-  EXECUTE format('CREATE ROLE %I LOGIN IN ROLE azure_ad_user', rolename);
-  RETURN format('Created role for "%s"', rolename);
-END $$;
-"""
-
-
 def test_create_aad_principal(setup: Setup) -> None:
     def create(*args: str) -> str:
         out = io.StringIO()
@@ -235,7 +222,7 @@ def test_create_aad_principal(setup: Setup) -> None:
 
     with pytest.raises(CommandError, match="not an Azure Database for PostgreSQL"):
         create("aad_new", "--oid", "00000000-0000-0000-0000-000000000001")
-    setup.pg.execute(STAND_IN)
+    setup.pg.install_pgaadauth_stand_in()  # Azure's function exists only on Azure
     try:
         output = create(
             "aad_new", "--oid", "00000000-0000-0000-0000-000000000001", "--type", "service"
@@ -246,4 +233,6 @@ def test_create_aad_principal(setup: Setup) -> None:
             "aad_new", "--oid", "00000000-0000-0000-0000-000000000001"
         )
     finally:
-        setup.pg.execute("DROP FUNCTION pgaadauth_create_principal_with_oid")
+        setup.pg.execute(
+            "DROP FUNCTION pgaadauth_create_principal_with_oid, pgaadauth_create_principal"
+        )

@@ -100,6 +100,24 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
     return crt, pem
 
 
+_PGAADAUTH_STAND_IN = """
+CREATE OR REPLACE FUNCTION pgaadauth_create_principal_with_oid(
+    rolename text, objectid text, objecttype text, isadmin boolean, ismfa boolean)
+RETURNS text LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+  EXECUTE format('CREATE ROLE %I LOGIN IN ROLE azure_ad_user', rolename);
+  RETURN format('Created role for "%s"', rolename);
+END $$;
+CREATE OR REPLACE FUNCTION pgaadauth_create_principal(
+    rolename text, isadmin boolean, ismfa boolean)
+RETURNS text LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+  EXECUTE format('CREATE ROLE %I LOGIN IN ROLE azure_ad_user', rolename);
+  RETURN format('Created role for "%s"', rolename);
+END $$;
+"""
+
+
 class LocalPostgres:
     """``with LocalPostgres(ldap_port=emulator.ldap_port) as pg: ...``"""
 
@@ -281,6 +299,16 @@ class LocalPostgres:
                 sql.Identifier(name), attrs, sql.Literal(password)
             )
         )
+
+    def install_pgaadauth_stand_in(self) -> None:
+        """A local stand-in for Azure's ``pgaadauth_create_principal[_with_oid]``.
+
+        Azure's functions (in the ``postgres`` database) create a role that logs in
+        with Entra tokens; these create a member of ``azure_ad_user``, which this
+        server checks through the emulator. Mapping the role to a principal is the
+        emulator's job (``IdentityEmulator.allow_role``).
+        """
+        self.execute(_PGAADAUTH_STAND_IN)
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.logfile.read_text()[-chars:] if self.logfile.exists() else ""

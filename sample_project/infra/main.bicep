@@ -1,0 +1,124 @@
+// App Service (Linux, Python) + PostgreSQL Flexible Server with Microsoft Entra authentication
+// only. The web app's system-assigned identity logs in with tokens (django-azure-pg); the
+// app settings use Service Connector's variable names. The postprovision hook creates the
+// app's role and grants it privileges (infra/hooks/postprovision.sh).
+targetScope = 'resourceGroup'
+
+@minLength(1)
+@maxLength(64)
+@description('azd environment name; used to derive resource names')
+param environmentName string
+
+@description('Region for all resources')
+param location string = resourceGroup().location
+
+@description('Object id of the Entra principal that becomes the server admin (you)')
+param principalId string
+
+@description('Name (UPN) of that principal: the PostgreSQL role it logs in as')
+param principalName string
+
+@allowed(['User', 'Group', 'ServicePrincipal'])
+param principalType string = 'User'
+
+@description('Service Connector-style connection name: the app role is aad_<connection>')
+param connectionName string = 'restaurantdb'
+
+param databaseName string = 'restaurant'
+param pythonVersion string = '3.12'
+
+@secure()
+param secretKey string = newGuid()
+
+var token = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
+var tags = { 'azd-env-name': environmentName }
+var appRole = 'aad_${connectionName}'
+
+resource plan 'Microsoft.Web/serverfarms@2023-12-01' = {
+  name: 'plan-${token}'
+  location: location
+  tags: tags
+  kind: 'linux'
+  sku: { name: 'B1', tier: 'Basic' }
+  properties: { reserved: true }
+}
+
+resource postgres 'Microsoft.DBforPostgreSQL/flexibleServers@2024-08-01' = {
+  name: 'psql-${token}'
+  location: location
+  tags: tags
+  sku: { name: 'Standard_B1ms', tier: 'Burstable' }
+  properties: {
+    version: '16'
+    storage: { storageSizeGB: 32 }
+    backup: { backupRetentionDays: 7, geoRedundantBackup: 'Disabled' }
+    highAvailability: { mode: 'Disabled' }
+    network: { publicNetworkAccess: 'Enabled' }
+    authConfig: {
+      activeDirectoryAuth: 'Enabled'
+      passwordAuth: 'Disabled'
+      tenantId: subscription().tenantId
+    }
+  }
+}
+
+resource entraAdmin 'Microsoft.DBforPostgreSQL/flexibleServers/administrators@2024-08-01' = {
+  parent: postgres
+  name: principalId
+  properties: {
+    principalName: principalName
+    principalType: principalType
+    tenantId: subscription().tenantId
+  }
+}
+
+resource database 'Microsoft.DBforPostgreSQL/flexibleServers/databases@2024-08-01' = {
+  parent: postgres
+  name: databaseName
+  properties: { charset: 'UTF8', collation: 'en_US.utf8' }
+}
+
+// 0.0.0.0 - 0.0.0.0 is Azure's "allow public access from any Azure service".
+resource allowAzure 'Microsoft.DBforPostgreSQL/flexibleServers/firewallRules@2024-08-01' = {
+  parent: postgres
+  name: 'AllowAllAzureServicesAndResourcesWithinAzureIps'
+  properties: { startIpAddress: '0.0.0.0', endIpAddress: '0.0.0.0' }
+}
+
+resource web 'Microsoft.Web/sites@2023-12-01' = {
+  name: 'app-${token}'
+  location: location
+  tags: union(tags, { 'azd-service-name': 'web' })
+  kind: 'app,linux'
+  identity: { type: 'SystemAssigned' }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    siteConfig: {
+      linuxFxVersion: 'PYTHON|${pythonVersion}'
+      appCommandLine: 'startup.sh'
+      healthCheckPath: '/health/'
+      alwaysOn: true
+      ftpsState: 'Disabled'
+      minTlsVersion: '1.2'
+      appSettings: [
+        { name: 'SCM_DO_BUILD_DURING_DEPLOYMENT', value: 'true' }
+        { name: 'SECRET_KEY', value: secretKey }
+        { name: 'AZURE_POSTGRESQL_HOST', value: postgres.properties.fullyQualifiedDomainName }
+        { name: 'AZURE_POSTGRESQL_NAME', value: databaseName }
+        { name: 'AZURE_POSTGRESQL_USER', value: appRole }
+      ]
+    }
+  }
+  dependsOn: [database, entraAdmin, allowAzure]
+}
+
+output AZURE_LOCATION string = location
+output WEB_APP_NAME string = web.name
+output WEB_APP_URL string = 'https://${web.properties.defaultHostName}'
+output WEB_APP_PRINCIPAL_ID string = web.identity.principalId
+output POSTGRES_SERVER_NAME string = postgres.name
+output POSTGRES_HOST string = postgres.properties.fullyQualifiedDomainName
+output POSTGRES_DATABASE string = databaseName
+output POSTGRES_ADMIN_NAME string = principalName
+output APP_DB_ROLE string = appRole

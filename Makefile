@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: help install test lint types unit demo conformance bench soak dist clean
 
@@ -20,6 +21,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
 install: $(STAMP)
 	@bash scripts/ensure-postgres.sh
 
@@ -36,6 +41,12 @@ test: install lint types unit
 
 demo: install
 	$(BIN)/python -m sample_project.demo
+
+bench: install $(BENCH_STAMP)
+	$(BIN)/python bench/run.py
+
+soak: install
+	$(BIN)/python -m sample_project.soak
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base as postgresql
 from django.utils.functional import cached_property
 from django.views.decorators.debug import sensitive_variables
@@ -21,6 +22,8 @@ from .client import DatabaseClient
 from .credentials import CredentialConfigError
 from .login import TokenLogin
 from .pool import token_connection_class
+
+_HAS_POOL = hasattr(postgresql.DatabaseWrapper, "pool")  # Django >= 5.1
 
 
 class DatabaseWrapper(postgresql.DatabaseWrapper):
@@ -39,6 +42,8 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             raise ImproperlyConfigured(f"DATABASES[{self.alias!r}]: {exc}") from exc
 
     def get_connection_params(self) -> dict[str, Any]:
+        if not _HAS_POOL and self.settings_dict["OPTIONS"].get("pool"):
+            raise ImproperlyConfigured("OPTIONS['pool'] needs Django 5.1 or later")
         params = options.strip(super().get_connection_params())
         if "sslmode" not in params and "service" not in params and "PGSSLMODE" not in os.environ:
             params["sslmode"] = "require"
@@ -60,9 +65,17 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
 
     @property
     def pool(self) -> Any:
-        login = self.azure_login
+        # Read on every checkout, so the common path is two dict lookups.
+        if not _HAS_POOL:
+            return None
         pool_options = self.settings_dict["OPTIONS"].get("pool")
-        if login is None or not pool_options or self.alias in self._connection_pools:  # type: ignore[attr-defined]
+        if not pool_options or self.alias == NO_DB_ALIAS:
+            return None
+        pool = self._connection_pools.get(self.alias)  # type: ignore[attr-defined]
+        if pool is not None:
+            return pool
+        login = self.azure_login
+        if login is None:
             return super().pool
         # Build Django's pool from a copy of the settings whose pool options
         # name our connection class; the user's OPTIONS["pool"] is untouched.

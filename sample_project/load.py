@@ -20,6 +20,7 @@ class LoadResult:
     restaurants: set[int] = field(default_factory=set)
     reviews: Counter[int] = field(default_factory=Counter)
     slowest: float = 0.0
+    failure_times: list[float] = field(default_factory=list)
 
     def percentile(self, q: float) -> float:
         if not self.latencies:
@@ -55,6 +56,7 @@ def drive(url: str, seconds: float, *, threads: int = 4, tag: str = "load") -> L
             result.slowest = max(result.slowest, elapsed)
             if status != expect:
                 result.failures += 1
+                result.failure_times.append(time.monotonic())
                 result.errors[f"{path.split('/')[2] if path.count('/') > 1 else path} {error}"] += 1
                 return None
         return body

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -151,7 +152,8 @@ class Stand:
 
     # -- the site ----------------------------------------------------------------
 
-    def start_site(self, mode: str = "conn_max_age_0", **extra: str) -> Site:
+    def start_site(self, mode: str = "conn_max_age_0", *, warm: bool = True, **extra: str) -> Site:
+        """Start gunicorn; ``warm`` waits for /health/ (a first token fetch), else only for the port."""
         port = free_port()
         log = self.postgres.root / f"gunicorn-{mode}-{port}.log"
         self.manage("collectstatic", "--noinput")
@@ -186,15 +188,20 @@ class Stand:
             if process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited:\n{log.read_text()[-3000:]}")
             with contextlib.suppress(OSError):
-                if get_json(site.url + "/health/", timeout=2)[0] == 200:
+                if not warm:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    return site
+                if get_json(site.url + "/health/", timeout=5)[0] == 200:
                     return site
             time.sleep(0.2)
         site.stop()
         raise RuntimeError(f"the site did not become healthy:\n{log.read_text()[-3000:]}")
 
     @contextlib.contextmanager
-    def site(self, mode: str = "conn_max_age_0", **extra: str) -> Iterator[Site]:
-        site = self.start_site(mode, **extra)
+    def site(
+        self, mode: str = "conn_max_age_0", *, warm: bool = True, **extra: str
+    ) -> Iterator[Site]:
+        site = self.start_site(mode, warm=warm, **extra)
         try:
             yield site
         finally:

@@ -1,0 +1,534 @@
+"""`make bench`: what the token path costs, measured side by side in one run.
+
+Starts its own PostgreSQL and identity emulator. Every comparison runs its
+contenders on the same server, interleaved round by round (A B A B …), and
+reports min / median / max over the rounds and the ratio of medians. The
+"stock" contenders log in with a static, still-valid token as PASSWORD — the
+settings.py recipe — so both sides take the same server-side auth path and
+the difference is this package's own work.
+
+Results: bench/results/latest.json, docs/benchmarks.png; docs/benchmarks.md explains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import django
+from django.conf import settings
+
+if not settings.configured:
+    settings.configure(USE_TZ=True, INSTALLED_APPS=[], DATABASES={})
+    django.setup()
+
+import psycopg
+from azure.identity import ManagedIdentityCredential
+from django.db.utils import ConnectionHandler, load_backend
+
+from django_azure_pg import tokens
+from django_azure_pg.emulator import IdentityEmulator, LocalPostgres
+from django_azure_pg.login import TokenLogin
+from django_azure_pg.pool import token_connection_class
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
+ROLE = "aad_bench"
+DB = "bench"
+
+
+# -- harness ---------------------------------------------------------------------
+
+
+def run_threads(
+    threads: int, seconds: float, make_worker: Callable[[], Callable[[], None]]
+) -> float:
+    """Operations per second over ``seconds`` with ``threads`` threads."""
+    count = [0] * threads
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads + 1)
+    stop_at = [0.0]
+
+    def loop(i: int) -> None:
+        try:
+            work = make_worker()
+            start.wait()
+            while time.monotonic() < stop_at[0]:
+                work()
+                count[i] += 1
+        except BaseException as exc:
+            errors.append(exc)
+            start.abort()
+
+    workers = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(threads)]
+    for w in workers:
+        w.start()
+    stop_at[0] = time.monotonic() + seconds + 0.05
+    began = time.monotonic()
+    start.wait()
+    for w in workers:
+        w.join()
+    if errors:
+        raise errors[0]
+    return sum(count) / (time.monotonic() - began)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "min": min(values),
+        "median": statistics.median(values),
+        "max": max(values),
+        "rounds": len(values),
+    }
+
+
+def compare(name: str, contenders: dict[str, Callable[[], float]], rounds: int) -> dict[str, Any]:
+    samples: dict[str, list[float]] = {k: [] for k in contenders}
+    for _ in range(rounds):
+        for key, measure in contenders.items():
+            samples[key].append(measure())
+    result = {k: summary(v) for k, v in samples.items()}
+    a, b = list(contenders)
+    ratio = result[a]["median"] / result[b]["median"]
+    print(
+        f"  {name}: {a} {result[a]['median']:.0f}/s vs {b} {result[b]['median']:.0f}/s → ratio {ratio:.3f}"
+    )
+    return {"samples": samples, "summary": result, "ratio": ratio, "ratio_of": f"{a} / {b}"}
+
+
+class Bench:
+    def __init__(self, emulator: IdentityEmulator, pg: LocalPostgres, quick: bool) -> None:
+        self.emulator = emulator
+        self.pg = pg
+        self.quick = quick
+        self.identity = emulator.add_identity("uami-bench")
+        emulator.allow_role(ROLE, self.identity)
+        emulator.allow_role(ROLE)
+
+    def entry(self, **overrides: Any) -> dict[str, Any]:
+        base = {
+            "ENGINE": "django_azure_pg",
+            "HOST": self.pg.host,
+            "PORT": str(self.pg.port),
+            "NAME": DB,
+            "USER": ROLE,
+            "OPTIONS": {"sslmode": "disable", "client_id": self.identity.client_id},
+        }
+        base.update(overrides)
+        return ConnectionHandler().configure_settings({"default": base})["default"]
+
+    def wrapper(self, entry: dict[str, Any]) -> Any:
+        return load_backend(entry["ENGINE"]).DatabaseWrapper(entry, f"b_{uuid.uuid4().hex[:8]}")
+
+    def static_token(self) -> str:
+        return self.emulator.issue(self.identity)[0]
+
+    # 1 ---------------------------------------------------------------------------
+    def connect_throughput(self, rounds: int, seconds: float, threads: int) -> dict[str, Any]:
+        ours = self.entry()
+        stock = self.entry(
+            ENGINE="django.db.backends.postgresql",
+            PASSWORD=self.static_token(),
+            OPTIONS={"sslmode": "disable"},
+        )
+
+        def measure(entry: dict[str, Any]) -> Callable[[], float]:
+            def make() -> Callable[[], None]:
+                w = self.wrapper(entry)
+
+                def work() -> None:
+                    w.connect()
+                    w.close()
+
+                return work
+
+            return lambda: run_threads(threads, seconds, make)
+
+        self.wrapper(ours).connect()  # warm the token
+        return compare(
+            "connect throughput (new physical connections/s through Django)",
+            {"django_azure_pg": measure(ours), "stock + static token": measure(stock)},
+            rounds,
+        )
+
+    # 2 ---------------------------------------------------------------------------
+    def identity_calls(self, threads: int, per_thread: int, lifetime: float) -> dict[str, Any]:
+        tokens.reset()
+        self.emulator.lifetime = lifetime
+        ident = self.emulator.add_identity("uami-calls")
+        self.emulator.allow_role(ROLE, ident)
+        entry = self.entry(OPTIONS={"sslmode": "disable", "client_id": ident.client_id})
+        before = self.emulator.stats.token_requests
+        failures = [0]
+        began = time.monotonic()
+
+        def worker() -> None:
+            w = self.wrapper(entry)
+            for _ in range(per_thread):
+                try:
+                    w.connect()
+                    w.close()
+                except Exception:
+                    failures[0] += 1
+
+        ts = [threading.Thread(target=worker) for _ in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        elapsed = time.monotonic() - began
+        calls = self.emulator.stats.token_requests - before
+        lifetimes = elapsed / lifetime
+        self.emulator.lifetime = 3600
+        print(
+            f"  identity calls: {threads}x{per_thread} connections in {elapsed:.1f} s "
+            f"= {lifetimes:.1f} lifetimes of {lifetime:g} s → {calls} calls, {failures[0]} failures"
+        )
+        return {
+            "threads": threads,
+            "connections": threads * per_thread,
+            "seconds": elapsed,
+            "lifetime": lifetime,
+            "lifetimes": lifetimes,
+            "calls": calls,
+            "calls_per_lifetime": calls / lifetimes,
+            "target_max_calls": int(lifetimes) + 1 + 1,
+            "failures": failures[0],
+        }
+
+    # 3 ---------------------------------------------------------------------------
+    def slow_endpoint_latency(
+        self, threads: int, seconds: float, lifetime: float, latency: float
+    ) -> dict[str, Any]:
+        tokens.reset()
+        ident = self.emulator.add_identity("uami-slow")
+        self.emulator.allow_role(ROLE, ident)
+        self.emulator.lifetime = lifetime
+        self.emulator.set_fault(latency=latency)
+        login = TokenLogin.from_settings("slow", {"client_id": ident.client_id}, ROLE)
+        before = self.emulator.stats.token_requests
+        t0 = time.monotonic()
+        login.token()  # warm: the one wait at start
+        cold = time.monotonic() - t0
+        waits: list[float] = []
+        lock = threading.Lock()
+        conninfo = {"host": self.pg.host, "port": self.pg.port, "dbname": DB, "sslmode": "disable"}
+
+        def make() -> Callable[[], None]:
+            def work() -> None:
+                started = time.perf_counter()
+                token = login.token()
+                waited = time.perf_counter() - started
+                with lock:
+                    waits.append(waited)
+                psycopg.connect(**conninfo, user=ROLE, password=token).close()
+
+            return work
+
+        run_threads(threads, seconds, make)
+        self.emulator.clear_faults()
+        self.emulator.lifetime = 3600
+        ordered = sorted(waits)
+        pct = {q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 for q in (0.5, 0.99)}
+        calls = self.emulator.stats.token_requests - before
+        print(
+            f"  slow endpoint ({latency * 1000:.0f} ms/call, lifetime {lifetime:g} s, "
+            f"{seconds / lifetime:.1f} lifetimes): cold {cold * 1000:.0f} ms; warm p50 {pct[0.5]:.3f} ms, "
+            f"p99 {pct[0.99]:.3f} ms, max {ordered[-1] * 1000:.3f} ms over {len(waits)} connections; "
+            f"{calls} identity calls"
+        )
+        return {
+            "latency_ms": latency * 1000,
+            "lifetime": lifetime,
+            "seconds": seconds,
+            "rotations": seconds / lifetime,
+            "cold_ms": cold * 1000,
+            "connections": len(waits),
+            "p50_ms": pct[0.5],
+            "p99_ms": pct[0.99],
+            "max_ms": ordered[-1] * 1000,
+            "identity_calls": calls,
+        }
+
+    # 4 ---------------------------------------------------------------------------
+    def pool_throughput(self, rounds: int, seconds: float, threads: int) -> dict[str, Any]:
+        pool = {"min_size": threads, "max_size": threads, "timeout": 10}
+        ours = self.entry(
+            OPTIONS={"sslmode": "disable", "client_id": self.identity.client_id, "pool": pool}
+        )
+        stock = self.entry(
+            ENGINE="django.db.backends.postgresql",
+            PASSWORD=self.static_token(),
+            OPTIONS={"sslmode": "disable", "pool": pool},
+        )
+        wrappers = []
+
+        def measure(entry: dict[str, Any]) -> Callable[[], float]:
+            alias = f"pool_{uuid.uuid4().hex[:6]}"
+
+            def make() -> Callable[[], None]:
+                w = load_backend(entry["ENGINE"]).DatabaseWrapper(entry, alias)
+                wrappers.append(w)
+
+                def work() -> None:  # one request: check out, query, give back
+                    with w.cursor() as cur:
+                        cur.execute("SELECT 1")
+                    w.close()
+
+                return work
+
+            return lambda: run_threads(threads, seconds, make)
+
+        result = compare(
+            "pool request cycle (checkout + SELECT 1 + return, per second)",
+            {"django_azure_pg": measure(ours), "stock + static token": measure(stock)},
+            rounds,
+        )
+        for w in wrappers:
+            if w.alias in w._connection_pools:
+                w.close_pool()
+        return result
+
+    # 5 ---------------------------------------------------------------------------
+    def versus_azure_postgresql_auth(
+        self, rounds: int, seconds: float, threads: int
+    ) -> dict[str, Any]:
+        try:
+            from azure_postgresql_auth.psycopg3 import EntraConnection
+        except ImportError:
+            print("  azure-postgresql-auth not installed: skipped (pip install '.[bench]')")
+            return {"skipped": "azure-postgresql-auth not installed"}
+        tokens.reset()
+        conninfo = f"host={self.pg.host} port={self.pg.port} dbname={DB} sslmode=disable"
+        out: dict[str, Any] = {}
+        for label, credential in (
+            (
+                "caching credential (ManagedIdentityCredential)",
+                ManagedIdentityCredential(client_id=self.identity.client_id),
+            ),
+            (
+                "slow non-caching credential (300 ms, like AzureCliCredential)",
+                SlowCliLikeCredential(self.emulator, self.identity),
+            ),
+        ):
+            login = TokenLogin.from_settings("vs", {"credential": credential}, ROLE)
+            ours_cls = token_connection_class(psycopg.Connection, login)
+            login.token()  # warm ours, as a running site would be
+            credential.get_token(SCOPE)  # and theirs (fills MSAL's cache where there is one)
+
+            def measure(connect: Callable[[], Any], n: int) -> Callable[[], float]:
+                def make() -> Callable[[], None]:
+                    return lambda: connect().close()
+
+                return lambda: run_threads(n, seconds, make)
+
+            def ours_connect(c: Any = ours_cls) -> Any:
+                return c.connect(conninfo)
+
+            def theirs_connect(cred: Any = credential) -> Any:
+                return EntraConnection.connect(conninfo, credential=cred, user=ROLE)
+
+            entry: dict[str, Any] = {}
+            for n in (threads, 1):
+                entry[f"{n} threads"] = compare(
+                    f"vs azure-postgresql-auth, {label}, {n} thread(s)",
+                    {
+                        "django_azure_pg": measure(ours_connect, n),
+                        "azure-postgresql-auth": measure(theirs_connect, n),
+                    },
+                    rounds,
+                )
+            entry["token_cost_us"] = token_cost(login, credential)
+            out[label] = entry
+        return out
+
+
+def token_cost(login: TokenLogin, credential: Any) -> dict[str, float]:
+    """Microseconds each side spends getting the password for one connection (no connect)."""
+    from azure_postgresql_auth.core import get_entra_token
+
+    def per_call(fn: Callable[[], Any], budget: float) -> float:
+        n, began = 0, time.perf_counter()
+        while time.perf_counter() - began < budget:
+            fn()
+            n += 1
+        return (time.perf_counter() - began) / n * 1e6
+
+    ours = per_call(lambda: login.role_for(login.token()), 0.5)
+    theirs = per_call(lambda: get_entra_token(credential, SCOPE), 1.0)
+    print(
+        f"    token cost per connection: django_azure_pg {ours:.1f} us, azure-postgresql-auth {theirs:.1f} us "
+        f"→ {theirs / ours:.0f}x"
+    )
+    return {"django_azure_pg": ours, "azure-postgresql-auth": theirs, "ratio": theirs / ours}
+
+
+class SlowCliLikeCredential:
+    """No cache, 300 ms per call: what AzureCliCredential costs (it spawns `az` each time)."""
+
+    def __init__(self, emulator: IdentityEmulator, identity: Any) -> None:
+        self.emulator, self.identity, self.calls = emulator, identity, 0
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        from azure.core.credentials import AccessToken
+
+        self.calls += 1
+        time.sleep(0.3)
+        token, expires_on = self.emulator.issue(self.identity)
+        return AccessToken(token, expires_on)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("  matplotlib not installed: no plot")
+        return
+    panels = [
+        ("connect throughput", results["connect_throughput"]),
+        ("pool request cycle", results["pool_throughput"]),
+    ]
+    vs = results.get("versus_azure_postgresql_auth", {})
+    panels += [
+        (f"vs azure-postgresql-auth\n{k.split(' (')[0]}", v)
+        for k, v in vs.items()
+        if isinstance(v, dict) and "summary" in v
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2))
+    for ax, (title, data) in zip(axes, panels, strict=True):
+        names = list(data["summary"])
+        med = [data["summary"][n]["median"] for n in names]
+        lo = [m - data["summary"][n]["min"] for n, m in zip(names, med, strict=True)]
+        hi = [data["summary"][n]["max"] - m for n, m in zip(names, med, strict=True)]
+        ax.bar(range(len(names)), med, yerr=[lo, hi], capsize=6, color=["#0f6cbd", "#9e9e9e"])
+        ax.set_xticks(range(len(names)), [n.replace(" + ", "\n+ ") for n in names], fontsize=8)
+        ax.set_title(f"{title}\nratio {data['ratio']:.2f}", fontsize=9)
+        ax.set_ylabel("operations / s (median, min-max)")
+        if max(med) / max(min(med), 1e-9) > 20:
+            ax.set_yscale("log")
+    fig.suptitle("django-azure-pg benchmarks (one run, same server)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"  plot: {path.relative_to(ROOT)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (smoke run)")
+    args = parser.parse_args(argv)
+    q = args.quick
+    rounds, seconds = (2, 0.5) if q else (5, 3.0)
+    for key in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "AZURE_POSTGRESQL_CLIENTID"):
+        os.environ.pop(key, None)
+    started = time.monotonic()
+    with (
+        IdentityEmulator(lifetime=3600) as emulator,
+        LocalPostgres(ldap_port=emulator.ldap_port, max_connections=300) as pg,
+    ):
+        os.environ.update(emulator.app_service_env())
+        pg.create_entra_role(ROLE)
+        pg.create_database(DB, owner=ROLE)
+        bench = Bench(emulator, pg, q)
+        print("django-azure-pg benchmarks")
+        results: dict[str, Any] = {
+            "machine": {
+                "python": platform.python_version(),
+                "django": django.get_version(),
+                "psycopg": psycopg.__version__,
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+            },
+            "connect_throughput": bench.connect_throughput(rounds, seconds, threads=4),
+            "identity_calls": bench.identity_calls(
+                32, 50 if q else 1000, lifetime=2.0 if q else 12.0
+            ),
+            "slow_endpoint": bench.slow_endpoint_latency(
+                8, 4.0 if q else 14.0, lifetime=1.2 if q else 4.0, latency=0.2
+            ),
+            "pool_throughput": bench.pool_throughput(rounds, seconds, threads=4),
+            "versus_azure_postgresql_auth": bench.versus_azure_postgresql_auth(
+                rounds, 1.0 if q else 2.0, threads=4
+            ),
+        }
+    results["wall_seconds"] = time.monotonic() - started
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / ("quick.json" if q else "latest.json")).write_text(
+        json.dumps(results, indent=2, default=str)
+    )
+    if not q:
+        plot(results, ROOT / "docs" / "benchmarks.png")
+    print_table(results)
+    return 0
+
+
+def print_table(r: dict[str, Any]) -> None:
+    ic, se = r["identity_calls"], r["slow_endpoint"]
+    rows = [
+        (
+            "1 connect throughput ratio (ours / stock)",
+            f"{r['connect_throughput']['ratio']:.3f}",
+            "≥ 0.97",
+        ),
+        (
+            "2 identity calls, 32 threads x connections",
+            f"{ic['calls']} calls for {ic['connections']} connections over "
+            f"{ic['lifetimes']:.1f} lifetimes ({ic['calls_per_lifetime']:.2f}/lifetime)",
+            f"≤ {ic['target_max_calls']}",
+        ),
+        (
+            "3 token wait per connection once warm",
+            f"p50 {se['p50_ms']:.3f} ms, p99 {se['p99_ms']:.3f} ms, "
+            f"max {se['max_ms']:.3f} ms ({se['rotations']:.1f} rotations)",
+            "p99 ≤ 1 ms",
+        ),
+        (
+            "4 pool request cycle ratio (ours / stock)",
+            f"{r['pool_throughput']['ratio']:.3f}",
+            "≥ 0.97",
+        ),
+    ]
+    for label, data in r["versus_azure_postgresql_auth"].items():
+        if not isinstance(data, dict) or "token_cost_us" not in data:
+            continue
+        target = "≥ 50" if "slow" in label else "≥ 1.0"
+        name = label.split(" (")[0]
+        for n, d in data.items():
+            if n != "token_cost_us" and isinstance(d, dict) and "ratio" in d:
+                rows.append(
+                    (
+                        f"5 vs azure-postgresql-auth, {name}, {n}",
+                        f"{d['ratio']:.2f}x connections/s",
+                        target,
+                    )
+                )
+        cost = data["token_cost_us"]
+        rows.append(
+            (
+                f"5 vs azure-postgresql-auth, {name}, token cost",
+                f"{cost['django_azure_pg']:.1f} us vs {cost['azure-postgresql-auth']:.0f} us = {cost['ratio']:.0f}x",
+                target,
+            )
+        )
+    width = max(len(a) for a, _, _ in rows)
+    print("\nSummary")
+    for label, value, target in rows:
+        print(f"  {label.ljust(width)}  {value}   (target {target})")
+    print(f"  wall time {r['wall_seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

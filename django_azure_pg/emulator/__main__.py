@@ -1,0 +1,69 @@
+"""Run the local identity endpoint (and optionally an Entra-style PostgreSQL) until Ctrl-C.
+
+    python -m django_azure_pg.emulator --postgres --role aad_myapp
+
+prints the environment variables that point azure-identity (and the app's
+settings) at them. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import threading
+
+from .identity import IdentityEmulator
+from .postgres import LocalPostgres
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m django_azure_pg.emulator", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--lifetime", type=float, default=3600, help="token lifetime in seconds")
+    parser.add_argument("--port", type=int, default=0, help="HTTP port (default: any free port)")
+    parser.add_argument("--postgres", action="store_true", help="also start a throwaway PostgreSQL")
+    parser.add_argument(
+        "--role", action="append", default=[], help="create this token-login role (repeatable)"
+    )
+    parser.add_argument("--database", default="app", help="database to create with --postgres")
+    args = parser.parse_args(argv)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with IdentityEmulator(lifetime=args.lifetime, port=args.port) as emulator:
+        env = {**emulator.app_service_env()}
+        pg = None
+        try:
+            if args.postgres:
+                pg = LocalPostgres(ldap_port=emulator.ldap_port).start()
+                for role in args.role:
+                    pg.create_entra_role(role, createdb=True)
+                    emulator.allow_role(role)
+                pg.create_database(args.database, owner=args.role[0] if args.role else None)
+                env |= {
+                    "AZURE_POSTGRESQL_HOST": pg.host,
+                    "AZURE_POSTGRESQL_PORT": str(pg.port),
+                    "AZURE_POSTGRESQL_NAME": args.database,
+                }
+                if args.role:
+                    env["AZURE_POSTGRESQL_USER"] = args.role[0]
+            else:
+                for role in args.role:
+                    emulator.allow_role(role)
+            print(f"# identity endpoint on {emulator.url}; token lifetime {args.lifetime:g} s")
+            for key, value in env.items():
+                print(f"export {key}={value}")
+            print("# Ctrl-C to stop", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                stop.wait()
+        finally:
+            if pg is not None:
+                pg.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

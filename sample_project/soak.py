@@ -92,10 +92,24 @@ class Soak:
         emu = self.stand.emulator
         emu.lifetime = lifetime
         before_calls, before_tokens = self.calls(), emu.stats.tokens_issued
-        with self.stand.site(mode) as site:
+        before_logins = emu.stats.logins_accepted
+        # Recycle connections faster than tokens expire, so every mode logs in again and again.
+        recycle = {
+            "persistent": {"DJANGO_CONN_MAX_AGE": f"{lifetime / 2:g}"},
+            "pool": {"DJANGO_POOL_MAX_LIFETIME": f"{lifetime / 2:g}"},
+        }.get(mode, {})
+        with self.stand.site(mode, **recycle) as site:
             load = drive(site.url, seconds, threads=self.threads, tag=f"rot-{mode}")
         tokens = emu.stats.tokens_issued - before_tokens
+        logins = emu.stats.logins_accepted - before_logins
         lost = self.lost(load)
+        recycled = f", connections recycled every {lifetime / 2:g} s" if recycle else ""
+        detail = (
+            f"token lifetime {lifetime:g} s, {seconds / lifetime:.0f} lifetimes{recycled}; {logins} logins, "
+            f"{tokens} tokens issued; p99 {load.percentile(0.99) * 1000:.0f} ms"
+        )
+        ok = load.failures == 0 and lost == 0 and load.requests > 0 and tokens >= seconds / lifetime
+        calls = self.calls() - before_calls
         return self.record(
             Row(
                 "rotation soak",
@@ -104,10 +118,9 @@ class Soak:
                 load.requests,
                 load.failures,
                 lost,
-                self.calls() - before_calls,
-                f"token lifetime {lifetime:g} s, {seconds / lifetime:.0f} lifetimes, {tokens} tokens issued, "
-                f"p99 {load.percentile(0.99) * 1000:.0f} ms",
-                load.failures == 0 and lost == 0 and load.requests > 0,
+                calls,
+                detail,
+                ok,
             )
         )
 

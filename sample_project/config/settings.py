@@ -76,7 +76,16 @@ DATABASES = {
     "default": django_azure_pg.from_env(
         CONN_MAX_AGE=0 if _pool else int(os.environ.get("DJANGO_CONN_MAX_AGE", "600")),
         CONN_HEALTH_CHECKS=True,
-        OPTIONS={"pool": {"min_size": 2, "max_size": 8, "timeout": 10}} if _pool else {},
+        OPTIONS={
+            "pool": {
+                "min_size": 2,
+                "max_size": 8,
+                "timeout": 10,
+                "max_lifetime": float(os.environ.get("DJANGO_POOL_MAX_LIFETIME", "3600")),
+            }
+        }
+        if _pool
+        else {},
     )
 }
 

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: help install test lint types unit demo conformance bench soak dist clean
+.PHONY: help install test lint types unit demo conformance bench soak dist matrix clean
 
 help:
 	@echo "make test         ruff, mypy and the test suite (starts its own PostgreSQL + identity emulator)"
@@ -13,7 +13,8 @@ help:
 	@echo "make conformance  Django's own test suite with ENGINE=django_azure_pg"
 	@echo "make bench        benchmarks (results in bench/results, docs/benchmarks.md)"
 	@echo "make soak         reliability scenarios under load (docs/reliability.md)"
-	@echo "make dist         sdist + wheel, checked with twine"
+	@echo "make dist         sdist + wheel, checked with twine and for their contents"
+	@echo "make matrix       nox: tests on Python 3.10-3.13 x Django 4.2/5.2/6.1, psycopg_pool 3.2, lint, types"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +48,21 @@ bench: install $(BENCH_STAMP)
 
 soak: install
 	$(BIN)/python -m sample_project.soak
+
+dist: $(STAMP)
+	$(BIN)/python -m pip install -q build twine
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m twine check --strict dist/*
+	$(BIN)/python scripts/check_dist.py dist
+
+matrix: $(STAMP)
+	$(BIN)/python -m pip install -q nox
+	$(BIN)/nox
+
+conformance: install
+	$(BIN)/python -m pip install -q tblib
+	$(BIN)/python conformance/run.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

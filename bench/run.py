@@ -403,13 +403,20 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ("pool request cycle", results["pool_throughput"]),
     ]
     vs = results.get("versus_azure_postgresql_auth", {})
-    panels += [
-        (f"vs azure-postgresql-auth\n{k.split(' (')[0]}", v)
-        for k, v in vs.items()
-        if isinstance(v, dict) and "summary" in v
-    ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2))
-    for ax, (title, data) in zip(axes, panels, strict=True):
+    for label, entry in vs.items():
+        if isinstance(entry, dict):
+            panels += [
+                (f"vs azure-postgresql-auth, {n}\n{label.split(' (')[0]}", data)
+                for n, data in entry.items()
+                if isinstance(data, dict) and "summary" in data
+            ]
+    cols = 3
+    rows = (len(panels) + cols - 1) // cols
+    fig, grid = plt.subplots(rows, cols, figsize=(4.4 * cols, 4.2 * rows), squeeze=False)
+    axes = [ax for row in grid for ax in row]
+    for ax in axes[len(panels) :]:
+        ax.axis("off")
+    for ax, (title, data) in zip(axes, panels, strict=False):
         names = list(data["summary"])
         med = [data["summary"][n]["median"] for n in names]
         lo = [m - data["summary"][n]["min"] for n, m in zip(names, med, strict=True)]
@@ -431,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (smoke run)")
     args = parser.parse_args(argv)
     q = args.quick
-    rounds, seconds = (2, 0.5) if q else (5, 3.0)
+    rounds, seconds = (2, 0.5) if q else (7, 1.5)
     for key in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "AZURE_POSTGRESQL_CLIENTID"):
         os.environ.pop(key, None)
     started = time.monotonic()

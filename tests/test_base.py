@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import threading
 
+import django
 import psycopg
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -15,6 +16,7 @@ from django_azure_pg.emulator import Identity, IdentityEmulator, LocalPostgres
 from .conftest import ITEST_DB, ROLE, MakeWrapper, run_for
 
 pytestmark = pytest.mark.integration
+requires_pool = pytest.mark.skipif(django.VERSION < (5, 1), reason="Django's pool needs 5.1+")
 
 
 def query(wrapper: object, sql: str) -> tuple[object, ...]:
@@ -119,6 +121,7 @@ def test_rotation_persistent_connections(
     assert 3 <= calls <= 8
 
 
+@requires_pool
 def test_rotation_native_pool(
     emulator: IdentityEmulator, short_tokens: object, make_wrapper: MakeWrapper
 ) -> None:
@@ -135,6 +138,7 @@ def test_rotation_native_pool(
     assert 3 <= calls <= 8
 
 
+@requires_pool
 def test_pool_outlives_its_first_token(
     emulator: IdentityEmulator, short_tokens: object, make_wrapper: MakeWrapper
 ) -> None:
@@ -152,6 +156,7 @@ def test_pool_outlives_its_first_token(
         wrapper.pool.putconn(conn)
 
 
+@requires_pool
 def test_pool_options_not_mutated_and_pool_rules_kept(make_wrapper: MakeWrapper) -> None:
     pytest.importorskip("psycopg_pool")
     pool_options = {"min_size": 1, "max_size": 2}
@@ -167,6 +172,7 @@ def test_pool_options_not_mutated_and_pool_rules_kept(make_wrapper: MakeWrapper)
         bad.ensure_connection()
 
 
+@requires_pool
 def test_pool_true(make_wrapper: MakeWrapper) -> None:
     pytest.importorskip("psycopg_pool")
     wrapper = make_wrapper(OPTIONS={"pool": True})
@@ -285,3 +291,10 @@ def test_orm_round_trip() -> None:
 
     Group.objects.create(name="g")
     assert Group.objects.filter(name="g").count() == 1
+
+
+@pytest.mark.skipif(django.VERSION >= (5, 1), reason="Django 5.1+ has a pool")
+def test_pool_option_on_old_django_is_a_clear_error(make_wrapper: MakeWrapper) -> None:
+    wrapper = make_wrapper(OPTIONS={"pool": True})
+    with pytest.raises(ImproperlyConfigured, match=r"needs Django 5\.1"):
+        wrapper.ensure_connection()

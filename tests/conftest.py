@@ -146,6 +146,27 @@ def run_for(seconds: float, work: Callable[[], None], *, threads: int = 1) -> in
     return sum(counts)
 
 
+def all_at_once(threads: int, work: Callable[[], None]) -> None:
+    """Start ``work`` on ``threads`` threads released together; re-raise the first error."""
+    barrier = threading.Barrier(threads)
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            barrier.wait()
+            work()
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=one) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if errors:
+        raise errors[0]
+
+
 @pytest.fixture(autouse=True)
 def _isolated_token_registry() -> Iterator[None]:
     yield

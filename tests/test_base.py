@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import threading
 
 import django
 import psycopg
@@ -13,7 +12,7 @@ from django.db import OperationalError, connection
 
 from django_azure_pg.emulator import Identity, IdentityEmulator, LocalPostgres
 
-from .conftest import ITEST_DB, ROLE, MakeWrapper, run_for
+from .conftest import ITEST_DB, ROLE, MakeWrapper, all_at_once, run_for
 
 pytestmark = pytest.mark.integration
 requires_pool = pytest.mark.skipif(django.VERSION < (5, 1), reason="Django's pool needs 5.1+")
@@ -185,24 +184,13 @@ def test_32_threads_one_credential_call(
     before = emulator.stats.token_requests
     wrapper = make_wrapper()  # only to build the settings; each thread gets its own below
     settings = wrapper.settings_dict
-    barrier = threading.Barrier(32)
-    errors: list[BaseException] = []
 
     def one() -> None:
-        try:
-            w = make_wrapper(**{k: settings[k] for k in ("OPTIONS",)})
-            barrier.wait()
-            query(w, "SELECT 1")
-            w.close()
-        except BaseException as exc:
-            errors.append(exc)
+        w = make_wrapper(OPTIONS=dict(settings["OPTIONS"]))
+        query(w, "SELECT 1")
+        w.close()
 
-    threads = [threading.Thread(target=one) for _ in range(32)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    all_at_once(32, one)
     assert emulator.stats.token_requests - before == 1
 
 
@@ -214,24 +202,13 @@ def test_refused_token_retried_once_without_stampede(
     wrapper.close()
     emulator.revoke_all()  # the server now refuses every token issued so far
     before_calls, before_refused = emulator.stats.token_requests, emulator.stats.logins_refused
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(16)
 
     def one() -> None:
-        try:
-            w = make_wrapper(OPTIONS=dict(wrapper.settings_dict["OPTIONS"]))
-            barrier.wait()
-            assert query(w, "SELECT current_user") == (ROLE,)
-            w.close()
-        except BaseException as exc:
-            errors.append(exc)
+        w = make_wrapper(OPTIONS=dict(wrapper.settings_dict["OPTIONS"]))
+        assert query(w, "SELECT current_user") == (ROLE,)
+        w.close()
 
-    threads = [threading.Thread(target=one) for _ in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    all_at_once(16, one)
     assert emulator.stats.token_requests - before_calls == 1
     assert 1 <= emulator.stats.logins_refused - before_refused <= 16
 

@@ -279,25 +279,23 @@ class LocalPostgres:
         self, name: str, *, createdb: bool = False, superuser: bool = False
     ) -> None:
         """A role that logs in with a token, as ``pgaadauth_create_principal`` makes."""
-        attrs = sql.SQL(" ").join(
-            sql.SQL(a) for a, on in (("CREATEDB", createdb), ("SUPERUSER", superuser)) if on
-        )
-        self.execute(
-            sql.SQL("CREATE ROLE {} LOGIN {} IN ROLE {}").format(
-                sql.Identifier(name), attrs, sql.Identifier(ENTRA_GROUP)
-            )
-        )
+        login = sql.SQL("IN ROLE {}").format(sql.Identifier(ENTRA_GROUP))
+        self._create_role(name, login, createdb=createdb, superuser=superuser)
 
     def create_password_role(
         self, name: str, password: str, *, createdb: bool = False, superuser: bool = False
+    ) -> None:
+        login = sql.SQL("PASSWORD {}").format(sql.Literal(password))
+        self._create_role(name, login, createdb=createdb, superuser=superuser)
+
+    def _create_role(
+        self, name: str, login: sql.Composable, *, createdb: bool, superuser: bool
     ) -> None:
         attrs = sql.SQL(" ").join(
             sql.SQL(a) for a, on in (("CREATEDB", createdb), ("SUPERUSER", superuser)) if on
         )
         self.execute(
-            sql.SQL("CREATE ROLE {} LOGIN {} PASSWORD {}").format(
-                sql.Identifier(name), attrs, sql.Literal(password)
-            )
+            sql.SQL("CREATE ROLE {} LOGIN {} {}").format(sql.Identifier(name), attrs, login)
         )
 
     def install_pgaadauth_stand_in(self) -> None:

@@ -19,6 +19,7 @@ This module deliberately has no Django import.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -114,6 +115,7 @@ class TokenSource:
         self._lock = threading.Lock()
         self._token: Token | None = None
         self._inflight: Future[Token] | None = None
+        self._latest: Future[Token] | None = None  # completed only after its logging
         self._next_refresh = 0.0
         self.fetches = 0
         self.failures = 0
@@ -167,6 +169,12 @@ class TokenSource:
     def cached(self) -> Token | None:
         return self._token
 
+    def wait_idle(self, timeout: float | None = None) -> None:
+        """Wait for the latest fetch, background ones included, to finish (tests, diagnostics)."""
+        latest = self._latest
+        if latest is not None:
+            latest.exception(timeout)
+
     # -- internals ----------------------------------------------------------
 
     def _start_fetch(self, *, background: bool) -> Future[Token]:
@@ -177,7 +185,7 @@ class TokenSource:
                 # Another thread finished a refresh between our check and the lock.
                 return _done(self._token)
             future: Future[Token] = Future()
-            self._inflight = future
+            self._inflight = self._latest = future
         thread = threading.Thread(
             target=self._fetch, args=(future,), name="django-azure-pg-token", daemon=True
         )
@@ -186,10 +194,16 @@ class TokenSource:
 
     def _credential_for_fetch(self) -> TokenCredential:
         with self._lock:
+            replaced = None
             if self._credential is None or self._fresh_credential:
-                self._credential = self._factory()
+                replaced, self._credential = self._credential, self._factory()
                 self._fresh_credential = False
-            return self._credential
+            credential = self._credential
+        if replaced is not None and replaced is not credential:
+            # Single flight: nothing else is using it. Release its HTTP session.
+            with contextlib.suppress(Exception):
+                replaced.close()  # type: ignore[attr-defined]
+        return credential
 
     def _fetch(self, future: Future[Token]) -> None:
         previous = self._token
@@ -247,7 +261,7 @@ class TokenSource:
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
-        self._inflight = None
+        self._inflight = self._latest = None
         if self._rebuild_after_fork:
             self._credential = None
 

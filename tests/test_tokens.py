@@ -21,9 +21,7 @@ def make(cred: FakeCredential, clock: FakeClock, **kw: float) -> TokenSource:
 
 
 def wait_for_refresh(source: TokenSource) -> None:
-    inflight = source._inflight
-    if inflight is not None:
-        inflight.exception(timeout=5)
+    source.wait_idle(timeout=5)
 
 
 def test_32_threads_cold_share_one_fetch() -> None:

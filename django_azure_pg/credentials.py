@@ -18,6 +18,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from azure import identity
 from azure.core.credentials import TokenCredential
 
 from .tokens import CredentialFactory
@@ -82,8 +83,6 @@ class CredentialChoice:
     def factory(self) -> CredentialFactory:
         if self.kind == "explicit":
             return _explicit_factory(self.explicit)
-        from azure import identity  # deferred: importing azure.identity costs ~100 ms
-
         if self.kind == "service_principal":
             assert self.tenant_id and self.client_id and self.client_secret
             tenant, client, secret = self.tenant_id, self.client_id, self.client_secret

@@ -275,3 +275,38 @@ def test_pool_option_on_old_django_is_a_clear_error(make_wrapper: MakeWrapper) -
     wrapper = make_wrapper(OPTIONS={"pool": True})
     with pytest.raises(ImproperlyConfigured, match=r"needs Django 5\.1"):
         wrapper.ensure_connection()
+
+
+@pytest.mark.parametrize("mode", ["persistent", pytest.param("pool", marks=requires_pool)])
+def test_recovers_after_a_postgres_restart(
+    emulator: IdentityEmulator, identity: Identity, make_wrapper: MakeWrapper, mode: str
+) -> None:
+    # A server of its own: restarting the shared one would break other tests' connections.
+    with LocalPostgres(ldap_port=emulator.ldap_port) as pg:
+        pg.create_entra_role(ROLE)
+        settings: dict[str, object] = {
+            "PORT": str(pg.port),
+            "NAME": "postgres",
+            "CONN_HEALTH_CHECKS": True,
+        }
+        if mode == "pool":
+            settings["OPTIONS"] = {"pool": {"min_size": 1, "max_size": 2, "timeout": 5}}
+        else:
+            settings["CONN_MAX_AGE"] = 600
+        wrapper = make_wrapper(**settings)
+
+        def request() -> tuple[object, ...]:
+            wrapper.close_if_unusable_or_obsolete()  # request start, as Django's signal does
+            result = query(wrapper, "SELECT pg_backend_pid()")
+            if mode == "pool":
+                wrapper.close()  # request end: back to the pool
+            return result
+
+        first = request()
+        pg.restart()
+        second = request()  # the broken connection is noticed and replaced, with a token
+        assert second != first
+        assert query(wrapper, "SELECT current_user") == (ROLE,)
+        wrapper.close()
+        if wrapper.alias in wrapper._connection_pools:
+            wrapper.close_pool()

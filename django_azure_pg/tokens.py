@@ -245,6 +245,9 @@ class TokenSource:
         error.__cause__ = _safe_cause(exc)
         with self._lock:
             self._inflight = None
+            # azure-identity's managed-identity credentials stay "unavailable" after the
+            # endpoint failed once, even when it has recovered: the next attempt gets a new one.
+            self._fresh_credential = True
             still_valid = previous is not None and previous is self._token and previous.usable(now)
             self._next_refresh = now + _retry_interval(self._token, now)
         if still_valid:

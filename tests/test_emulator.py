@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 
 import psycopg
 import pytest
 from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import CredentialUnavailableError, ManagedIdentityCredential
 
-from django_azure_pg import claims
-from django_azure_pg.emulator import IdentityEmulator, LocalPostgres
+from django_azure_pg import claims, tokens
+from django_azure_pg.emulator import Identity, IdentityEmulator, LocalPostgres
 from django_azure_pg.emulator.ldap import INVALID_CREDENTIALS, SUCCESS, role_from_dn
 
 from .conftest import ROLE, SCOPE
@@ -158,3 +159,30 @@ def test_postgres_requires_password_for_other_roles(postgres: LocalPostgres) -> 
             dbname="postgres",
             sslmode="require",
         )
+
+
+def test_sticky_azure_identity_failure_is_recovered(
+    emulator: IdentityEmulator, identity: Identity, short_tokens: Callable[[float], None]
+) -> None:
+    short_tokens(60)  # under 5 minutes: MSAL's cache does not answer, the endpoint does
+    # azure-identity's App Service credential keeps failing after one HTTP 500, even once
+    # the endpoint has recovered; the token source must start over with a new object.
+    def factory() -> ManagedIdentityCredential:
+        return ManagedIdentityCredential(client_id=identity.client_id, retry_total=0)
+
+    stuck = factory()
+    stuck.get_token(SCOPE)
+    source = tokens.TokenSource(factory, SCOPE, label="ManagedIdentityCredential")
+    source.get()
+    emulator.set_fault("error")
+    try:
+        with pytest.raises(Exception):  # noqa: B017 — azure-identity's own types
+            stuck.get_token(SCOPE)
+        source.invalidate(source.get())
+        with pytest.raises(tokens.TokenError):
+            source.get()
+    finally:
+        emulator.clear_faults()
+    with pytest.raises(Exception):  # noqa: B017 — the library's own object stays stuck
+        stuck.get_token(SCOPE)
+    assert source.get()  # ours recovers on the very next call

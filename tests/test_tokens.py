@@ -194,3 +194,21 @@ def test_registry_returns_one_source_per_key() -> None:
     c = tokens.get_source("k", lambda: cred, "other/.default", label="x")
     assert a is b
     assert a is not c
+
+
+def test_failed_credential_is_replaced_for_the_next_attempt() -> None:
+    clock = FakeClock()
+    built: list[FakeCredential] = []
+
+    def factory() -> FakeCredential:
+        cred = FakeCredential(clock)
+        if not built:
+            cred.error = RuntimeError("unavailable (and stays so in this object)")
+        built.append(cred)
+        return cred
+
+    source = TokenSource(factory, SCOPE, label="fake", clock=clock)
+    with pytest.raises(TokenError):
+        source.get()
+    assert source.get()  # a new credential object, which works
+    assert len(built) == 2

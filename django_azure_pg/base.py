@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import psycopg
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base as postgresql
@@ -80,8 +81,6 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         # Build Django's pool from a copy of the settings whose pool options
         # name our connection class; the user's OPTIONS["pool"] is untouched.
         pool_options = {} if pool_options is True else dict(pool_options)
-        import psycopg
-
         base = pool_options.get("connection_class", psycopg.Connection)
         pool_options["connection_class"] = token_connection_class(base, login)
         settings_dict = self.settings_dict

@@ -56,9 +56,10 @@ dist: $(STAMP)
 	$(BIN)/python -m twine check --strict dist/*
 	$(BIN)/python scripts/check_dist.py dist
 
+# With pyenv, every installed 3.10-3.13 is made visible to nox.
 matrix: $(STAMP)
 	$(BIN)/python -m pip install -q nox
-	$(BIN)/nox
+	PYENV_VERSION="$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.1[0-3]\.' | paste -sd: -)" $(BIN)/nox $(NOXARGS)
 
 conformance: install
 	$(BIN)/python -m pip install -q tblib

@@ -324,6 +324,12 @@ def write_markdown(rows: list[Row], params: str, path: Path) -> None:
         "it is back). A revoked token must be retried with one identity call per worker process;",
         "concurrent first requests on a cold worker must share one identity call.",
         "",
+        "The identity-outage scenarios found a real azure-identity behaviour: after one failed",
+        "request (HTTP 500) its App Service managed-identity credential keeps answering",
+        "`CredentialUnavailableError` at once, even after the endpoint has recovered — a site",
+        "whose token then expired stayed down. django-azure-pg now builds a new credential",
+        "object after every failed fetch (tests/test_emulator.py reproduces it).",
+        "",
     ]
     path.write_text("\n".join(lines))
 

@@ -113,7 +113,7 @@ def make_wrapper(
         yield make
         for wrapper in made:
             wrapper.close()
-            if wrapper.alias in wrapper._connection_pools:
+            if wrapper.alias in getattr(wrapper, "_connection_pools", {}):
                 wrapper.close_pool()
 
 

@@ -308,5 +308,5 @@ def test_recovers_after_a_postgres_restart(
         assert second != first
         assert query(wrapper, "SELECT current_user") == (ROLE,)
         wrapper.close()
-        if wrapper.alias in wrapper._connection_pools:
+        if wrapper.alias in getattr(wrapper, "_connection_pools", {}):
             wrapper.close_pool()

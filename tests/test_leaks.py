@@ -6,6 +6,7 @@ import logging
 import sys
 from collections.abc import Iterator
 
+import django
 import pytest
 from django.core import mail
 from django.db import OperationalError
@@ -50,7 +51,11 @@ def assert_no_token(text: str, emulator: IdentityEmulator) -> None:
         assert token[-40:] not in text  # not even the signature
 
 
-@override_settings(DEBUG=False, ADMINS=[("Ops", "ops@example.com")])
+# Django 6 takes plain addresses and deprecates (name, address) pairs; 4.2 needs pairs.
+ADMINS = ["ops@example.com"] if django.VERSION >= (6, 0) else [("Ops", "ops@example.com")]
+
+
+@override_settings(DEBUG=False, ADMINS=ADMINS)
 def test_admin_email_of_a_failed_login_has_no_token(
     emulator: IdentityEmulator, make_wrapper: MakeWrapper, all_logs: _Collect, mailoutbox: list
 ) -> None:

@@ -468,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "pool_throughput": bench.pool_throughput(rounds, seconds, threads=4),
             "versus_azure_postgresql_auth": bench.versus_azure_postgresql_auth(
-                rounds, 1.0 if q else 2.0, threads=4
+                rounds if q else 5, 1.0, threads=4
             ),
         }
     results["wall_seconds"] = time.monotonic() - started

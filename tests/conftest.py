@@ -133,17 +133,18 @@ def run_for(seconds: float, work: Callable[[], None], *, threads: int = 1) -> in
 
     if threads == 1:
         loop(0)
-        if errors:
-            raise errors[0]
-        return counts[0]
-    workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+    else:
+        _run_threads([threading.Thread(target=loop, args=(i,)) for i in range(threads)])
+    if errors:
+        raise errors[0]
+    return sum(counts)
+
+
+def _run_threads(workers: list[threading.Thread]) -> None:
     for w in workers:
         w.start()
     for w in workers:
         w.join()
-    if errors:
-        raise errors[0]
-    return sum(counts)
 
 
 def all_at_once(threads: int, work: Callable[[], None]) -> None:
@@ -158,11 +159,7 @@ def all_at_once(threads: int, work: Callable[[], None]) -> None:
         except BaseException as exc:
             errors.append(exc)
 
-    workers = [threading.Thread(target=one) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    _run_threads([threading.Thread(target=one) for _ in range(threads)])
     if errors:
         raise errors[0]
 

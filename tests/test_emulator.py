@@ -165,6 +165,7 @@ def test_sticky_azure_identity_failure_is_recovered(
     emulator: IdentityEmulator, identity: Identity, short_tokens: Callable[[float], None]
 ) -> None:
     short_tokens(60)  # under 5 minutes: MSAL's cache does not answer, the endpoint does
+
     # azure-identity's App Service credential keeps failing after one HTTP 500, even once
     # the endpoint has recovered; the token source must start over with a new object.
     def factory() -> ManagedIdentityCredential:

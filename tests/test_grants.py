@@ -32,32 +32,21 @@ class Setup:
     emulator: IdentityEmulator
     add_alias: Callable[..., str]
 
-    def owner_sql(self, statement: str | sql.Composable) -> None:
+    def _run(self, user: str, password: str, statement: str | sql.Composable) -> list[Any]:
         with psycopg.connect(
-            host=self.pg.host,
-            port=self.pg.port,
-            user=self.owner,
-            password=OWNER_PW,
-            dbname=self.db,
-            sslmode="require",
-            autocommit=True,
-        ) as conn:
-            conn.execute(statement)  # type: ignore[arg-type]
+            host=self.pg.host, port=self.pg.port, user=user, password=password,
+            dbname=self.db, sslmode="require", autocommit=True,
+        ) as conn:  # fmt: skip
+            cur = conn.execute(statement)  # type: ignore[arg-type]
+            return cur.fetchall() if cur.description else []
+
+    def owner_sql(self, statement: str | sql.Composable) -> None:
+        self._run(self.owner, OWNER_PW, statement)
 
     def app(self, statement: str) -> list[Any]:
         """Run SQL as the app role, logging in with a token like the app does."""
         token, _ = self.emulator.issue(self.identity)
-        with psycopg.connect(
-            host=self.pg.host,
-            port=self.pg.port,
-            user=self.role,
-            password=token,
-            dbname=self.db,
-            sslmode="require",
-            autocommit=True,
-        ) as conn:
-            cur = conn.execute(statement)  # type: ignore[arg-type]
-            return cur.fetchall() if cur.description else []
+        return self._run(self.role, token, statement)
 
 
 @pytest.fixture

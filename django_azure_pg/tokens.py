@@ -328,10 +328,6 @@ def get_source(
         return source
 
 
-def sources() -> list[TokenSource]:
-    return list(_registry.values())
-
-
 def reset() -> None:
     """Forget every cached token (tests, and after settings change)."""
     with _registry_lock:

@@ -103,7 +103,6 @@ class IdentityEmulator:
         self._http.daemon_threads = True
         self._http.emulator = self  # type: ignore[attr-defined]
         self._ldap = LdapServer(self.check_login, ldap_port)
-        self._threads: list[threading.Thread] = []
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -112,7 +111,6 @@ class IdentityEmulator:
             target=self._http.serve_forever, name="emulator-http", daemon=True
         )
         thread.start()
-        self._threads.append(thread)
         self._ldap.start()
         return self
 

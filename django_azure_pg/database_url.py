@@ -18,15 +18,9 @@ def register_url_schemes() -> None:
 
     for scheme in URL_SCHEMES:
         if dj_database_url.ENGINE_SCHEMES.get(scheme) is None:
-            dj_database_url.register(scheme, ENGINE)(_postprocess)
-
-
-def _postprocess(parsed: Any) -> None:
-    # As for dj-database-url's postgres schemes: ?currentSchema=x → search_path.
-    options = parsed.get("OPTIONS", {})
-    schema = options.pop("currentSchema", None)
-    if schema:
-        options["options"] = f"-c search_path={schema}"
+            # Post-processed like dj-database-url's own postgres schemes
+            # (?currentSchema=x → search_path).
+            dj_database_url.register(scheme, ENGINE)(dj_database_url.apply_current_schema)
 
 
 def parse(url: str) -> dict[str, Any]:

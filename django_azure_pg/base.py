@@ -46,8 +46,9 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         if not _HAS_POOL and self.settings_dict["OPTIONS"].get("pool"):
             raise ImproperlyConfigured("OPTIONS['pool'] needs Django 5.1 or later")
         params = options.strip(super().get_connection_params())
-        if "sslmode" not in params and "service" not in params and "PGSSLMODE" not in os.environ:
-            params["sslmode"] = "require"
+        sslmode = options.default_sslmode(params, os.environ)
+        if sslmode:
+            params["sslmode"] = sslmode
         return params
 
     @sensitive_variables()

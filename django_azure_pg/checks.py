@@ -61,7 +61,9 @@ def check_alias(alias: str, entry: dict[str, Any], environ: Any) -> list[CheckMe
         )
 
     host = str(entry.get("HOST") or "")
-    sslmode = str(opts.get("sslmode") or environ.get("PGSSLMODE") or "require")
+    sslmode = str(
+        opts.get("sslmode") or environ.get("PGSSLMODE") or options.default_sslmode(opts, environ)
+    )
     if host.lower().endswith(AZURE_HOST_SUFFIXES) and sslmode in WEAK_SSLMODES:
         out.append(
             Warning(

@@ -6,6 +6,9 @@ child's environment (never in its argument list) and the role name in ``-U``.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,19 +29,15 @@ class DatabaseClient(PostgresClient):
                 "USER": login.role_for(token),
                 "PASSWORD": token,
             }
-        if "sslmode" not in opts:
-            opts["sslmode"] = self.connection.get_connection_params().get("sslmode")
-            if opts["sslmode"] is None:
-                del opts["sslmode"]
+        sslmode = options.default_sslmode(opts, os.environ)
+        if sslmode:
+            opts["sslmode"] = sslmode
         settings_dict = {**settings_dict, "OPTIONS": opts}
         args, env = self.settings_to_cmd_args_env(settings_dict, parameters)
         self._run(args, env)
 
     def _run(self, args: list[str], env: dict[str, str] | None) -> None:
-        import os
-        import signal
-        import subprocess
-
+        # Django's own runshell, minus reading PASSWORD from the settings.
         sigint_handler = signal.getsignal(signal.SIGINT)
         try:
             signal.signal(signal.SIGINT, signal.SIG_IGN)

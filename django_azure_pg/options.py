@@ -11,6 +11,17 @@ OUR_KEYS = frozenset(CREDENTIAL_KEYS + TOKEN_KEYS)
 """Removed from the connection parameters before psycopg sees them."""
 
 
+DEFAULT_SSLMODE = "require"
+
+
+def default_sslmode(params: Mapping[str, Any], environ: Mapping[str, str]) -> str | None:
+    """The sslmode we add when the settings name none: ``require``, unless libpq gets one
+    from a service file or ``PGSSLMODE`` (then ``None``: leave it to libpq)."""
+    if "sslmode" in params or "service" in params or "PGSSLMODE" in environ:
+        return None
+    return DEFAULT_SSLMODE
+
+
 def strip(params: dict[str, Any]) -> dict[str, Any]:
     """Remove our keys from connection parameters, in place."""
     for key in OUR_KEYS:

@@ -117,8 +117,6 @@ class TokenSource:
         self._inflight: Future[Token] | None = None
         self._latest: Future[Token] | None = None  # completed only after its logging
         self._next_refresh = 0.0
-        self.fetches = 0
-        self.failures = 0
         _all_sources.add(self)
 
     def __repr__(self) -> str:
@@ -181,9 +179,9 @@ class TokenSource:
         with self._lock:
             if self._inflight is not None:
                 return self._inflight
-            if background and self._clock() < self._next_refresh:
+            if background and self._clock() < self._next_refresh and self._latest is not None:
                 # Another thread finished a refresh between our check and the lock.
-                return _done(self._token)
+                return self._latest
             future: Future[Token] = Future()
             self._inflight = self._latest = future
         thread = threading.Thread(
@@ -210,7 +208,6 @@ class TokenSource:
         started = time.monotonic()
         try:
             credential = self._credential_for_fetch()
-            self.fetches += 1
             access = credential.get_token(self.scope)
             token = Token(access.token, float(access.expires_on), self._clock())
         except BaseException as exc:
@@ -236,7 +233,6 @@ class TokenSource:
     def _fetch_failed(
         self, future: Future[Token], exc: BaseException, previous: Token | None, elapsed: float
     ) -> None:
-        self.failures += 1
         now = self._clock()
         error = TokenError(
             f"{self.label} could not get a token for scope {self.scope!r} "
@@ -267,15 +263,6 @@ class TokenSource:
         self._inflight = self._latest = None
         if self._rebuild_after_fork:
             self._credential = None
-
-
-def _done(token: Token | None) -> Future[Token]:
-    future: Future[Token] = Future()
-    if token is not None:
-        future.set_result(token)
-    else:  # pragma: no cover — a refresh always follows a cached token
-        future.set_exception(TokenError("no token cached"))
-    return future
 
 
 class _RedactedCause(Exception):

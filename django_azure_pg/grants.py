@@ -258,15 +258,20 @@ def _defaults_cover(conn: psycopg.Connection[Any], plan: Plan, schema: str) -> b
     return need <= have
 
 
-def apply(conn: psycopg.Connection[Any], plan: Plan) -> tuple[list[str], set[tuple[str, str, str]]]:
-    """Run the plan in one transaction; return the SQL run and the ACL entries it added."""
+def validate(conn: psycopg.Connection[Any], plan: Plan) -> None:
+    """Raise :class:`GrantError` when the role or a schema does not exist."""
     if not role_exists(conn, plan.role):
-        raise GrantError(f"Role {plan.role!r} does not exist on this server")
+        raise GrantError(
+            f"Role {plan.role!r} does not exist. On Azure, create it first: "
+            f"manage.py create_aad_principal {plan.role} --oid <object id> --type service"
+        )
     missing = missing_schemas(conn, plan.schemas)
     if missing:
-        raise GrantError(
-            f"Schema {', '.join(map(repr, missing))} does not exist in database {plan.database!r}"
-        )
+        raise GrantError(f"Schema(s) not found in database {plan.database!r}: {', '.join(missing)}")
+
+
+def apply(conn: psycopg.Connection[Any], plan: Plan) -> tuple[list[str], set[tuple[str, str, str]]]:
+    """Run a validated plan in one transaction; return the SQL run and the ACL entries added."""
     before = snapshot(conn, plan)
     executed = []
     with conn.transaction():

@@ -78,26 +78,17 @@ class Command(BaseCommand):
             read_only=options["read_only"],
             default_privileges=not options["no_default_privileges"],
         )
-        if not grants.role_exists(conn, role):
-            raise CommandError(
-                f"Role {role!r} does not exist. On Azure, create it first: "
-                f"manage.py create_aad_principal {role} --oid <object id> --type service"
-            )
-        missing = grants.missing_schemas(conn, plan.schemas)
-        if missing:
-            raise CommandError(
-                f"Schema(s) not found in database {database!r}: {', '.join(missing)}"
-            )
+        try:
+            grants.validate(conn, plan)
+        except grants.GrantError as exc:
+            raise CommandError(str(exc)) from exc
 
         executed: list[str] = []
         added: set[tuple[str, str, str]] = set()
         if options["dry_run"]:
             executed = [s.as_string(conn) for s in grants.statements(plan)]
         elif not options["check"]:
-            try:
-                executed, added = grants.apply(conn, plan)
-            except grants.GrantError as exc:
-                raise CommandError(str(exc)) from exc
+            executed, added = grants.apply(conn, plan)
         report = grants.verify(conn, plan)
         mode = "dry-run" if options["dry_run"] else "check" if options["check"] else "grant"
         if options["format"] == "json":

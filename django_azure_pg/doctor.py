@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import claims, credentials, diagnosis
+from . import claims, credentials, diagnosis, options
 from .redaction import redact
 
 _SHOWN_VARS = (
@@ -75,7 +75,7 @@ def run(alias: str, entry: dict[str, Any], environ: Any = os.environ) -> Report:
 
     steps: list[Step] = []
     opts = entry.get("OPTIONS") or {}
-    entry = {**entry, "OPTIONS": {k: v for k, v in opts.items() if k != "pool"}, "CONN_MAX_AGE": 0}
+    entry = options.one_off(entry)
     wrapper = load_backend(entry["ENGINE"]).DatabaseWrapper(entry, f"{alias}:doctor")
     params = wrapper.get_connection_params()
     steps.append(

@@ -40,3 +40,9 @@ def number(options: Mapping[str, Any], key: str, default: float) -> float:
     if result <= 0:
         raise ValueError(f"OPTIONS[{key!r}] must be positive, got {value!r}")
     return result
+
+
+def one_off(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a DATABASES entry for a single, unpooled connection (commands, diagnostics)."""
+    opts = {k: v for k, v in (entry.get("OPTIONS") or {}).items() if k != "pool"}
+    return {**entry, "OPTIONS": opts, "CONN_MAX_AGE": 0}

@@ -17,6 +17,8 @@ from django.core.management.base import CommandError, CommandParser
 from django.db import connections
 from django.db.utils import load_backend
 
+from ..options import one_off
+
 DEFAULT_PASSWORD_ENV = "AZURE_PG_OWNER_PASSWORD"  # noqa: S105 — a variable name
 
 
@@ -54,11 +56,7 @@ def settings_for(options: dict[str, Any], *, dbname: str | None = None) -> dict[
         base = connections.settings[alias]
     except KeyError:
         raise CommandError(f"No database alias {alias!r} in settings.DATABASES") from None
-    entry: dict[str, Any] = {
-        **base,
-        "OPTIONS": {k: v for k, v in base["OPTIONS"].items() if k != "pool"},
-    }
-    entry["CONN_MAX_AGE"] = 0
+    entry = one_off(base)
     if dbname is not None:
         entry["NAME"] = dbname
     owner = options.get("owner_user")

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
 
 from ... import grants
 from .. import owner
@@ -46,11 +47,7 @@ class Command(BaseCommand):
         if options["migrate"] and options["read_only"]:
             raise CommandError("--migrate and --read-only contradict each other")
         entry = owner.settings_for(options)
-        app_user = (
-            owner.settings_for({**options, "owner_user": None})["USER"]
-            if options["owner_user"]
-            else entry["USER"]
-        )
+        app_user = connections.settings[options["database"]]["USER"]
         role = options["role"] or (
             f"aad_{options['connection']}" if options["connection"] else app_user
         )

@@ -21,7 +21,7 @@ class DatabaseClient(PostgresClient):
     def runshell(self, parameters: Iterable[str]) -> None:
         login = getattr(self.connection, "azure_login", None)
         settings_dict: dict[str, Any] = self.connection.settings_dict
-        opts = {k: v for k, v in settings_dict["OPTIONS"].items() if k not in options.OUR_KEYS}
+        opts = options.strip(dict(settings_dict["OPTIONS"]))
         if login is not None:
             token = login.token()
             settings_dict = {

@@ -16,14 +16,14 @@ help:
 	@echo "make dist         sdist + wheel, checked with twine and for their contents"
 	@echo "make matrix       nox: tests on Python 3.10-3.13 x Django 4.2/5.2/6.1, psycopg_pool 3.2, lint, types"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml testing/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test]' -e ./testing
 	touch $(STAMP)
 
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	$(BIN)/python -m pip install -q -e '.[test,bench]' -e ./testing
 	touch $(BENCH_STAMP)
 
 install: $(STAMP)
@@ -53,6 +53,7 @@ dist: $(STAMP)
 	$(BIN)/python -m pip install -q build twine
 	rm -rf dist
 	$(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m build --outdir dist testing
 	$(BIN)/python -m twine check --strict dist/*
 	$(BIN)/python scripts/check_dist.py dist
 

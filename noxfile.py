@@ -26,14 +26,14 @@ def _supported(python: str, django: str) -> bool:
 )
 def tests(session: nox.Session, django: str) -> None:
     """The test suite on one Python x Django combination (psycopg_pool >= 3.3)."""
-    session.install("-e", ".[test]", DJANGOS[django])
+    session.install("-e", ".[test]", "-e", "./testing", DJANGOS[django])
     session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session(python="3.12")
 def pool32(session: nox.Session) -> None:
     """The pool and rotation tests with psycopg_pool 3.2 (no callable kwargs there)."""
-    session.install("-e", ".[test]", DJANGOS["5.2"], "psycopg-pool>=3.2,<3.3")
+    session.install("-e", ".[test]", "-e", "./testing", DJANGOS["5.2"], "psycopg-pool>=3.2,<3.3")
     session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/test_base.py", *session.posargs)
 
 
@@ -45,5 +45,5 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.12")
 def types(session: nox.Session) -> None:
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test]", "-e", "./testing")
     session.run("mypy")

@@ -37,9 +37,9 @@ from azure.identity import ManagedIdentityCredential
 from django.db.utils import ConnectionHandler, load_backend
 
 from django_azure_pg import tokens
-from django_azure_pg.emulator import IdentityEmulator, LocalPostgres
 from django_azure_pg.login import TokenLogin
 from django_azure_pg.pool import token_connection_class
+from django_azure_pg_testing import IdentityEmulator, LocalPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import django
 
-from django_azure_pg.emulator import IdentityEmulator, LocalPostgres
+from django_azure_pg_testing import IdentityEmulator, LocalPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".conformance"

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from django_azure_pg.emulator import IdentityEmulator, LocalPostgres
-from django_azure_pg.emulator.postgres import free_port
+from django_azure_pg_testing import IdentityEmulator, LocalPostgres
+from django_azure_pg_testing.postgres import free_port
 
 SITE_DIR = Path(__file__).resolve().parent
 CONNECTION = "demo"

@@ -19,7 +19,7 @@ from django.db.utils import ConnectionHandler
 
 from django_azure_pg import tokens
 from django_azure_pg.base import DatabaseWrapper
-from django_azure_pg.emulator import Identity, IdentityEmulator, LocalPostgres
+from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
 
 ROLE = "aad_tests"
 ITEST_DB = "itest"

@@ -9,7 +9,7 @@ from typing import Any
 
 from azure.core.credentials import AccessToken
 
-from django_azure_pg.emulator import jwt
+from django_azure_pg_testing import jwt
 
 
 class FakeClock:

@@ -10,7 +10,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import OperationalError, connection
 
-from django_azure_pg.emulator import Identity, IdentityEmulator, LocalPostgres
+from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
 
 from .conftest import ITEST_DB, ROLE, MakeWrapper, all_at_once, run_for
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django_azure_pg import claims
-from django_azure_pg.emulator import jwt
+from django_azure_pg_testing import jwt
 
 
 def test_decode_and_role_names() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
-from django_azure_pg.emulator import Identity, IdentityEmulator
+from django_azure_pg_testing import Identity, IdentityEmulator
 
 from .conftest import ITEST_DB, ROLE
 

@@ -12,8 +12,8 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import CredentialUnavailableError, ManagedIdentityCredential
 
 from django_azure_pg import claims, tokens
-from django_azure_pg.emulator import Identity, IdentityEmulator, LocalPostgres
-from django_azure_pg.emulator.ldap import INVALID_CREDENTIALS, SUCCESS, role_from_dn
+from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
+from django_azure_pg_testing.ldap import INVALID_CREDENTIALS, SUCCESS, role_from_dn
 
 from .conftest import ROLE, SCOPE
 from .fakes import FakeClock

@@ -7,7 +7,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from django_azure_pg import from_env
-from django_azure_pg.emulator import LocalPostgres
+from django_azure_pg_testing import LocalPostgres
 
 from .conftest import ITEST_DB, ROLE, MakeWrapper
 

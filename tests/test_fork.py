@@ -8,7 +8,7 @@ import warnings
 import pytest
 
 from django_azure_pg import credentials, tokens
-from django_azure_pg.emulator import Identity, IdentityEmulator
+from django_azure_pg_testing import Identity, IdentityEmulator
 
 from .conftest import SCOPE
 

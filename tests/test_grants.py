@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from psycopg import sql
 
-from django_azure_pg.emulator import Identity, IdentityEmulator, LocalPostgres
+from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
 
 pytestmark = pytest.mark.integration
 

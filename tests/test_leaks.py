@@ -13,7 +13,7 @@ from django.db import OperationalError
 from django.test import RequestFactory, override_settings
 from django.utils.log import AdminEmailHandler
 
-from django_azure_pg.emulator import IdentityEmulator
+from django_azure_pg_testing import IdentityEmulator
 
 from .conftest import MakeWrapper
 

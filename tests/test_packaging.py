@@ -1,7 +1,10 @@
-"""The built wheel installs into a clean virtual environment and the ENGINE imports."""
+"""The built wheels install into a clean virtual environment: the ENGINE imports, and the
+testing kit, installed through the ``[testing]`` extra, runs a user's test suite."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -26,6 +29,7 @@ def test_wheel_installs_into_a_clean_venv(tmp_path: Path) -> None:
             "--wheel-dir",
             str(tmp_path),
             str(ROOT),
+            str(ROOT / "testing"),
         ],
         check=True,
     )
@@ -33,7 +37,9 @@ def test_wheel_installs_into_a_clean_venv(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "django_azure_pg/py.typed" in names
     assert "django_azure_pg/management/commands/grant_aad_privileges.py" in names
-    assert not [n for n in names if n.startswith(("tests/", "sample_project/"))]
+    assert not [
+        n for n in names if n.startswith(("tests/", "sample_project/", "django_azure_pg_testing/"))
+    ]
 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
@@ -51,3 +57,19 @@ def test_wheel_installs_into_a_clean_venv(tmp_path: Path) -> None:
     import django_azure_pg
 
     assert out.stdout.split() == ["django_azure_pg.base", django_azure_pg.__version__]
+
+    # The testing kit through the extra, and a user's suite using its plugin.
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--find-links", str(tmp_path),
+         f"{wheel}[testing]", "pytest", "pytest-django"],
+        check=True,
+    )
+    project = tmp_path / "user_project"
+    shutil.copytree(ROOT / "tests" / "kit_user", project)
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [str(env_dir / "bin" / "pytest"), "-q", "-p", "no:cacheprovider"],
+        cwd=project, capture_output=True, text=True, env=env,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "3 passed" in result.stdout

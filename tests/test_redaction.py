@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from django_azure_pg.emulator import jwt
 from django_azure_pg.redaction import MASK, redact
+from django_azure_pg_testing import jwt
 
 
 def test_jwts_and_token_fields_are_masked() -> None:

@@ -17,7 +17,7 @@ import socketserver
 import threading
 from collections.abc import Callable
 
-logger = logging.getLogger("django_azure_pg.emulator.ldap")
+logger = logging.getLogger("django_azure_pg_testing.ldap")
 
 SUCCESS, INVALID_CREDENTIALS, PROTOCOL_ERROR = 0, 49, 2
 _BIND_REQUEST, _BIND_RESPONSE, _UNBIND_REQUEST = 0x60, 0x61, 0x42

@@ -1,6 +1,6 @@
 """Run the local identity endpoint (and optionally an Entra-style PostgreSQL) until Ctrl-C.
 
-    python -m django_azure_pg.emulator --postgres --role aad_myapp
+    python -m django_azure_pg_testing --postgres --role aad_myapp
 
 prints the environment variables that point azure-identity (and the app's
 settings) at them. Loopback only.
@@ -20,7 +20,7 @@ from .postgres import LocalPostgres
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m django_azure_pg.emulator", description=__doc__.splitlines()[0]
+        prog="python -m django_azure_pg_testing", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--lifetime", type=float, default=3600, help="token lifetime in seconds")
     parser.add_argument("--port", type=int, default=0, help="HTTP port (default: any free port)")

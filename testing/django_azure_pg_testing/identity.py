@@ -7,8 +7,8 @@ tests and the demo run the same code paths as production. It also runs the
 LDAP responder that makes a local PostgreSQL accept exactly the tokens it
 issued, for the roles they were issued to, until they expire.
 
-Fault switches (latency, HTTP 500s, hangs, malformed JSON) and counters exist
-for tests and benchmarks. Binds 127.0.0.1 only.
+Fault switches (latency, HTTP 500s, hangs, malformed JSON, HTTP 429 with
+``Retry-After``) and counters exist for tests and benchmarks. Binds 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from urllib.parse import parse_qs, urlsplit
 from . import jwt
 from .ldap import LdapServer
 
-logger = logging.getLogger("django_azure_pg.emulator")
+logger = logging.getLogger("django_azure_pg_testing")
 
 TENANT_ID = "72f988bf-0000-4000-8000-00000000e1d0"
 SUBSCRIPTION = "00000000-0000-4000-8000-00000000cafe"
 DEFAULT_RESOURCE = "https://ossrdbms-aad.database.windows.net"
-FAULT_MODES = ("error", "hang", "malformed")
+FAULT_MODES = ("error", "hang", "malformed", "throttle")
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,8 @@ class IdentityEmulator:
         self.stats = Stats()
         self.latency = 0.0
         self.fault: str | None = None
+        self.retry_after = 5
+        """Seconds the ``throttle`` fault asks for in ``Retry-After``."""
         self._unhang = threading.Event()
         self._lock = threading.Lock()
         self._issued: dict[str, _Issued] = {}
@@ -267,6 +269,11 @@ class IdentityEmulator:
                 return 0, ""
             if self.fault == "malformed":
                 return 200, '{"access_token": "'
+            if self.fault == "throttle":
+                return 429, {
+                    "error": "too_many_requests",
+                    "error_description": "Too many requests. Retry after the interval given.",
+                }
             return 500, {"error": "internal_error", "error_description": "emulated outage"}
         resource = query.get("resource", "")
         if not resource:
@@ -328,6 +335,8 @@ class _Handler(BaseHTTPRequestHandler):
         data = (body if isinstance(body, str) else json.dumps(body)).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        if status == 429:
+            self.send_header("Retry-After", str(self.emulator.retry_after))
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

@@ -41,13 +41,13 @@ unit: install
 test: install lint types unit
 
 demo: install
-	$(BIN)/python -m sample_project.demo
+	$(BIN)/python -m harness.demo
 
 bench: install $(BENCH_STAMP)
 	$(BIN)/python bench/run.py
 
 soak: install
-	$(BIN)/python -m sample_project.soak
+	$(BIN)/python -m harness.soak
 
 dist: $(STAMP)
 	$(BIN)/python -m pip install -q build twine

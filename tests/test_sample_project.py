@@ -151,7 +151,7 @@ def test_bicep_is_well_formed() -> None:
 def test_demo_core_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("gunicorn")
     sys.path.insert(0, str(SAMPLE.parent))
-    from sample_project import demo
+    from harness import demo
 
     assert demo.run(duration=8, lifetime=3, threads=3) == 0
     out = capsys.readouterr().out

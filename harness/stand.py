@@ -29,7 +29,7 @@ from typing import Any
 from django_azure_pg_testing import IdentityEmulator, LocalPostgres
 from django_azure_pg_testing.postgres import free_port
 
-SITE_DIR = Path(__file__).resolve().parent
+SITE_DIR = Path(__file__).resolve().parent.parent / "sample_project"
 CONNECTION = "demo"
 ROLE = f"aad_{CONNECTION}"
 OWNER = "restaurant_owner"

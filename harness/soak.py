@@ -5,8 +5,8 @@ site under gunicorn against the local PostgreSQL and identity endpoint and
 checks that no acknowledged write is missing afterwards. Writes the table to
 docs/reliability.md (full run) and exits 1 if any scenario fails its target.
 
-    python -m sample_project.soak            # full run (about 15 minutes)
-    python -m sample_project.soak --quick    # short smoke run (about 2 minutes)
+    python -m harness.soak            # full run (about 15 minutes)
+    python -m harness.soak --quick    # short smoke run (about 2 minutes)
 """
 
 from __future__ import annotations
@@ -297,7 +297,7 @@ def write_markdown(rows: list[Row], params: str, path: Path) -> None:
     lines = [
         "# Reliability",
         "",
-        "Produced by `make soak` (`python -m sample_project.soak`): the sample site under gunicorn",
+        "Produced by `make soak` (`python -m harness.soak`): the sample site under gunicorn",
         f"({params}) against the local PostgreSQL and identity endpoint, loopback only. Each",
         "scenario drives real HTTP reads and writes and afterwards checks that every acknowledged",
         "write (HTTP 201) is in the database.",

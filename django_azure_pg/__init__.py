@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .database_url import register_url_schemes
+from .env import register_url_schemes
 
 if TYPE_CHECKING:
     from .env import from_env
@@ -22,7 +22,6 @@ register_url_schemes()
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so that importing the token modules never imports Django.
     if name == "from_env":
         from .env import from_env
 

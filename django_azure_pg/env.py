@@ -10,6 +10,14 @@ Service Connector writes a different set of app settings per client type:
 each with ``_CLIENTID`` (+ ``_CLIENTSECRET``, ``_TENANTID``) for user-assigned
 identities and service principals. A second connection is prefixed
 ``AZURE_POSTGRESQL_<NAME>_``. :func:`from_env` reads any of them.
+
+URLs work too: ``azure-postgres://role@host:5432/db?sslmode=verify-full`` is
+registered with dj-database-url when the package is imported; query parameters
+land in OPTIONS as dj-database-url does for every scheme (our own keys such as
+``client_id`` or ``token_scope`` included).
+
+Django is imported only to raise ``ImproperlyConfigured``, so that importing
+the package (which registers the URL schemes) never imports it.
 """
 
 from __future__ import annotations
@@ -18,11 +26,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
-
-from . import database_url
 from .credentials import CLIENT_ID, CLIENT_SECRET, SERVICE_CONNECTOR_PREFIX, TENANT_ID
-from .database_url import ENGINE
+
+ENGINE = "django_azure_pg"
+URL_SCHEMES = ("azure-postgres", "azure-postgresql")
 
 _CREDENTIAL_VARS = (
     (CLIENT_ID, "client_id"),
@@ -63,8 +70,8 @@ def from_env(
     if not found:
         url = env.get("DATABASE_URL") or default_url
         if url:
-            return merge(database_url.parse(url), overrides)
-        raise ImproperlyConfigured(_missing_message(prefix, found, env))
+            return merge(parse_url(url), overrides)
+        raise _improperly(_missing_message(prefix, found))
 
     def get(suffix: str) -> str | None:
         value = env.get(prefix + suffix)
@@ -81,7 +88,7 @@ def from_env(
         if value is None:
             continue
         if entry.get(key) not in (None, "", value):
-            raise ImproperlyConfigured(
+            raise _improperly(
                 f"{prefix}CONNECTIONSTRING and the separate variables disagree about {key}"
             )
         entry[key] = value
@@ -91,19 +98,32 @@ def from_env(
     ssl = get("SSL")
     if ssl is not None:
         entry["OPTIONS"].setdefault("sslmode", _sslmode(prefix + "SSL", ssl))
-    credential_vars = (
-        (CLIENT_ID, "client_id"),
-        (CLIENT_SECRET, "client_secret"),
-        (TENANT_ID, "tenant_id"),
-    )
-    for suffix, option in credential_vars:
+    for suffix, option in _CREDENTIAL_VARS:
         value = get(suffix)
         if value is not None:
             entry["OPTIONS"][option] = value
 
     if not entry.get("HOST") or not entry.get("NAME"):
-        raise ImproperlyConfigured(_missing_message(prefix, found, env))
+        raise _improperly(_missing_message(prefix, found))
     return merge(entry, overrides)
+
+
+def register_url_schemes() -> None:
+    """Teach dj-database-url ``azure-postgres://`` and ``azure-postgresql://``."""
+    import dj_database_url
+
+    for scheme in URL_SCHEMES:
+        if dj_database_url.ENGINE_SCHEMES.get(scheme) is None:
+            # Post-processed like dj-database-url's own postgres schemes
+            # (?currentSchema=x → search_path).
+            dj_database_url.register(scheme, ENGINE)(dj_database_url.apply_current_schema)
+
+
+def parse_url(url: str) -> dict[str, Any]:
+    import dj_database_url
+
+    register_url_schemes()
+    return dict(dj_database_url.parse(url))
 
 
 def merge(entry: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -135,7 +155,7 @@ def _suffix_ok(suffix: str) -> bool:
 def _one_of(prefix: str, get: Any, first: str, second: str) -> str | None:
     a, b = get(first), get(second)
     if a is not None and b is not None and a != b:
-        raise ImproperlyConfigured(
+        raise _improperly(
             f"{prefix}{first} and {prefix}{second} are both set and differ; keep one"
         )
     return a if a is not None else b  # type: ignore[no-any-return]
@@ -147,7 +167,7 @@ def _sslmode(name: str, value: str) -> str:
         return "require"
     if lowered in _FALSE:
         return "disable"
-    raise ImproperlyConfigured(f"{name} must be true or false, got {value!r}")
+    raise _improperly(f"{name} must be true or false, got {value!r}")
 
 
 def _from_conninfo(conninfo: str, name: str) -> dict[str, Any]:
@@ -159,23 +179,22 @@ def _from_conninfo(conninfo: str, name: str) -> dict[str, Any]:
         params: dict[str, Any] = conninfo_to_dict(conninfo)
     except ProgrammingError:
         # libpq's message may quote the string, password included: do not chain it.
-        raise ImproperlyConfigured(f"{name} is not a valid libpq connection string") from None
+        raise _improperly(f"{name} is not a valid libpq connection string") from None
     entry: dict[str, Any] = {"OPTIONS": {}}
-    settings_keys = {
-        "dbname": "NAME",
-        "host": "HOST",
-        "port": "PORT",
-        "user": "USER",
-        "password": "PASSWORD",
-    }
-    for key, setting in settings_keys.items():
+    for key, setting in _CONNINFO_SETTINGS.items():
         if key in params:
             entry[setting] = str(params.pop(key))
     entry["OPTIONS"].update({k: str(v) for k, v in params.items()})
     return entry
 
 
-def _missing_message(prefix: str, found: list[str], env: Mapping[str, str]) -> str:
+def _improperly(message: str) -> Exception:
+    from django.core.exceptions import ImproperlyConfigured
+
+    return ImproperlyConfigured(message)
+
+
+def _missing_message(prefix: str, found: list[str]) -> str:
     looked = [
         f"{prefix}HOST + {prefix}NAME + {prefix}USER (client type django)",
         f"{prefix}HOST + {prefix}DATABASE + {prefix}USERNAME (client type none)",

@@ -17,7 +17,8 @@ from django.core.management.base import CommandError, CommandParser
 from django.db import connections
 from django.db.utils import load_backend
 
-from ..options import one_off
+from ..env import ENGINE
+from ..options import CREDENTIAL_KEYS, one_off
 
 DEFAULT_PASSWORD_ENV = "AZURE_PG_OWNER_PASSWORD"  # noqa: S105 — a variable name
 
@@ -66,11 +67,11 @@ def settings_for(options: dict[str, Any], *, dbname: str | None = None) -> dict[
         entry["USER"] = owner
         if options.get("owner_entra"):
             entry["PASSWORD"] = ""
-            entry["ENGINE"] = "django_azure_pg"
+            entry["ENGINE"] = ENGINE
             entry["OPTIONS"] = {
                 k: v
                 for k, v in entry["OPTIONS"].items()
-                if k not in ("credential", "client_id", "client_secret", "tenant_id")
+                if k not in CREDENTIAL_KEYS
             }
             entry["OPTIONS"]["credential"] = "azure.identity.DefaultAzureCredential"
         else:

@@ -155,9 +155,7 @@ def _suffix_ok(suffix: str) -> bool:
 def _one_of(prefix: str, get: Any, first: str, second: str) -> str | None:
     a, b = get(first), get(second)
     if a is not None and b is not None and a != b:
-        raise _improperly(
-            f"{prefix}{first} and {prefix}{second} are both set and differ; keep one"
-        )
+        raise _improperly(f"{prefix}{first} and {prefix}{second} are both set and differ; keep one")
     return a if a is not None else b  # type: ignore[no-any-return]
 
 

@@ -59,7 +59,9 @@ def main(dist: str) -> int:
     kit = _wheel(folder, "django_azure_pg_testing")
     with zipfile.ZipFile(kit) as zf:
         kit_names = zf.namelist()
-        entry_points = next((zf.read(n).decode() for n in kit_names if n.endswith("entry_points.txt")), "")
+        entry_points = next(
+            (zf.read(n).decode() for n in kit_names if n.endswith("entry_points.txt")), ""
+        )
     problems += [f"testing wheel lacks {n}" for n in REQUIRED_IN_KIT if n not in kit_names]
     if "pytest11" not in entry_points:
         problems.append("testing wheel registers no pytest plugin")

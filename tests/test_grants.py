@@ -225,3 +225,61 @@ def test_create_aad_principal(setup: Setup) -> None:
         setup.pg.execute(
             "DROP FUNCTION pgaadauth_create_principal_with_oid, pgaadauth_create_principal"
         )
+
+
+def test_check_names_the_owner_of_what_cannot_be_granted(setup: Setup) -> None:
+    other = f"other_{uuid.uuid4().hex[:8]}"
+    setup.pg.create_password_role(other, OWNER_PW)
+    setup.pg.execute(
+        sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(other)),
+        dbname=setup.db,
+    )
+    setup._run(other, OWNER_PW, "CREATE TABLE theirs (id int)")
+    with pytest.raises(
+        CommandError, match=rf"public\.theirs \(owned by '{other}'\).*Nothing was changed"
+    ):
+        grant("--database", "owner", "--role", setup.role)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        setup.app("SELECT * FROM restaurant")  # the transaction was rolled back
+    with pytest.raises(CommandError):
+        grant("--database", "owner", "--role", setup.role, "--check")
+    out = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command(
+            "grant_aad_privileges",
+            "--database",
+            "owner",
+            "--role",
+            setup.role,
+            "--check",
+            "--format",
+            "json",
+            stdout=out,
+        )
+    report = json.loads(out.getvalue())
+    assert {"name": "theirs", "owner": other} in report["schemas"][0]["unusable_tables"]
+    assert {"name": "restaurant", "owner": setup.owner} in report["schemas"][0]["unusable_tables"]
+
+
+def test_verify_is_one_query_per_schema_whatever_the_number_of_tables(setup: Setup) -> None:
+    from django_azure_pg import grants
+
+    for i in range(40):
+        setup.owner_sql(f"CREATE TABLE t{i} (id serial PRIMARY KEY)")
+    plan = grants.Plan(role=setup.role, database=setup.db, owner=setup.owner)
+    with psycopg.connect(
+        host=setup.pg.host, port=setup.pg.port, user=setup.owner, password=OWNER_PW,
+        dbname=setup.db, sslmode="require", autocommit=True,
+    ) as conn:  # fmt: skip
+        issued: list[object] = []
+        execute = conn.execute
+
+        def counting(query: Any, params: Any = None, **kwargs: Any) -> Any:
+            issued.append(query)
+            return execute(query, params, **kwargs)
+
+        conn.execute = counting  # type: ignore[method-assign]
+        report = grants.verify(conn, plan)
+    assert report.schemas[0].tables == 41 and report.schemas[0].sequences == 42
+    assert len(report.schemas[0].unusable_tables) == 41
+    assert len(issued) == 2  # database privileges + one per schema

@@ -60,8 +60,18 @@ def test_wheel_installs_into_a_clean_venv(tmp_path: Path) -> None:
 
     # The testing kit through the extra, and a user's suite using its plugin.
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--find-links", str(tmp_path),
-         f"{wheel}[testing]", "pytest", "pytest-django"],
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--find-links",
+            str(tmp_path),
+            f"{wheel}[testing]",
+            "pytest",
+            "pytest-django",
+        ],
         check=True,
     )
     project = tmp_path / "user_project"
@@ -69,7 +79,10 @@ def test_wheel_installs_into_a_clean_venv(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     result = subprocess.run(
         [str(env_dir / "bin" / "pytest"), "-q", "-p", "no:cacheprovider"],
-        cwd=project, capture_output=True, text=True, env=env,
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "3 passed" in result.stdout

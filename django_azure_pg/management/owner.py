@@ -69,9 +69,7 @@ def settings_for(options: dict[str, Any], *, dbname: str | None = None) -> dict[
             entry["PASSWORD"] = ""
             entry["ENGINE"] = ENGINE
             entry["OPTIONS"] = {
-                k: v
-                for k, v in entry["OPTIONS"].items()
-                if k not in CREDENTIAL_KEYS
+                k: v for k, v in entry["OPTIONS"].items() if k not in CREDENTIAL_KEYS
             }
             entry["OPTIONS"]["credential"] = "azure.identity.DefaultAzureCredential"
         else:

@@ -2,5 +2,11 @@
 
 SECRET_KEY = "kit-user"
 INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth"]
-DATABASES = {"default": {"ENGINE": "django_azure_pg", "HOST": "myserver.postgres.database.azure.com", "NAME": "app"}}
+DATABASES = {
+    "default": {
+        "ENGINE": "django_azure_pg",
+        "HOST": "myserver.postgres.database.azure.com",
+        "NAME": "app",
+    }
+}
 USE_TZ = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import psycopg
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
@@ -85,7 +86,10 @@ class Command(BaseCommand):
         if options["dry_run"]:
             executed = [s.as_string(conn) for s in grants.statements(plan)]
         elif not options["check"]:
-            executed, added = grants.apply(conn, plan)
+            try:
+                executed, added = grants.apply(conn, plan)
+            except psycopg.errors.InsufficientPrivilege as exc:
+                raise CommandError(self._not_owner(conn, plan)) from exc
         report = grants.verify(conn, plan)
         mode = "dry-run" if options["dry_run"] else "check" if options["check"] else "grant"
         if options["format"] == "json":
@@ -105,6 +109,23 @@ class Command(BaseCommand):
             self._text(plan, report, mode, executed, added)
         if options["check"] and not report.ok:
             raise CommandError(f"{role!r} is missing privileges (see above)", returncode=1)
+
+    def _not_owner(self, conn: Any, plan: grants.Plan) -> str:
+        report = grants.verify(conn, plan)
+        foreign = [
+            f"{s.schema}.{rel.name} (owned by {rel.owner!r})"
+            for s in report.schemas
+            for rel in [*s.unusable_tables, *s.unusable_sequences]
+            if rel.owner != plan.owner
+        ]
+        listed = ", ".join(foreign[:10]) + (
+            f" and {len(foreign) - 10} more" if len(foreign) > 10 else ""
+        )
+        return (
+            f"{plan.owner!r} may not grant on objects another role owns: {listed or 'see --check'}. "
+            "Nothing was changed. Run the command as their owner (--owner-user), or reassign "
+            "them (ALTER ... OWNER TO) first."
+        )
 
     def _text(
         self,
@@ -134,14 +155,17 @@ class Command(BaseCommand):
             if s.default_privileges is not None:
                 line += f"; default privileges {'yes' if s.default_privileges else 'NO'}"
             w(line)
-            for name in s.unusable_tables:
-                w(
-                    self.style.WARNING(
-                        f"    cannot use table {s.schema}.{name} (owned by another role?)"
+            for kind, unusable in (
+                ("table", s.unusable_tables),
+                ("sequence", s.unusable_sequences),
+            ):
+                for rel in unusable:
+                    w(
+                        self.style.WARNING(
+                            f"    cannot use {kind} {s.schema}.{rel.name} (owned by {rel.owner!r}: "
+                            "grant as that role)"
+                        )
                     )
-                )
-            for name in s.unusable_sequences:
-                w(self.style.WARNING(f"    cannot use sequence {s.schema}.{name}"))
         if mode == "grant":
             change = f"{len(added)} privileges added" if added else "nothing changed"
         else:

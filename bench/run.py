@@ -29,7 +29,7 @@ import django
 from django.conf import settings
 
 if not settings.configured:
-    settings.configure(USE_TZ=True, INSTALLED_APPS=[], DATABASES={})
+    settings.configure(USE_TZ=True, INSTALLED_APPS=["django_azure_pg"], DATABASES={})
     django.setup()
 
 import psycopg
@@ -40,6 +40,9 @@ from django_azure_pg import tokens
 from django_azure_pg.login import TokenLogin
 from django_azure_pg.pool import token_connection_class
 from django_azure_pg_testing import IdentityEmulator, LocalPostgres
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import grants_check
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -470,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
             "versus_azure_postgresql_auth": bench.versus_azure_postgresql_auth(
                 rounds if q else 5, 1.0, threads=4
             ),
+            "grants_check": grants_check.measure(pg, *((100, 100) if q else (1000, 1000))),
         }
     results["wall_seconds"] = time.monotonic() - started
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -530,6 +534,21 @@ def print_table(r: dict[str, Any]) -> None:
                 target,
             )
         )
+    g = r["grants_check"]
+    before = g.get("verify_before")
+    rows.append(
+        (
+            f"6 grant_aad_privileges --check, {g['tables']} tables + {g['sequences']} sequences",
+            f"{g['command_after']['queries']} queries, {g['command_after']['seconds']:.3f} s"
+            + (
+                f" (verify: {before['queries']} → {g['verify_after']['queries']} queries, "
+                f"{before['seconds']:.3f} → {g['verify_after']['seconds']:.3f} s)"
+                if before
+                else ""
+            ),
+            "≤ 10 queries",
+        )
+    )
     width = max(len(a) for a, _, _ in rows)
     print("\nSummary")
     for label, value, target in rows:

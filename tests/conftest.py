@@ -36,24 +36,21 @@ _SC_VARS = [k for k in os.environ if k.startswith("AZURE_POSTGRESQL_")] + [
 
 
 @pytest.fixture(scope="session")
-def emulator() -> Iterator[IdentityEmulator]:
+def emulator(request: pytest.FixtureRequest) -> Iterator[IdentityEmulator]:
+    """The testing kit's emulator (its pytest plugin), on an environment cleared of this
+    machine's own identity and Service Connector variables."""
     saved = {k: os.environ.pop(k) for k in _SC_VARS if k in os.environ}
-    emu = IdentityEmulator(lifetime=3600).start()
-    os.environ.update(emu.app_service_env())
-    yield emu
-    emu.stop()
-    for key in emu.app_service_env():
-        os.environ.pop(key, None)
+    yield request.getfixturevalue("azure_pg_emulator")
     os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")
-def postgres(emulator: IdentityEmulator) -> Iterator[LocalPostgres]:
-    with LocalPostgres(ldap_port=emulator.ldap_port) as pg:
-        pg.create_entra_role(ROLE, createdb=True)
-        emulator.allow_role(ROLE)
-        pg.create_database(ITEST_DB, owner=ROLE)
-        yield pg
+def postgres(emulator: IdentityEmulator, azure_pg_server: LocalPostgres) -> LocalPostgres:
+    """The testing kit's token-checked server, with this suite's role and database."""
+    azure_pg_server.create_entra_role(ROLE, createdb=True)
+    emulator.allow_role(ROLE)
+    azure_pg_server.create_database(ITEST_DB, owner=ROLE)
+    return azure_pg_server
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 Everything not about the login is Django's own: this wrapper only supplies
 the password (a token) for each new physical connection, keeps our OPTIONS
-away from libpq, defaults ``sslmode`` to ``require``, and hands the native
+away from libpq, applies the TLS defaults of ``tls.py``, and hands the native
 pool a connection class that fetches a token per physical connection.
 """
 
@@ -18,7 +18,7 @@ from django.db.backends.postgresql import base as postgresql
 from django.utils.functional import cached_property
 from django.views.decorators.debug import sensitive_variables
 
-from . import options
+from . import options, tls
 from .client import DatabaseClient
 from .credentials import CredentialConfigError
 from .login import TokenLogin
@@ -45,11 +45,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     def get_connection_params(self) -> dict[str, Any]:
         if not _HAS_POOL and self.settings_dict["OPTIONS"].get("pool"):
             raise ImproperlyConfigured("OPTIONS['pool'] needs Django 5.1 or later")
-        params = options.strip(super().get_connection_params())
-        sslmode = options.default_sslmode(params, os.environ)
-        if sslmode:
-            params["sslmode"] = sslmode
-        return params
+        return tls.apply_defaults(options.strip(super().get_connection_params()), os.environ)
 
     @sensitive_variables()
     def connect(self) -> None:

@@ -9,16 +9,10 @@ from typing import Any
 
 from django.core.checks import CheckMessage, Error, Warning, register
 
-from . import credentials, options
+from . import credentials, options, tls
 
-AZURE_HOST_SUFFIXES = (
-    ".postgres.database.azure.com",
-    ".postgres.database.chinacloudapi.cn",
-    ".postgres.database.usgovcloudapi.net",
-)
-WEAK_SSLMODES = {"disable", "allow", "prefer"}
 _DJANGO_KEYS = {"pool", "isolation_level", "assume_role", "server_side_binding"}
-_PSYCOPG_KEYS = {"autocommit", "prepare_threshold", "cursor_factory", "context", "row_factory"}
+"""Keys Django's postgresql backend reads itself (not introspectable)."""
 _IDENTITY_HINTS = (
     "IDENTITY_ENDPOINT", "MSI_ENDPOINT", "AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE",
     "AZURE_POD_IDENTITY_AUTHORITY_HOST", "WEBSITE_SITE_NAME", "AZURE_TOKEN_CREDENTIALS",
@@ -26,9 +20,20 @@ _IDENTITY_HINTS = (
 
 
 def _libpq_keywords() -> set[str]:
+    """Connection keywords the installed libpq knows (newer libpq, more keywords)."""
     import psycopg
 
     return {o.keyword.decode() for o in psycopg.pq.Conninfo.get_defaults()}
+
+
+def _psycopg_keywords() -> set[str]:
+    """Keyword arguments of the installed psycopg's ``Connection.connect``."""
+    import inspect
+
+    import psycopg
+
+    params = inspect.signature(psycopg.Connection.connect).parameters.values()
+    return {p.name for p in params if p.kind is p.KEYWORD_ONLY}
 
 
 @register()
@@ -47,31 +52,32 @@ def check_alias(alias: str, entry: dict[str, Any], environ: Any) -> list[CheckMe
     where = f"DATABASES[{alias!r}]"
     out: list[CheckMessage] = []
 
-    known = _libpq_keywords() | _DJANGO_KEYS | _PSYCOPG_KEYS | options.OUR_KEYS
+    known = _libpq_keywords() | _psycopg_keywords() | _DJANGO_KEYS | options.OUR_KEYS
     for key in sorted(set(opts) - known):
         close = difflib.get_close_matches(key, sorted(options.OUR_KEYS | _DJANGO_KEYS), n=1)
+        # A Warning, as Django does for likely typos: a keyword of a newer libpq
+        # or Django than this check knows must not block migrate.
         out.append(
-            Error(
+            Warning(
                 f"{where}['OPTIONS'] has an unknown key {key!r}.",
                 hint=f"Did you mean {close[0]!r}?"
                 if close
-                else "It is neither a django_azure_pg option, a Django option nor a libpq keyword.",
-                id="django_azure_pg.E004",
+                else "It is neither a django_azure_pg option, a Django option, a psycopg "
+                "argument nor a keyword of the installed libpq.",
+                id="django_azure_pg.W004",
             )
         )
 
-    host = str(entry.get("HOST") or "")
-    sslmode = str(
-        opts.get("sslmode") or environ.get("PGSSLMODE") or options.default_sslmode(opts, environ)
-    )
-    if host.lower().endswith(AZURE_HOST_SUFFIXES) and sslmode in WEAK_SSLMODES:
+    for problem in options.problems(opts):
         out.append(
-            Warning(
-                f"{where} connects to Azure with sslmode={sslmode!r}.",
-                hint="Azure requires TLS: use 'require' (the default) or 'verify-full' with sslrootcert.",
-                id="django_azure_pg.W002",
+            Error(
+                f"{where}: {problem}",
+                hint="Fix the value in OPTIONS; see the settings reference in the README.",
+                id="django_azure_pg.E007",
             )
         )
+
+    out += _transport(alias, entry, opts, environ)
 
     if opts.get("pool") and entry.get("CONN_MAX_AGE", 0) != 0:
         out.append(
@@ -117,3 +123,47 @@ def check_alias(alias: str, entry: dict[str, Any], environ: Any) -> list[CheckMe
             )
         )
     return out
+
+
+def _transport(
+    alias: str, entry: dict[str, Any], opts: dict[str, Any], environ: Any
+) -> list[CheckMessage]:
+    """Where the login's secret would go: the same rules as at connect time (tls.py)."""
+    where = f"DATABASES[{alias!r}]"
+    params: dict[str, Any] = {
+        k: v for k, v in opts.items() if k not in options.OUR_KEYS and isinstance(v, str)
+    }
+    if entry.get("HOST"):
+        params["host"] = str(entry["HOST"])
+    try:
+        allowed = options.flag(opts, tls.OPT_IN)
+    except options.OptionError:
+        allowed = False  # reported above
+    route = tls.resolve(tls.apply_defaults(params, environ), environ)
+    token_login = not entry.get("PASSWORD")
+    refused = tls.problem(route, alias)
+    if token_login and refused and not allowed:
+        return [
+            Error(
+                refused,
+                hint="Azure requires TLS; libpq sends the token as a cleartext password "
+                "inside it. See 'TLS' in the README.",
+                id="django_azure_pg.E006",
+            )
+        ]
+    if route.azure and route.sslmode not in tls.VERIFIED:
+        return [
+            Warning(
+                f"{where} connects to Azure with sslmode={route.sslmode!r}: "
+                + (
+                    "encrypted, but the server is not verified, so a man-in-the-middle "
+                    "receives the password or token."
+                    if route.sslmode in tls.ENCRYPTED
+                    else "the password may travel unencrypted."
+                ),
+                hint="Remove sslmode: Azure hosts then get 'verify-full' with Azure's root "
+                "certificates (Microsoft recommends verify-full).",
+                id="django_azure_pg.W002",
+            )
+        ]
+    return []

@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import logging
+import os
+import socket
+import types
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +25,10 @@ from typing import Any
 from azure import identity
 from azure.core.credentials import TokenCredential
 
+from .redaction import install_log_redaction
 from .tokens import CredentialFactory
+
+logger = logging.getLogger("django_azure_pg.credentials")
 
 PUBLIC_SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
 SCOPES = {
@@ -173,27 +180,46 @@ def scope_for(value: str | None) -> str:
     return SCOPES.get(value, value)
 
 
-def _is_credential(obj: Any) -> bool:
+def is_credential(obj: Any) -> bool:
+    """An object (not a class) with a ``get_token`` method."""
     return callable(getattr(obj, "get_token", None)) and not isinstance(obj, type)
 
 
-def _resolve(explicit: Any) -> Any:
+_is_credential = is_credential
+
+
+def resolve_explicit(explicit: Any) -> Any:
+    """``OPTIONS["credential"]`` with a dotted path imported (a path is not a secret)."""
     if not isinstance(explicit, str):
         return explicit
     module_name, _, attr = explicit.rpartition(".")
-    if not module_name:
-        raise CredentialConfigError(f"OPTIONS['credential'] {explicit!r} is not a dotted path")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
+    if not module_name or not attr or "\x00" in explicit:
         raise CredentialConfigError(
-            f"Cannot import OPTIONS['credential'] {explicit!r}: {exc}"
-        ) from exc
+            f"OPTIONS['credential'] {explicit!r} is not a dotted import path (module.name)"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CredentialConfigError(
+            f"Cannot import OPTIONS['credential'] {explicit!r}: {type(exc).__name__}: {exc}"
+        ) from None
+    try:
+        resolved = getattr(module, attr)
+    except AttributeError:
+        raise CredentialConfigError(
+            f"Cannot import OPTIONS['credential'] {explicit!r}: module {module_name!r} has no "
+            f"attribute {attr!r}"
+        ) from None
+    return resolved
+
+
+_resolve = resolve_explicit
 
 
 def _explicit_factory(explicit: Any) -> CredentialFactory:
     resolved = _resolve(explicit)
     if _is_credential(resolved):
+        _fork_watch(resolved)
         return lambda: resolved
     if callable(resolved):
         return _checked(resolved)
@@ -223,3 +249,107 @@ def _describe_explicit(explicit: Any) -> str:
     if _is_credential(explicit):
         return type(explicit).__name__
     return getattr(explicit, "__qualname__", type(explicit).__name__)
+
+
+# -- fork safety for credential objects we did not build ---------------------
+#
+# A credential we build is rebuilt in a forked child (tokens.py). An object the
+# settings hand us (or a dotted path to an instance) cannot be rebuilt, so in
+# the child every requests.Session inside it gets new connection pools: the
+# child never reads or writes the parent's keep-alive socket to the identity
+# endpoint. The old pools are kept, untouched, so no finalizer takes a lock a
+# parent thread may have held at fork time. A transport we do not know how to
+# renew is reported once, at runtime.
+
+_explicit_objects: dict[int, Any] = {}
+_retired: list[Any] = []
+_warned: set[str] = set()
+_MAX_NODES = 5000
+
+
+def _fork_watch(credential: Any) -> None:
+    _explicit_objects.setdefault(id(credential), credential)
+
+
+def _transports(root: Any) -> tuple[list[Any], list[str]]:
+    """The requests sessions inside ``root``, and names of transports we cannot renew."""
+    try:
+        import requests
+    except ImportError:  # pragma: no cover — azure-core depends on requests
+        requests = None  # type: ignore[assignment]
+    import http.client
+
+    sessions: list[Any] = []
+    unknown: list[str] = []
+    seen: set[int] = set()
+    stack: list[tuple[Any, int]] = [(root, 0)]
+    leaves = (str, bytes, int, float, complex, bool, type(None), type, types.ModuleType,
+              types.FunctionType, types.BuiltinFunctionType, types.MethodType)  # fmt: skip
+    while stack and len(seen) < _MAX_NODES:
+        obj, depth = stack.pop()
+        if id(obj) in seen or isinstance(obj, leaves) or depth > 10:
+            continue
+        seen.add(id(obj))
+        if requests is not None and isinstance(obj, requests.Session):
+            sessions.append(obj)
+            continue
+        module = type(obj).__module__ or ""
+        if isinstance(obj, (socket.socket, http.client.HTTPConnection)) or module.split(".")[
+            0
+        ] in ("httpx", "aiohttp", "urllib3", "httpcore"):
+            unknown.append(f"{module}.{type(obj).__qualname__}")
+            continue
+        if isinstance(obj, dict):
+            children: Any = obj.values()
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            children = obj
+        else:
+            try:
+                children = vars(obj).values()
+            except TypeError:
+                continue
+        stack.extend((child, depth + 1) for child in list(children))
+    return sessions, unknown
+
+
+def _renew(session: Any) -> None:
+    for adapter in list(session.adapters.values()):
+        if not hasattr(adapter, "init_poolmanager"):
+            continue
+        _retired.append((adapter.poolmanager, adapter.proxy_manager))
+        adapter.proxy_manager = {}
+        adapter.init_poolmanager(
+            adapter._pool_connections, adapter._pool_maxsize, block=adapter._pool_block
+        )
+
+
+def make_fork_safe(credential: Any) -> bool:
+    """In a forked child: give ``credential`` connections of its own; False if we cannot."""
+    sessions, unknown = _transports(credential)
+    for session in sessions:
+        _renew(session)
+    return not unknown
+
+
+def _after_fork_in_child() -> None:
+    for credential in list(_explicit_objects.values()):
+        try:
+            safe = make_fork_safe(credential)
+        except Exception:  # never break the child over this
+            safe = False
+        name = type(credential).__qualname__
+        if not safe and name not in _warned:
+            _warned.add(name)
+            logger.warning(
+                "After fork(), the credential object %s in OPTIONS['credential'] may share its "
+                "parent's connection to the identity endpoint: it holds a transport "
+                "django-azure-pg cannot renew. Pass its class, a factory or a dotted path to "
+                "one instead, so each process builds its own.",
+                name,
+            )
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+install_log_redaction()  # azure-identity's and msal's loggers exist now that they are imported

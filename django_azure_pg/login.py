@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from . import claims, credentials, options, tokens
+from . import claims, credentials, options, tls, tokens
 from .redaction import redact
 
 logger = logging.getLogger("django_azure_pg.login")
@@ -53,6 +53,7 @@ class TokenLogin:
     scope: str
     user: str | None
     source: tokens.TokenSource
+    allow_plaintext: bool = False  # OPTIONS["allow_plaintext_token"]: see tls.py
 
     @classmethod
     def from_settings(
@@ -62,6 +63,7 @@ class TokenLogin:
         user: str | None,
         environ: Mapping[str, str] = os.environ,
     ) -> TokenLogin:
+        options.check(opts)
         choice = credentials.choose(opts, environ)
         scope = credentials.scope_for(opts.get("token_scope"))
         source = tokens.get_source(
@@ -75,7 +77,9 @@ class TokenLogin:
             timeout=options.number(opts, "token_timeout", tokens.DEFAULT_TIMEOUT),
             rebuild_after_fork=choice.rebuilds,
         )
-        return cls(alias, choice, scope, user or None, source)
+        return cls(
+            alias, choice, scope, user or None, source, options.flag(opts, tls.OPT_IN)
+        )
 
     def token(self) -> str:
         try:
@@ -99,12 +103,22 @@ class TokenLogin:
         return role
 
     def connect(self, connect: Callable[..., C], params: Mapping[str, Any]) -> C:
-        """Call ``connect(**params)`` with a token as the password; retry once if refused."""
+        """Call ``connect(**params)`` with a token as the password; retry once if refused.
+
+        Nothing is fetched or sent over a path TLS does not protect (tls.guard),
+        and a refused token is followed by a fresh one only to a verified (or
+        local) server.
+        """
+        route = tls.guard(self.alias, params, allow_plaintext=self.allow_plaintext)
         token = self.token()
         try:
             return connect(**self._with_token(params, token))
         except psycopg.OperationalError as exc:
-            if not is_refused_login(exc) or isinstance(exc, TokenAcquisitionError):
+            if (
+                not is_refused_login(exc)
+                or isinstance(exc, TokenAcquisitionError)
+                or not route.retry_safe
+            ):
                 raise
             self.source.invalidate(token)
             logger.warning(

@@ -1,13 +1,21 @@
 """Scrub access tokens out of text before it reaches a log or an exception.
 
 A token is a password. Credential errors sometimes quote the identity
-endpoint's response, which may hold one (see the fork notes in
-``tokens.py``), so every message built from foreign text goes through here.
+endpoint's response, which may hold one: azure-identity logs
+``get_token failed: JSON is invalid … Content: {"access_token": …}`` at
+WARNING when the body has trailing junk. So every message built from foreign
+text goes through :func:`redact`, and while the package is in use a
+:class:`RedactingFilter` sits on azure-identity's, azure-core's and msal's
+loggers (opt out: ``DJANGO_AZURE_PG_LOG_REDACTION=off`` in the environment, or
+:func:`uninstall_log_redaction`).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import threading
 
 # JWTs: three base64url segments, the first two starting with '{"' encoded.
 _JWT = re.compile(r"eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*")
@@ -19,8 +27,81 @@ _FIELD = re.compile(
 )
 
 MASK = "[redacted]"
+LOGGER_PREFIXES = ("azure.identity", "azure.core", "msal")
+"""Loggers (and their children) that get a :class:`RedactingFilter`."""
+OPT_OUT_VARIABLE = "DJANGO_AZURE_PG_LOG_REDACTION"
 
 
 def redact(text: str) -> str:
     text = _JWT.sub(MASK, text)
     return _FIELD.sub(lambda m: m.group("key") + MASK, text)
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites a record's message (and traceback text) with tokens masked; drops nothing.
+
+    The traceback is rendered to redacted text and ``exc_info`` removed, so no
+    handler can print the frames' locals either. Usable on any handler in
+    ``LOGGING`` too: ``"()": "django_azure_pg.redaction.RedactingFilter"``.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: let logging report it as usual
+            return True
+        record.msg, record.args = redact(message), None
+        if record.exc_info:
+            if not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+_FILTER = RedactingFilter()
+_lock = threading.Lock()
+_seen_loggers = -1
+_disabled = False
+
+
+def install_log_redaction() -> None:
+    """Put the filter on every matching logger that exists now (cheap when nothing is new).
+
+    Called before each token fetch: azure-identity creates some of its loggers
+    on first use, and a filter on a parent logger does not see its children's
+    records.
+    """
+    global _seen_loggers
+    if _disabled or os.environ.get(OPT_OUT_VARIABLE, "").lower() in {"off", "0", "false", "no"}:
+        return
+    manager = logging.Logger.manager
+    if len(manager.loggerDict) == _seen_loggers:
+        return
+    with _lock:
+        names = list(manager.loggerDict)
+        for name in names:
+            if name.startswith(LOGGER_PREFIXES):
+                logger = logging.getLogger(name)
+                if _FILTER not in logger.filters:
+                    logger.addFilter(_FILTER)
+        for name in LOGGER_PREFIXES:  # the roots, even before their modules log
+            logger = logging.getLogger(name)
+            if _FILTER not in logger.filters:
+                logger.addFilter(_FILTER)
+        _seen_loggers = len(manager.loggerDict)
+
+
+def uninstall_log_redaction() -> None:
+    """Remove the filter and stop installing it (the documented opt-out, from code)."""
+    global _disabled, _seen_loggers
+    with _lock:
+        _disabled = True
+        _seen_loggers = -1
+        for name in list(logging.Logger.manager.loggerDict):
+            logger = logging.getLogger(name)
+            if _FILTER in logger.filters:
+                logger.removeFilter(_FILTER)

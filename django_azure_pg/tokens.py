@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from azure.core.credentials import TokenCredential
 
-from .redaction import redact
+from .redaction import install_log_redaction, redact
 
 logger = logging.getLogger("django_azure_pg.tokens")
 
@@ -206,10 +206,9 @@ class TokenSource:
     def _fetch(self, future: Future[Token]) -> None:
         previous = self._token
         started = time.monotonic()
+        install_log_redaction()
         try:
-            credential = self._credential_for_fetch()
-            access = credential.get_token(self.scope)
-            token = Token(access.token, float(access.expires_on), self._clock())
+            token = self._call_credential()
         except BaseException as exc:
             self._fetch_failed(future, exc, previous, time.monotonic() - started)
             return
@@ -230,6 +229,11 @@ class TokenSource:
         )
         future.set_result(token)
 
+    def _call_credential(self) -> Token:
+        credential = self._credential_for_fetch()
+        access = credential.get_token(self.scope)
+        return Token(access.token, float(access.expires_on), self._clock())
+
     def _fetch_failed(
         self, future: Future[Token], exc: BaseException, previous: Token | None, elapsed: float
     ) -> None:
@@ -238,6 +242,7 @@ class TokenSource:
             f"{self.label} could not get a token for scope {self.scope!r} "
             f"after {elapsed:.1f} s: {type(exc).__name__}: {redact(str(exc))}"
         )
+        # Only a frameless, redacted copy of the credential's exception leaves this thread.
         error.__cause__ = _safe_cause(exc)
         with self._lock:
             self._inflight = None
@@ -259,23 +264,42 @@ class TokenSource:
             future.set_exception(error)
 
     def _after_fork(self) -> None:
+        # In the child: the parent's threads are gone, so a lock they held stays held
+        # and a fetch they ran never completes; the credential's HTTP connection is
+        # the parent's. Fresh locks, no fetch in flight, and a new credential.
         self._lock = threading.Lock()
         self._inflight = self._latest = None
-        if self._rebuild_after_fork:
+        if self._rebuild_after_fork and self._credential is not None:
+            # Keep the old object alive: its finalizers must not run (or take a
+            # lock a parent thread held) in the child.
+            _retired.append(self._credential)
             self._credential = None
 
 
-class _RedactedCause(Exception):
-    """Stands in for an exception whose text contained a token."""
+class CredentialFailure(Exception):
+    """What a credential raised, as text only: type name and redacted message, no frames.
+
+    The original exception's traceback holds frames whose locals hold the
+    endpoint's raw response or the token (azure-identity's and msal's parsers,
+    ``_call_credential``); Django's error reports print frame locals, and the
+    token thread runs under no ``@sensitive_variables``. So nothing of it but
+    this copy leaves the thread. ``exc_type`` keeps the original class for
+    dispatch on types.
+    """
+
+    exc_type: type[BaseException] = Exception
 
 
-def _safe_cause(exc: BaseException) -> BaseException:
-    text = str(exc)
-    cleaned = redact(text)
-    if cleaned == text:
-        return exc
-    safe = _RedactedCause(f"{type(exc).__name__}: {cleaned}")
+def _safe_cause(exc: BaseException, depth: int = 0) -> CredentialFailure:
+    inner = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    safe = CredentialFailure(f"{type(exc).__name__}: {redact(str(exc))}")
+    safe.exc_type = type(exc)
+    if inner is not None and depth < 5:
+        safe.__cause__ = _safe_cause(inner, depth + 1)
     return safe
+
+
+_retired: list[TokenCredential] = []
 
 
 # -- process-wide registry ------------------------------------------------

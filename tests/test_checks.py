@@ -26,23 +26,87 @@ def test_good_settings_are_silent() -> None:
     assert ids({"HOST": "localhost", "PASSWORD": "pw", "OPTIONS": {"sslmode": "disable"}}) == []
 
 
-def test_misspelled_option() -> None:
+def test_misspelled_option_is_a_warning() -> None:
     messages = check_alias(
         "default", {"HOST": AZ, "USER": "u", "OPTIONS": {"token_scopes": "x"}}, MI_ENV
     )
-    assert [m.id for m in messages] == ["django_azure_pg.E004"]
+    assert [m.id for m in messages] == ["django_azure_pg.W004"]
+    assert not messages[0].is_serious()  # a Warning: migrate still runs
     assert "Did you mean 'token_scope'" in messages[0].hint
 
 
-def test_weak_sslmode_against_azure() -> None:
-    assert ids({"HOST": AZ, "USER": "u", "OPTIONS": {"sslmode": "prefer"}}) == [
-        "django_azure_pg.W002"
+def test_known_keys_come_from_the_installed_libpq_and_psycopg() -> None:
+    import psycopg
+
+    libpq_keys = [o.keyword.decode() for o in psycopg.pq.Conninfo.get_defaults()]
+    opts = {key: "x" for key in libpq_keys if key not in ("sslmode", "host", "hostaddr")}
+    opts |= {"prepare_threshold": 5, "autocommit": False, "cursor_factory": None}
+    assert "django_azure_pg.W004" not in ids({"HOST": AZ, "USER": "u", "OPTIONS": opts})
+
+
+def test_token_over_plaintext_is_an_error() -> None:
+    for mode in ("prefer", "allow", "disable"):
+        messages = check_alias("default", {"HOST": AZ, "USER": "u", "OPTIONS": {"sslmode": mode}}, MI_ENV)
+        assert [m.id for m in messages] == ["django_azure_pg.E006"]
+        assert "allow_plaintext_token" in messages[0].msg and repr(mode) in messages[0].msg
+    assert ids({"HOST": "db.internal", "USER": "u", "OPTIONS": {"sslmode": "disable"}}) == [
+        "django_azure_pg.E006"
     ]
-    assert ids({"HOST": "db.internal", "USER": "u", "OPTIONS": {"sslmode": "disable"}}) == []
     assert ids(
         {"HOST": "x.postgres.database.chinacloudapi.cn", "USER": "u"},
         {**MI_ENV, "PGSSLMODE": "disable"},
-    ) == ["django_azure_pg.W002"]
+    ) == ["django_azure_pg.E006"]
+    # Loopback and the local socket may go without TLS; so may an explicit opt-in.
+    assert ids({"HOST": "127.0.0.1", "USER": "u", "OPTIONS": {"sslmode": "disable"}}) == []
+    assert ids({"HOST": "/var/run/postgresql", "USER": "u", "OPTIONS": {"sslmode": "disable"}}) == []
+    assert ids(
+        {"HOST": "db.internal", "USER": "u", "OPTIONS": {"sslmode": "disable", "allow_plaintext_token": True}}
+    ) == []
+
+
+def test_unverified_azure_is_a_warning() -> None:
+    assert ids({"HOST": AZ, "USER": "u", "OPTIONS": {"sslmode": "require"}}) == [
+        "django_azure_pg.W002"
+    ]
+    assert ids({"HOST": AZ, "PASSWORD": "pw", "OPTIONS": {"sslmode": "prefer"}}) == [
+        "django_azure_pg.W002"
+    ]
+    assert ids({"HOST": AZ, "USER": "u"}) == []  # the default: verify-full
+
+
+@pytest.mark.parametrize(
+    ("opts", "key"),
+    [
+        ({"token_timeout": float("inf")}, "token_timeout"),
+        ({"token_timeout": 1e300}, "token_timeout"),
+        ({"token_timeout": float("nan")}, "token_timeout"),
+        ({"token_timeout": "abc"}, "token_timeout"),
+        ({"token_timeout": -1}, "token_timeout"),
+        ({"token_timeout": True}, "token_timeout"),
+        ({"token_refresh_margin": "inf"}, "token_refresh_margin"),
+        ({"credential": "no.such.Mod"}, "credential"),
+        ({"credential": "os.path.join"}, "credential"),
+        ({"credential": "json.JSONDecoder"}, "credential"),
+        ({"credential": "nodots"}, "credential"),
+        ({"token_scope": 42}, "token_scope"),
+        ({"client_id": 42}, "client_id"),
+        ({"allow_plaintext_token": "maybe"}, "allow_plaintext_token"),
+        ({"sslmode": "verify_full"}, "sslmode"),
+    ],
+)
+def test_bad_option_values_name_alias_and_key(opts: dict[str, Any], key: str) -> None:
+    messages = [m for m in check_alias("reports", {"HOST": AZ, "USER": "u", "OPTIONS": opts}, MI_ENV) if m.id == "django_azure_pg.E007"]
+    assert len(messages) == 1, messages
+    assert "DATABASES['reports']" in messages[0].msg
+    assert f"OPTIONS[{key!r}]" in messages[0].msg
+    value = opts[key]
+    if isinstance(value, float) or key in ("token_timeout", "token_scope", "client_id"):
+        assert repr(value) not in messages[0].msg.split(":", 1)[1].replace(f"OPTIONS[{key!r}]", "")
+
+
+def test_good_credential_paths_pass() -> None:
+    for value in ("azure.identity.DefaultAzureCredential", "tests.fakes.FakeCredential"):
+        assert ids({"HOST": AZ, "USER": "u", "OPTIONS": {"credential": value}}) == []
 
 
 def test_pool_with_conn_max_age() -> None:
@@ -85,8 +149,18 @@ def test_registered_with_manage_py_check(monkeypatch: pytest.MonkeyPatch) -> Non
         "HOST": AZ,
         "NAME": "d",
         "USER": "u",
-        "OPTIONS": {"token_timout": 5},
+        "OPTIONS": {"token_timout": 5, "token_timeout": "soon"},
     }
     monkeypatch.setitem(settings.DATABASES, "bad", bad)
-    with pytest.raises(SystemCheckError, match=r"django_azure_pg\.E004"):
-        call_command("check")
+    with pytest.raises(SystemCheckError, match=r"django_azure_pg\.E007"):
+        call_command("check")  # token_timout is also misspelt: W004 alone would not fail
+
+
+def test_manage_py_check_reports_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.conf import settings
+
+    for opts in ({"token_timeout": "abc"}, {"credential": "no.such.Mod"}):
+        entry = {"ENGINE": "django_azure_pg", "HOST": AZ, "NAME": "d", "USER": "u", "OPTIONS": opts}
+        monkeypatch.setitem(settings.DATABASES, "bad", entry)
+        with pytest.raises(SystemCheckError, match=r"django_azure_pg\.E007"):
+            call_command("check")

@@ -132,5 +132,5 @@ def test_sovereign_scope_option() -> None:
 def test_bad_numbers_rejected() -> None:
     with pytest.raises(ValueError, match="token_timeout"):
         login(FakeCredential(), token_timeout="soon")
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="greater than 0"):
         login(FakeCredential(), token_refresh_margin=-1)

@@ -129,8 +129,12 @@ class LocalPostgres:
         tls: bool = True,
         max_connections: int = 200,
         settings: dict[str, str] | None = None,
+        certificate: tuple[str | Path, str | Path] | None = None,
     ) -> None:
+        """``certificate``: (cert, key) PEM files to serve instead of a self-signed one,
+        e.g. one for an Azure-like host name signed by a test CA."""
         self.ldap_port = ldap_port
+        self.certificate = certificate
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.tls = tls
@@ -196,7 +200,13 @@ class LocalPostgres:
             **self.settings,
         }
         if self.tls:
-            crt, key = _self_signed(self.datadir)
+            if self.certificate:
+                crt, key = self.datadir / "server.crt", self.datadir / "server.key"
+                shutil.copyfile(self.certificate[0], crt)
+                shutil.copyfile(self.certificate[1], key)
+                key.chmod(0o600)
+            else:
+                crt, key = _self_signed(self.datadir)
             if self.user:
                 uid = pwd.getpwnam(self.user).pw_uid
                 os.chown(crt, uid, -1)

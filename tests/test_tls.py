@@ -1,0 +1,300 @@
+"""The token reaches only a verified server (or one on this machine), never plaintext.
+
+Run with SSL_CERT_FILE / SSL_CERT_DIR unset, as in users' containers: the
+psycopg binary wheel's OpenSSL then finds no system roots by itself.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import OperationalError
+
+from django_azure_pg import tls
+from django_azure_pg.base import _HAS_POOL
+from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
+
+from .conftest import ITEST_DB, ROLE, MakeWrapper
+from .fake_pg import FakePostgres, make_ca, make_server_cert
+
+AZ_NAME = "evil.postgres.database.azure.com"
+
+# Root CA table of "Azure Certificate Authority details" (MicrosoftDocs/azure-docs,
+# articles/security/fundamentals/azure-CA-details.md), SHA-1 thumbprints; Baltimore
+# CyberTrust Root expired on 2025-05-12 and is left out.
+AZURE_ROOT_THUMBPRINTS = {
+    "A8985D3A65E5E5C4B2D7D66D40C6DD2FB19C5436",  # DigiCert Global Root CA (China regions)
+    "DF3C24F9BFD666761B268073FE06D1CC8D4F82A4",  # DigiCert Global Root G2
+    "7E04DE896A3E666D00E687D33FFAD93BE83D349E",  # DigiCert Global Root G3
+    "999A64C37FF47D9FAB95F14769891460EEC4C3C5",  # Microsoft ECC Root Certificate Authority 2017
+    "73A5E64A3BFF8316FF0EDCCC618A906E4EAE4D74",  # Microsoft RSA Root Certificate Authority 2017
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_system_ca_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR", "PGSSLMODE", "PGSSLROOTCERT", "PGSERVICE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+# -- the trust file -------------------------------------------------------------
+
+
+def test_bundled_roots_are_exactly_azures_and_not_about_to_expire() -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    certs = x509.load_pem_x509_certificates(Path(tls.azure_roots()).read_bytes())
+    assert {c.fingerprint(hashes.SHA1()).hex().upper() for c in certs} == AZURE_ROOT_THUMBPRINTS  # noqa: S303
+    # Fails a year ahead of any expiry: time to ship the successor.
+    horizon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=365)
+    assert all(c.not_valid_after_utc > horizon for c in certs)
+
+
+# -- the policy, offline -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "myserver.postgres.database.azure.com",
+        "MyServer.Postgres.Database.Azure.com.",
+        "myserver.privatelink.postgres.database.azure.com",
+        "myserver.private.postgres.database.azure.com",
+        "myserver.postgres.database.chinacloudapi.cn",
+        "myserver.postgres.database.usgovcloudapi.net",
+        "c-mycluster.abc123.postgres.cosmos.azure.com",
+        "replica.postgres.database.azure.com,myserver.postgres.database.azure.com",
+    ],
+)
+def test_azure_hosts_default_to_verify_full_with_azure_roots(host: str) -> None:
+    params = tls.apply_defaults({"host": host}, {})
+    assert params["sslmode"] == "verify-full"
+    assert params["sslrootcert"] == tls.azure_roots()
+
+
+@pytest.mark.parametrize("host", ["db.internal", "10.0.0.4", "127.0.0.1", "notpostgres.database.azure.com"])
+def test_other_hosts_keep_require(host: str) -> None:
+    assert tls.apply_defaults({"host": host}, {}) == {"host": host, "sslmode": "require"}
+
+
+def test_the_users_choice_wins(tmp_path: Path) -> None:
+    az = "myserver.postgres.database.azure.com"
+    assert tls.apply_defaults({"host": az, "sslmode": "require"}, {})["sslmode"] == "require"
+    mine = {"host": az, "sslrootcert": "/etc/my-ca.pem"}
+    assert tls.apply_defaults(dict(mine), {}) == {**mine, "sslmode": "verify-full"}
+    assert "sslrootcert" not in tls.apply_defaults({"host": az}, {"PGSSLROOTCERT": "/x.pem"})
+    assert tls.apply_defaults({"host": az}, {"PGSSLMODE": "verify-ca"})["sslmode"] == "verify-ca"
+    service = tmp_path / "pg_service.conf"
+    service.write_text(f"[prod]\nhost={az}\nsslmode=prefer\n")
+    env = {"PGSERVICEFILE": str(service)}
+    route = tls.resolve(tls.apply_defaults({"service": "prod"}, env), env)
+    assert (route.sslmode, route.azure) == ("prefer", True)
+    assert tls.problem(route, "default") is not None
+
+
+def test_where_the_token_goes() -> None:
+    def route(**params: str) -> tls.Route:
+        return tls.resolve(params, {})
+
+    # Local: loopback names and addresses, Unix sockets, libpq's default socket.
+    for local in ({"host": "127.0.0.1"}, {"host": "::1"}, {"host": "localhost"}, {"host": "/tmp"}, {}):
+        assert route(sslmode="disable", **local).local
+    # hostaddr is what is dialled; an Azure name dialled at loopback is not "local".
+    assert not route(host="x.postgres.database.azure.com", hostaddr="127.0.0.1").local
+    assert not route(host="localhost", hostaddr="10.1.2.3").local
+    # Every host of a multi-host HOST must be local for plaintext.
+    assert not route(host="localhost,db.internal", sslmode="disable").local
+    # An empty HOST means PGHOST, as in libpq.
+    assert tls.resolve({}, {"PGHOST": "db.internal"}).hosts == ("db.internal",)
+    assert "from PGHOST" in tls.resolve({}, {"PGHOST": "db.internal"}).describe()
+    # Retrying with a fresh token only where the server was verified (or is local).
+    assert route(host="db.internal", sslmode="verify-full").retry_safe
+    assert not route(host="db.internal", sslmode="require").retry_safe
+
+
+def test_unknown_service_is_not_local(tmp_path: Path) -> None:
+    env = {"PGSERVICEFILE": str(tmp_path / "none.conf")}
+    assert not tls.resolve({"service": "ghost", "sslmode": "disable"}, env).local
+
+
+# -- a man-in-the-middle with a self-signed certificate for an Azure name -----------
+
+
+@pytest.fixture
+def mitm_cert(tmp_path: Path) -> tuple[Path, Path]:
+    return make_server_cert(tmp_path, AZ_NAME)
+
+
+def _azure_alias(make_wrapper: MakeWrapper, port: int, **options: Any) -> Any:
+    return make_wrapper(HOST=AZ_NAME, PORT=str(port), OPTIONS={"hostaddr": "127.0.0.1", **options})
+
+
+@pytest.mark.integration
+def test_self_signed_azure_name_gets_no_token_by_default(
+    make_wrapper: MakeWrapper, mitm_cert: tuple[Path, Path]
+) -> None:
+    with FakePostgres(mitm_cert) as fake:
+        wrapper = _azure_alias(make_wrapper, fake.port)
+        with pytest.raises(OperationalError, match="certificate verify failed"):
+            wrapper.ensure_connection()
+    assert fake.passwords == []
+    assert fake.tls_failures >= 1  # it was dialled, and the client refused its certificate
+    params = wrapper.get_connection_params()
+    assert (params["sslmode"], params["sslrootcert"]) == ("verify-full", tls.azure_roots())
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not _HAS_POOL, reason="Django's native pool needs 5.1+")
+def test_self_signed_azure_name_gets_no_token_through_the_pool(
+    make_wrapper: MakeWrapper, mitm_cert: tuple[Path, Path]
+) -> None:
+    with FakePostgres(mitm_cert) as fake:
+        wrapper = _azure_alias(make_wrapper, fake.port, pool={"min_size": 1, "timeout": 3})
+        with pytest.raises(OperationalError):
+            wrapper.ensure_connection()
+        wrapper.close_pool()
+    assert fake.passwords == []
+    assert fake.tls_failures >= 1
+
+
+@pytest.mark.integration
+def test_with_require_the_fake_gets_one_token_and_no_retry(
+    make_wrapper: MakeWrapper, mitm_cert: tuple[Path, Path], emulator: IdentityEmulator
+) -> None:
+    # The control: an explicit, unverified 'require' hands the token over, so the
+    # fake server above would have caught one. It refuses it; no second token follows.
+    with FakePostgres(mitm_cert) as fake:
+        wrapper = _azure_alias(make_wrapper, fake.port, sslmode="require")
+        with pytest.raises(OperationalError, match="password authentication failed"):
+            wrapper.ensure_connection()
+    assert len(fake.passwords) == 1
+    assert fake.passwords[0] in emulator.issued_tokens()
+
+
+# -- a server that refuses TLS -------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sslmode", ["prefer", "allow", "disable"])
+def test_plaintext_modes_get_no_token(
+    make_wrapper: MakeWrapper, emulator: IdentityEmulator, sslmode: str
+) -> None:
+    before = emulator.stats.token_requests
+    with FakePostgres(cert=None) as fake:
+        wrapper = _azure_alias(make_wrapper, fake.port, sslmode=sslmode)
+        with pytest.raises(OperationalError, match="refusing to send an access token") as info:
+            wrapper.ensure_connection()
+    assert fake.passwords == [] and fake.connections == 0
+    assert emulator.stats.token_requests == before  # refused before any token was fetched
+    message = str(info.value)
+    assert wrapper.alias in message and repr(sslmode) in message
+    assert "allow_plaintext_token" in message
+
+
+@pytest.mark.integration
+def test_service_file_without_sslmode_gets_no_token(
+    make_wrapper: MakeWrapper, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with FakePostgres(cert=None) as fake:
+        service = tmp_path / "pg_service.conf"
+        service.write_text(f"[az]\nhost={AZ_NAME}\nhostaddr=127.0.0.1\nport={fake.port}\n")
+        monkeypatch.setenv("PGSERVICEFILE", str(service))
+        wrapper = make_wrapper(HOST="", PORT="", OPTIONS={"service": "az"})
+        with pytest.raises(OperationalError, match="SSL"):
+            wrapper.ensure_connection()
+    assert wrapper.get_connection_params()["sslmode"] == "verify-full"
+    assert fake.passwords == []
+
+
+@pytest.mark.integration
+def test_opt_in_sends_over_plaintext(make_wrapper: MakeWrapper) -> None:
+    with FakePostgres(cert=None) as fake:
+        wrapper = _azure_alias(
+            make_wrapper, fake.port, sslmode="disable", allow_plaintext_token=True
+        )
+        with pytest.raises(OperationalError, match="password authentication failed"):
+            wrapper.ensure_connection()
+    assert len(fake.passwords) == 1  # what the refusal prevents, when not opted in
+
+
+@pytest.mark.integration
+def test_loopback_with_sslmode_disable_still_works(make_wrapper: MakeWrapper) -> None:
+    wrapper = make_wrapper(OPTIONS={"sslmode": "disable"})
+    wrapper.ensure_connection()
+    with wrapper.connection.cursor() as cur:
+        cur.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        assert cur.fetchone() == (False,)
+
+
+# -- a real server with a certificate for an Azure name, signed by a test CA ----------
+
+CA_NAME = "pgtest.postgres.database.azure.com"
+
+
+@pytest.fixture(scope="module")
+def ca_signed_postgres(
+    emulator: IdentityEmulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[LocalPostgres, Path]]:
+    directory = tmp_path_factory.mktemp("ca")
+    ca_crt, _, ca_cert, ca_key = make_ca(directory)
+    cert = make_server_cert(directory, CA_NAME, issuer=(ca_cert, ca_key))
+    with LocalPostgres(ldap_port=emulator.ldap_port, certificate=cert) as pg:
+        pg.create_entra_role(ROLE)
+        pg.create_database(ITEST_DB, owner=ROLE)
+        yield pg, ca_crt
+
+
+@pytest.mark.integration
+def test_real_server_accepts_login_with_users_ca_and_no_sslmode(
+    make_wrapper: MakeWrapper, ca_signed_postgres: tuple[LocalPostgres, Path], identity: Identity
+) -> None:
+    pg, ca_crt = ca_signed_postgres
+    wrapper = make_wrapper(
+        HOST=CA_NAME, PORT=str(pg.port), OPTIONS={"hostaddr": "127.0.0.1", "sslrootcert": str(ca_crt)}
+    )
+    wrapper.ensure_connection()
+    with wrapper.connection.cursor() as cur:
+        cur.execute("SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        assert cur.fetchone() == (ROLE, True)
+    assert wrapper.get_connection_params()["sslmode"] == "verify-full"
+
+
+@pytest.mark.integration
+def test_real_server_with_unknown_ca_is_refused_by_default(
+    make_wrapper: MakeWrapper, ca_signed_postgres: tuple[LocalPostgres, Path], emulator: IdentityEmulator
+) -> None:
+    pg, _ = ca_signed_postgres
+    logins = emulator.stats.logins_accepted + emulator.stats.logins_refused
+    wrapper = make_wrapper(HOST=CA_NAME, PORT=str(pg.port), OPTIONS={"hostaddr": "127.0.0.1"})
+    with pytest.raises(OperationalError, match="certificate verify failed"):
+        wrapper.ensure_connection()
+    assert emulator.stats.logins_accepted + emulator.stats.logins_refused == logins
+
+
+# -- dbshell: psql gets the same mode and root file -----------------------------------
+
+
+@pytest.mark.integration
+def test_dbshell_gets_the_same_tls_settings(
+    make_wrapper: MakeWrapper, monkeypatch: pytest.MonkeyPatch, emulator: IdentityEmulator
+) -> None:
+    wrapper = make_wrapper(HOST=AZ_NAME, PORT="5432", OPTIONS={"hostaddr": "127.0.0.1"})
+    calls: list[tuple[list[str], dict[str, str]]] = []
+    monkeypatch.setattr(wrapper.client, "_run", lambda args, env: calls.append((args, env or {})))
+    wrapper.client.runshell([])
+    args, env = calls[0]
+    assert env["PGSSLMODE"] == "verify-full"
+    assert env["PGSSLROOTCERT"] == tls.azure_roots()
+    assert env["PGHOSTADDR"] == "127.0.0.1"
+    assert env["PGPASSWORD"] in emulator.issued_tokens()
+
+    plain = make_wrapper(HOST=AZ_NAME, OPTIONS={"sslmode": "prefer", "hostaddr": "127.0.0.1"})
+    before = emulator.stats.token_requests
+    with pytest.raises(tls.InsecureTransport, match="refusing"):
+        plain.client.runshell([])
+    assert emulator.stats.token_requests == before

@@ -13,7 +13,7 @@ from django.db import OperationalError
 from django.test import RequestFactory, override_settings
 from django.utils.log import AdminEmailHandler
 
-from django_azure_pg_testing import IdentityEmulator
+from django_azure_pg_testing import Identity, IdentityEmulator
 
 from .conftest import MakeWrapper
 
@@ -108,3 +108,108 @@ def test_debug_logs_through_refresh_and_refusal_have_no_token(
     text = "\n".join(all_logs.lines) + str(info.value) + repr(info.value.__cause__)
     assert "refused by the server" in text
     assert_no_token(text, emulator)
+
+
+class _BadEndpoint:
+    """An App Service identity endpoint whose answer holds a real token but breaks the parser.
+
+    ``expires``: ``expires_on`` is not a number (msal's parser fails holding the
+    payload in a local); ``junk``: valid JSON followed by junk (azure-core's error
+    text quotes the body, and azure-identity logs it at WARNING).
+    """
+
+    def __init__(self, emulator: IdentityEmulator, identity: Identity, mode: str) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                token, expires_on = emulator.issue(identity)
+                body = json.dumps(
+                    {
+                        "access_token": token,
+                        "expires_on": "soon" if mode == "expires" else str(expires_on),
+                        "resource": "https://ossrdbms-aad.database.windows.net",
+                        "token_type": "Bearer",
+                        "client_id": identity.client_id,
+                    }
+                ) + ("junk" if mode == "junk" else "")
+                data = body.encode()
+                outer.served += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.served = 0
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/msi/token"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("mode", ["expires", "junk"])
+@override_settings(DEBUG=False, ADMINS=ADMINS)
+def test_admin_email_of_a_failed_fetch_in_the_token_thread_has_no_token(
+    mode: str,
+    emulator: IdentityEmulator,
+    identity: Identity,
+    make_wrapper: MakeWrapper,
+    all_logs: _Collect,
+    mailoutbox: list,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    endpoint = _BadEndpoint(emulator, identity, mode)
+    monkeypatch.setenv("IDENTITY_ENDPOINT", endpoint.url)
+    try:
+        wrapper = make_wrapper(OPTIONS={"token_timeout": 20})
+        with pytest.raises(OperationalError):
+            try:
+                wrapper.ensure_connection()
+            except OperationalError:
+                record = logging.LogRecord(
+                    "django.request", logging.ERROR, __file__, 0, "Internal Server Error: /", (), sys.exc_info()
+                )
+                record.request = RequestFactory().get("/")  # type: ignore[attr-defined]
+                AdminEmailHandler(include_html=True).emit(record)
+                raise
+    finally:
+        endpoint.close()
+    assert endpoint.served >= 1  # the token was on the wire and in the parser's hands
+    html = mail.outbox[0].alternatives[0][0]
+    assert "could not get an Entra access token" in html  # the report is real
+    assert_no_token(mail.outbox[0].body + str(html), emulator)
+    assert_no_token("\n".join(all_logs.lines), emulator)
+
+
+def test_redacting_filter_masks_azure_identity_warnings(emulator: IdentityEmulator) -> None:
+    from django_azure_pg import redaction
+
+    token, _ = emulator.issue(emulator.system)
+    logger = logging.getLogger("azure.identity._internal.decorators")
+    redaction.install_log_redaction()
+    handler = _Collect()
+    logger.addHandler(handler)
+    try:
+        try:
+            raise ValueError(f'JSON is invalid\nContent: {{"access_token": "{token}"}}junk')
+        except ValueError as exc:
+            logger.warning("get_token failed: %s", exc, exc_info=True)
+    finally:
+        logger.removeHandler(handler)
+    text = "\n".join(handler.lines)
+    assert "get_token failed" in text and "[redacted]" in text
+    assert token not in text and token[-40:] not in text

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import claims, credentials, diagnosis, options
+from . import claims, credentials, diagnosis, options, tls
 from .redaction import redact
 
 _SHOWN_VARS = (
@@ -89,6 +89,8 @@ def run(alias: str, entry: dict[str, Any], environ: Any = os.environ) -> Report:
                 "database": entry.get("NAME"),
                 "user": entry.get("USER") or "(from token)",
                 "sslmode": params.get("sslmode"),
+                "sslrootcert": params.get("sslrootcert") or "(libpq default)",
+                "dials": tls.resolve(params, environ).describe(),
                 "pool": bool(opts.get("pool")),
             },
         )
@@ -154,6 +156,7 @@ def _connect(wrapper: Any) -> Step:
         ).fetchone()
         user, db, version, ssl, usage, create = row
         step.detail = {"current_user": user, "database": db, "server_version": version, "tls": ssl}
+        step.detail["server_address"] = f"{conn.info.hostaddr or conn.info.host}:{conn.info.port}"
         unusable = conn.execute(
             "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' "
             "AND NOT has_table_privilege(format('%I.%I', schemaname, tablename), 'SELECT')"

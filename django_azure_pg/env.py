@@ -70,7 +70,8 @@ def from_env(
     if not found:
         url = env.get("DATABASE_URL") or default_url
         if url:
-            return merge(parse_url(url), overrides)
+            name = "DATABASE_URL" if env.get("DATABASE_URL") else "default_url"
+            return merge(parse_url(url, name=name), overrides)
         raise _improperly(_missing_message(prefix, found))
 
     def get(suffix: str) -> str | None:
@@ -96,8 +97,9 @@ def from_env(
     if password is not None:
         entry["PASSWORD"] = password
     ssl = get("SSL")
-    if ssl is not None:
-        entry["OPTIONS"].setdefault("sslmode", _sslmode(prefix + "SSL", ssl))
+    sslmode = _sslmode(prefix + "SSL", ssl) if ssl is not None else None
+    if sslmode is not None:
+        entry["OPTIONS"].setdefault("sslmode", sslmode)
     for suffix, option in _CREDENTIAL_VARS:
         value = get(suffix)
         if value is not None:
@@ -119,11 +121,33 @@ def register_url_schemes() -> None:
             dj_database_url.register(scheme, ENGINE)(dj_database_url.apply_current_schema)
 
 
-def parse_url(url: str) -> dict[str, Any]:
+def parse_url(url: str, *, name: str = "DATABASE_URL") -> dict[str, Any]:
+    """dj-database-url's parse; its errors become ``ImproperlyConfigured`` naming ``name``.
+
+    The message never quotes the URL (it may carry a password).
+    """
     import dj_database_url
 
     register_url_schemes()
-    return dict(dj_database_url.parse(url))
+    try:
+        return dict(dj_database_url.parse(url))
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else ""
+        secrets = [url, *(p for p in (_url_password(url),) if p)]
+        if not reason or any(secret in reason for secret in secrets):
+            reason = "it could not be parsed"
+        raise _improperly(
+            f"{name} is not a usable database URL ({type(exc).__name__}: {reason})"
+        ) from None
+
+
+def _url_password(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
 
 
 def merge(entry: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -159,10 +183,12 @@ def _one_of(prefix: str, get: Any, first: str, second: str) -> str | None:
     return a if a is not None else b  # type: ignore[no-any-return]
 
 
-def _sslmode(name: str, value: str) -> str:
+def _sslmode(name: str, value: str) -> str | None:
+    """``_SSL=true`` asks for TLS: leave sslmode to the backend's default, which is
+    ``verify-full`` for Azure hosts (``require`` for others); ``false`` is ``disable``."""
     lowered = value.strip().lower()
     if lowered in _TRUE:
-        return "require"
+        return None
     if lowered in _FALSE:
         return "disable"
     raise _improperly(f"{name} must be true or false, got {value!r}")

@@ -65,7 +65,7 @@ def test_none_client_type() -> None:
     }
     entry = from_env(environ=env)
     assert (entry["USER"], entry["NAME"], entry["PORT"]) == ("aad_conn", "restaurant", "5432")
-    assert entry["OPTIONS"] == {"sslmode": "require"}
+    assert entry["OPTIONS"] == {}  # TLS on: the backend's default, verify-full for Azure hosts
 
 
 def test_python_client_type_connection_string_with_quotes_and_spaces() -> None:
@@ -224,3 +224,14 @@ def test_end_to_end_from_environment(
             "SELECT current_user, current_database(), ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
         )
         assert cur.fetchone() == (ROLE, ITEST_DB, True)
+
+
+@pytest.mark.parametrize(
+    "url", ["postgres://u:s3cret@host:abc/db", "nonsense", "foo://u:s3cret@h/db", "postgres://u:s3cret@[::1/db"]
+)
+def test_bad_database_url_names_the_variable_not_the_url(url: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match="^DATABASE_URL is not a usable database URL") as info:
+        from_env(environ={"DATABASE_URL": url})
+    assert "s3cret" not in str(info.value) and info.value.__cause__ is None
+    with pytest.raises(ImproperlyConfigured, match="^default_url is not"):
+        from_env(environ={}, default_url=url)

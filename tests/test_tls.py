@@ -298,3 +298,26 @@ def test_dbshell_gets_the_same_tls_settings(
     with pytest.raises(tls.InsecureTransport, match="refusing"):
         plain.client.runshell([])
     assert emulator.stats.token_requests == before
+
+
+@pytest.mark.integration
+def test_doctor_shows_the_address_actually_dialled(
+    add_alias: Any, identity: Identity, postgres: LocalPostgres
+) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    add_alias(
+        "dialled",
+        HOST="db.example.test",  # a name that resolves nowhere: only hostaddr is dialled
+        NAME=ITEST_DB,
+        USER=ROLE,
+        OPTIONS={"client_id": identity.client_id, "hostaddr": "127.0.0.1"},
+    )
+    out = StringIO()
+    call_command("azure_pg_doctor", "--database", "dialled", stdout=out)
+    text = out.getvalue()
+    assert "dials: host 'db.example.test' dialled at 127.0.0.1" in text
+    assert f"server_address: 127.0.0.1:{postgres.port}" in text
+    assert "sslmode: require" in text

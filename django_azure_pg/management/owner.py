@@ -21,6 +21,25 @@ from ..env import ENGINE
 from ..options import CREDENTIAL_KEYS, one_off
 
 DEFAULT_PASSWORD_ENV = "AZURE_PG_OWNER_PASSWORD"  # noqa: S105 — a variable name
+MAX_NAME_BYTES = 63
+"""PostgreSQL's NAMEDATALEN - 1: a longer name is silently truncated to another name."""
+
+
+def check_name(option: str, value: str | None) -> str | None:
+    """A role, schema or variable name from the command line, or a CommandError saying why not."""
+    if value is None:
+        return None
+    if "\x00" in value:
+        raise CommandError(f"{option} contains a NUL byte, which no PostgreSQL name can hold")
+    if not value.strip():
+        raise CommandError(f"{option} is empty")
+    size = len(value.encode())
+    if size > MAX_NAME_BYTES:
+        raise CommandError(
+            f"{option} is {size} bytes long; PostgreSQL names are at most {MAX_NAME_BYTES} "
+            "bytes (a longer one would be truncated to a different name)"
+        )
+    return value
 
 
 def add_arguments(parser: CommandParser) -> None:
@@ -60,7 +79,8 @@ def settings_for(options: dict[str, Any], *, dbname: str | None = None) -> dict[
     entry = one_off(base)
     if dbname is not None:
         entry["NAME"] = dbname
-    owner = options.get("owner_user")
+    owner = check_name("--owner-user", options.get("owner_user"))
+    check_name("--owner-password-env", options.get("owner_password_env"))
     if options.get("owner_entra") and not owner:
         raise CommandError("--owner-entra needs --owner-user (the Entra admin's role name)")
     if owner:

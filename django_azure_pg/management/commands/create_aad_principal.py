@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import psycopg
@@ -29,6 +30,12 @@ class Command(BaseCommand):
         owner.add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        owner.check_name("the role name", options["name"])
+        if options["oid"] is not None:
+            try:
+                uuid.UUID(options["oid"])
+            except ValueError:
+                raise CommandError("--oid must be an object id (a GUID)") from None
         entry = owner.settings_for(options, dbname="postgres")
         wrapper = owner.connect(entry, options["database"])
         conn = wrapper.connection

@@ -47,11 +47,16 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["migrate"] and options["read_only"]:
             raise CommandError("--migrate and --read-only contradict each other")
+        owner.check_name("--role", options["role"])
+        owner.check_name("--connection", options["connection"])
+        for schema in options["schemas"] or ():
+            owner.check_name("--schema", schema)
         entry = owner.settings_for(options)
         app_user = connections.settings[options["database"]]["USER"]
         role = options["role"] or (
             f"aad_{options['connection']}" if options["connection"] else app_user
         )
+        owner.check_name("--connection" if options["connection"] else "the role", role)
         if not role:
             raise CommandError("No role: pass --role or --connection, or set USER on the alias")
         wrapper = owner.connect(entry, options["database"])

@@ -115,6 +115,7 @@ class FakePostgres:
         self.passwords: list[str] = []
         self.connections = 0
         self.tls_failures = 0
+        self.tls_failed = threading.Event()
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
@@ -153,6 +154,7 @@ class FakePostgres:
                         sock = context.wrap_socket(sock, server_side=True)
                     except (ssl.SSLError, OSError):
                         self.tls_failures += 1  # the client refused our certificate
+                        self.tls_failed.set()
                         return
                     continue
                 if code in (SSL_REQUEST, GSSENC_REQUEST):

@@ -294,9 +294,12 @@ def _transports(root: Any) -> tuple[list[Any], list[str]]:
             sessions.append(obj)
             continue
         module = type(obj).__module__ or ""
-        if isinstance(obj, (socket.socket, http.client.HTTPConnection)) or module.split(".")[
-            0
-        ] in ("httpx", "aiohttp", "urllib3", "httpcore"):
+        if isinstance(obj, (socket.socket, http.client.HTTPConnection)) or module.split(".")[0] in (
+            "httpx",
+            "aiohttp",
+            "urllib3",
+            "httpcore",
+        ):
             unknown.append(f"{module}.{type(obj).__qualname__}")
             continue
         if isinstance(obj, dict):

@@ -70,8 +70,8 @@ def from_env(
     if not found:
         url = env.get("DATABASE_URL") or default_url
         if url:
-            name = "DATABASE_URL" if env.get("DATABASE_URL") else "default_url"
-            return merge(parse_url(url, name=name), overrides)
+            variable = "DATABASE_URL" if env.get("DATABASE_URL") else "default_url"
+            return merge(parse_url(url, name=variable), overrides)
         raise _improperly(_missing_message(prefix, found))
 
     def get(suffix: str) -> str | None:

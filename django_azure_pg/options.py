@@ -48,13 +48,17 @@ def number(options: Mapping[str, Any], key: str, default: float) -> float:
     if value is None:
         return default
     low, high = RANGES[key]
-    expected = f"OPTIONS[{key!r}] must be a number of seconds greater than {low:g} and at most {high:g}"
+    expected = (
+        f"OPTIONS[{key!r}] must be a number of seconds greater than {low:g} and at most {high:g}"
+    )
     if isinstance(value, bool):
         raise OptionError(key, f"{expected}, not a bool")
     try:
         result = float(value)
     except (TypeError, ValueError, OverflowError):
-        raise OptionError(key, f"{expected}; got a {type(value).__name__} that is not a number") from None
+        raise OptionError(
+            key, f"{expected}; got a {type(value).__name__} that is not a number"
+        ) from None
     if not math.isfinite(result) or not low < result <= high:
         raise OptionError(key, f"{expected}; the value given is outside that range")
     return result
@@ -90,7 +94,11 @@ def problems(options: Mapping[str, Any]) -> list[OptionError]:
         run(flag, options, key)
     for key in ("client_id", "client_secret", "tenant_id"):
         if options.get(key) is not None and not isinstance(options[key], str):
-            found.append(OptionError(key, f"OPTIONS[{key!r}] must be a string, not a {type(options[key]).__name__}"))
+            found.append(
+                OptionError(
+                    key, f"OPTIONS[{key!r}] must be a string, not a {type(options[key]).__name__}"
+                )
+            )
     scope = options.get("token_scope")
     if scope is not None and not (
         isinstance(scope, str) and (scope in credentials.SCOPES or scope.startswith("https://"))
@@ -104,8 +112,12 @@ def problems(options: Mapping[str, Any]) -> list[OptionError]:
     if options.get("credential") is not None:
         run(credential_check, options["credential"])
     sslmode = options.get("sslmode")
-    if sslmode is not None and (not isinstance(sslmode, str) or sslmode.lower() not in tls.SSLMODES):
-        found.append(OptionError("sslmode", f"OPTIONS['sslmode'] must be one of {', '.join(tls.SSLMODES)}"))
+    if sslmode is not None and (
+        not isinstance(sslmode, str) or sslmode.lower() not in tls.SSLMODES
+    ):
+        found.append(
+            OptionError("sslmode", f"OPTIONS['sslmode'] must be one of {', '.join(tls.SSLMODES)}")
+        )
     return found
 
 
@@ -123,11 +135,15 @@ def credential_check(value: Any) -> None:
     resolved = credentials.resolve_explicit(value)
     if credentials.is_credential(resolved):
         return
-    where = f"OPTIONS['credential'] {value!r}" if isinstance(value, str) else "OPTIONS['credential']"
+    where = (
+        f"OPTIONS['credential'] {value!r}" if isinstance(value, str) else "OPTIONS['credential']"
+    )
     if isinstance(resolved, type):
         if callable(getattr(resolved, "get_token", None)):
             return
-        raise OptionError("credential", f"{where} is a class without get_token(): not a TokenCredential")
+        raise OptionError(
+            "credential", f"{where} is a class without get_token(): not a TokenCredential"
+        )
     if not callable(resolved):
         raise OptionError(
             "credential",
@@ -137,7 +153,8 @@ def credential_check(value: Any) -> None:
         required = [
             p.name
             for p in inspect.signature(resolved).parameters.values()
-            if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            if p.default is p.empty
+            and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         ]
     except (TypeError, ValueError):
         return  # a builtin without a signature: it is checked when first called

@@ -132,7 +132,9 @@ class Route:
 
     def describe(self) -> str:
         names = ", ".join(repr(h) for h in self.hosts if h) or "the local socket"
-        where = f"host {names}" + ("" if self.host_from == "settings" else f" (from {self.host_from})")
+        where = f"host {names}" + (
+            "" if self.host_from == "settings" else f" (from {self.host_from})"
+        )
         addrs = [a for a in self.hostaddrs if a.strip()]
         if addrs:
             where += f" dialled at {', '.join(addrs)}"
@@ -208,7 +210,9 @@ def _default_root_file_exists() -> bool:
     return os.path.exists(os.path.join(os.path.expanduser("~"), ".postgresql", "root.crt"))
 
 
-def apply_defaults(params: dict[str, Any], environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+def apply_defaults(
+    params: dict[str, Any], environ: Mapping[str, str] = os.environ
+) -> dict[str, Any]:
     """``params`` with an explicit sslmode (and, for Azure hosts, sslrootcert), in place.
 
     Explicit values beat the service file and ``PG*`` variables in libpq, so

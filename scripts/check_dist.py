@@ -15,6 +15,7 @@ from pathlib import Path
 
 REQUIRED_IN_WHEEL = [
     "django_azure_pg/py.typed",
+    "django_azure_pg/certs/azure-roots.pem",  # sslrootcert for Azure hosts (tls.py)
     "django_azure_pg/base.py",
     "django_azure_pg/management/commands/grant_aad_privileges.py",
     "django_azure_pg/management/commands/create_aad_principal.py",

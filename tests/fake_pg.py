@@ -19,7 +19,9 @@ SSL_REQUEST = 80877103
 GSSENC_REQUEST = 80877104
 
 
-def make_ca(directory: Path, name: str = "django-azure-pg test CA") -> tuple[Path, Path, object, object]:
+def make_ca(
+    directory: Path, name: str = "django-azure-pg test CA"
+) -> tuple[Path, Path, object, object]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -39,12 +41,18 @@ def make_ca(directory: Path, name: str = "django-azure-pg test CA") -> tuple[Pat
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
-        )  # fmt: skip
+        )
         .sign(key, hashes.SHA256())
     )
     crt_path, key_path = directory / "ca.crt", directory / "ca.key"
@@ -166,7 +174,7 @@ class FakePostgres:
             kind, size = struct.unpack("!ci", _recv(sock, 5))
             if kind == b"p":
                 self.passwords.append(_recv(sock, size - 4).rstrip(b"\0").decode())
-            fields = b"SFATAL\0VFATAL\0C28P01\0Mpassword authentication failed for user \"x\"\0\0"
+            fields = b'SFATAL\0VFATAL\0C28P01\0Mpassword authentication failed for user "x"\0\0'
             sock.sendall(b"E" + struct.pack("!i", len(fields) + 4) + fields)
         except (OSError, ConnectionError, struct.error):
             pass

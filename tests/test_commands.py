@@ -21,7 +21,10 @@ LONG = "r" * 64  # PostgreSQL would truncate it to 63 bytes: another role
         (["--role", "ok", "--schema", "s\x00"], "--schema"),
         (["--role", "ok", "--schema", LONG], "--schema"),
         (["--role", "ok", "--owner-user", "o\x00"], "--owner-user"),
-        (["--role", "ok", "--owner-user", "o", "--owner-password-env", "V\x00"], "--owner-password-env"),
+        (
+            ["--role", "ok", "--owner-user", "o", "--owner-password-env", "V\x00"],
+            "--owner-password-env",
+        ),
     ],
 )
 def test_grant_aad_privileges_rejects_bad_names(args: list[str], named: str) -> None:

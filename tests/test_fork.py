@@ -8,6 +8,7 @@ endpoint over its parent's keep-alive connection.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -120,10 +121,8 @@ class CountingProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def close(self) -> None:
         self._server.close()
@@ -168,7 +167,9 @@ def test_child_refreshes_over_its_own_connection_with_a_credential_we_build(
     short_tokens(240)  # under 5 min: azure-identity's own cache never answers
     choice = credentials.choose({"client_id": identity.client_id}, os.environ)
     clock = FakeClock(time.time())
-    source = tokens.TokenSource(choice.factory(), SCOPE, clock=clock, rebuild_after_fork=choice.rebuilds)
+    source = tokens.TokenSource(
+        choice.factory(), SCOPE, clock=clock, rebuild_after_fork=choice.rebuilds
+    )
     _refresh_in_child_then_parent(source, clock, proxy)
 
 

@@ -20,7 +20,9 @@ def wrapper(alias: str, **opts: Any) -> DatabaseWrapper:
         "USER": "aad_app",
         "OPTIONS": opts,
     }
-    return DatabaseWrapper(ConnectionHandler().configure_settings({"default": entry})["default"], alias)
+    return DatabaseWrapper(
+        ConnectionHandler().configure_settings({"default": entry})["default"], alias
+    )
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ def test_wheel_installs_into_a_clean_venv(tmp_path: Path) -> None:
     wheel = next(tmp_path.glob("django_azure_pg-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "django_azure_pg/py.typed" in names
+    assert "django_azure_pg/certs/azure-roots.pem" in names  # the sslrootcert for Azure hosts
     assert "django_azure_pg/management/commands/grant_aad_privileges.py" in names
     assert not [
         n for n in names if n.startswith(("tests/", "sample_project/", "django_azure_pg_testing/"))

@@ -77,7 +77,9 @@ def test_azure_hosts_default_to_verify_full_with_azure_roots(host: str) -> None:
     assert params["sslrootcert"] == tls.azure_roots()
 
 
-@pytest.mark.parametrize("host", ["db.internal", "10.0.0.4", "127.0.0.1", "notpostgres.database.azure.com"])
+@pytest.mark.parametrize(
+    "host", ["db.internal", "10.0.0.4", "127.0.0.1", "notpostgres.database.azure.com"]
+)
 def test_other_hosts_keep_require(host: str) -> None:
     assert tls.apply_defaults({"host": host}, {}) == {"host": host, "sslmode": "require"}
 
@@ -102,7 +104,13 @@ def test_where_the_token_goes() -> None:
         return tls.resolve(params, {})
 
     # Local: loopback names and addresses, Unix sockets, libpq's default socket.
-    for local in ({"host": "127.0.0.1"}, {"host": "::1"}, {"host": "localhost"}, {"host": "/tmp"}, {}):
+    for local in (
+        {"host": "127.0.0.1"},
+        {"host": "::1"},
+        {"host": "localhost"},
+        {"host": "/tmp"},
+        {},
+    ):
         assert route(sslmode="disable", **local).local
     # hostaddr is what is dialled; an Azure name dialled at loopback is not "local".
     assert not route(host="x.postgres.database.azure.com", hostaddr="127.0.0.1").local
@@ -255,7 +263,9 @@ def test_real_server_accepts_login_with_users_ca_and_no_sslmode(
 ) -> None:
     pg, ca_crt = ca_signed_postgres
     wrapper = make_wrapper(
-        HOST=CA_NAME, PORT=str(pg.port), OPTIONS={"hostaddr": "127.0.0.1", "sslrootcert": str(ca_crt)}
+        HOST=CA_NAME,
+        PORT=str(pg.port),
+        OPTIONS={"hostaddr": "127.0.0.1", "sslrootcert": str(ca_crt)},
     )
     wrapper.ensure_connection()
     with wrapper.connection.cursor() as cur:
@@ -266,7 +276,9 @@ def test_real_server_accepts_login_with_users_ca_and_no_sslmode(
 
 @pytest.mark.integration
 def test_real_server_with_unknown_ca_is_refused_by_default(
-    make_wrapper: MakeWrapper, ca_signed_postgres: tuple[LocalPostgres, Path], emulator: IdentityEmulator
+    make_wrapper: MakeWrapper,
+    ca_signed_postgres: tuple[LocalPostgres, Path],
+    emulator: IdentityEmulator,
 ) -> None:
     pg, _ = ca_signed_postgres
     logins = emulator.stats.logins_accepted + emulator.stats.logins_refused
@@ -287,7 +299,7 @@ def test_dbshell_gets_the_same_tls_settings(
     calls: list[tuple[list[str], dict[str, str]]] = []
     monkeypatch.setattr(wrapper.client, "_run", lambda args, env: calls.append((args, env or {})))
     wrapper.client.runshell([])
-    args, env = calls[0]
+    _args, env = calls[0]
     assert env["PGSSLMODE"] == "verify-full"
     assert env["PGSSLROOTCERT"] == tls.azure_roots()
     assert env["PGHOSTADDR"] == "127.0.0.1"

@@ -29,6 +29,7 @@ certificate against the host *name*. No Django import here.
 from __future__ import annotations
 
 import configparser
+import functools
 import ipaddress
 import logging
 import os
@@ -164,17 +165,31 @@ def service_values(
     if environ.get("PGSYSCONFDIR"):
         candidates.append(os.path.join(environ["PGSYSCONFDIR"], "pg_service.conf"))
     for candidate in candidates:
-        parser = configparser.RawConfigParser(
-            delimiters=("=",), comment_prefixes=("#",), strict=False, interpolation=None
-        )
         try:
-            with open(candidate, encoding="utf-8") as f:
-                parser.read_file(f)
-        except (OSError, configparser.Error, UnicodeError):
+            mtime = os.stat(candidate).st_mtime_ns
+        except OSError:
             continue
-        if parser.has_section(str(name)):
-            return {k.lower(): v.strip() for k, v in parser.items(str(name))}, False
+        sections = _read_service_file(candidate, mtime)
+        if str(name) in sections:
+            return dict(sections[str(name)]), False
     return {}, True
+
+
+@functools.lru_cache(maxsize=8)
+def _read_service_file(path: str, mtime: int) -> dict[str, dict[str, str]]:
+    """Sections of a service file (cached per path and mtime: the pool asks on every checkout)."""
+    parser = configparser.RawConfigParser(
+        delimiters=("=",), comment_prefixes=("#",), strict=False, interpolation=None
+    )
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f)
+    except (OSError, configparser.Error, UnicodeError):
+        return {}
+    return {
+        section: {k.lower(): v.strip() for k, v in parser.items(section)}
+        for section in parser.sections()
+    }
 
 
 def resolve(params: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> Route:

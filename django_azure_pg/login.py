@@ -122,9 +122,11 @@ class TokenLogin:
                 raise
             self.source.invalidate(token)
             logger.warning(
-                "Login to alias %r as %r with a token from %s was refused (%s); "
-                "retrying once with a fresh token",
+                "Login to alias %r (%s, sslmode=%s) as %r with a token from %s was refused "
+                "(%s); retrying once with a fresh token",
                 self.alias,
+                route.describe(),
+                route.sslmode,
                 self.role_for(token),
                 self.choice.name,
                 redact(

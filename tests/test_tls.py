@@ -333,3 +333,17 @@ def test_doctor_shows_the_address_actually_dialled(
     assert "dials: host 'db.example.test' dialled at 127.0.0.1" in text
     assert f"server_address: 127.0.0.1:{postgres.port}" in text
     assert "sslmode: require" in text
+
+
+@pytest.mark.integration
+def test_refused_login_log_names_the_route(
+    make_wrapper: MakeWrapper, emulator: IdentityEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Local (name and address), so a refused token may be followed by a fresh one.
+    wrapper = make_wrapper(HOST="localhost", OPTIONS={"hostaddr": "127.0.0.1"})
+    wrapper.ensure_connection()
+    wrapper.close()
+    emulator.revoke_all()
+    with caplog.at_level("WARNING", logger="django_azure_pg.login"):
+        wrapper.ensure_connection()
+    assert "host 'localhost' dialled at 127.0.0.1, sslmode=require" in caplog.text

@@ -93,12 +93,13 @@ class TokenLogin:
     def role_for(self, token: str) -> str:
         if self.user:
             return self.user
-        role = claims.role_name(claims.decode(token))
+        found = claims.decode(token)
+        role = claims.role_name(found)
         if not role:
             raise RoleNameUnknown(
                 f"Database alias {self.alias!r}: USER is not set and the access token from "
-                f"{self.choice.name} names no principal (no xms_mirid, upn, preferred_username "
-                "or unique_name claim). Set DATABASES[...]['USER'] to the PostgreSQL role name."
+                f"{self.choice.name} names no PostgreSQL role. {claims.missing_role_hint(found)} "
+                f"{claims.SERVICE_CONNECTOR_NOTE} Set DATABASES[...]['USER'] to the role name."
             )
         return role
 

@@ -19,6 +19,25 @@ _IDENTITY_HINTS = (
 )  # fmt: skip
 
 
+# W001 must stay quiet where the Instance Metadata Service answers, and IMDS sets no
+# environment variable: on an Azure VM (AKS nodes included) it is only an address,
+# 169.254.169.254. Offline signs of such a host: Azure's chassis asset tag (MicrosoftDocs/
+# azure-docs, articles/automation/troubleshoot/update-agent-issues-linux.md, "Dmidecode
+# check") and, inside a pod, Kubernetes' own service variable.
+AZURE_CHASSIS_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
+CHASSIS_ASSET_TAG_FILE = "/sys/class/dmi/id/chassis_asset_tag"
+
+
+def _may_have_imds(environ: Any) -> bool:
+    if environ.get("KUBERNETES_SERVICE_HOST"):
+        return True
+    try:
+        with open(CHASSIS_ASSET_TAG_FILE, encoding="ascii", errors="replace") as f:
+            return f.read().strip() == AZURE_CHASSIS_ASSET_TAG
+    except OSError:
+        return False
+
+
 def _libpq_keywords() -> set[str]:
     """Connection keywords the installed libpq knows (newer libpq, more keywords)."""
     import psycopg
@@ -105,11 +124,12 @@ def check_alias(alias: str, entry: dict[str, Any], environ: Any) -> list[CheckMe
         choice.kind == "default"
         and not any(environ.get(v) for v in _IDENTITY_HINTS)
         and shutil.which("az") is None
+        and not _may_have_imds(environ)
     ):
         out.append(
             Warning(
                 f"{where}: DefaultAzureCredential will probably find no identity here "
-                "(no managed-identity endpoint, workload identity or az CLI in sight).",
+                "(no managed-identity endpoint, workload identity, az CLI or Azure VM in sight).",
                 hint="On a laptop run 'az login'; in Azure enable a managed identity on the app.",
                 id="django_azure_pg.W001",
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -123,11 +124,29 @@ def test_no_way_to_authenticate() -> None:
     assert "'s'" not in messages[0].msg
 
 
-def test_default_credential_with_nothing_to_find(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_credential_with_nothing_to_find(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    tag = tmp_path / "chassis_asset_tag"
+    tag.write_text("No Asset Tag\n")  # a laptop or another cloud
+    monkeypatch.setattr("django_azure_pg.checks.CHASSIS_ASSET_TAG_FILE", str(tag))
     monkeypatch.setattr("django_azure_pg.checks.shutil.which", lambda name: None)
     assert ids({"HOST": AZ, "USER": "u"}, {}) == ["django_azure_pg.W001"]
     monkeypatch.setattr("django_azure_pg.checks.shutil.which", lambda name: "/usr/bin/az")
     assert ids({"HOST": AZ, "USER": "u"}, {}) == []
+
+
+def test_no_false_w001_where_imds_answers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # IMDS sets no environment variable: an Azure VM is known by its chassis asset tag,
+    # an AKS pod by Kubernetes' service variable.
+    monkeypatch.setattr("django_azure_pg.checks.shutil.which", lambda name: None)
+    tag = tmp_path / "chassis_asset_tag"
+    tag.write_text("7783-7084-3265-9085-8269-3286-77\n")
+    monkeypatch.setattr("django_azure_pg.checks.CHASSIS_ASSET_TAG_FILE", str(tag))
+    assert ids({"HOST": AZ, "USER": "u"}, {}) == []  # Azure VM
+    monkeypatch.setattr("django_azure_pg.checks.CHASSIS_ASSET_TAG_FILE", str(tmp_path / "none"))
+    assert ids({"HOST": AZ, "USER": "u"}, {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}) == []  # AKS
+    assert ids({"HOST": AZ, "USER": "u"}, {}) == ["django_azure_pg.W001"]
 
 
 def test_user_not_derivable_for_service_principal() -> None:

@@ -12,16 +12,20 @@ identities and service principals. A second connection is prefixed
 ``AZURE_POSTGRESQL_<NAME>_``. :func:`from_env` reads any of them.
 
 URLs work too: ``azure-postgres://role@host:5432/db?sslmode=verify-full`` is
-registered with dj-database-url when the package is imported; query parameters
-land in OPTIONS as dj-database-url does for every scheme (our own keys such as
+registered with dj-database-url — and with django-environ (``env.db()``) when
+that is installed — when the package is imported; query parameters land in
+OPTIONS as both libraries do for every scheme (our own keys such as
 ``client_id`` or ``token_scope`` included).
 
 Django is imported only to raise ``ImproperlyConfigured``, so that importing
-the package (which registers the URL schemes) never imports it.
+the package (which registers the URL schemes) does not import it — unless
+django-environ is installed, which imports Django itself.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -111,7 +115,7 @@ def from_env(
 
 
 def register_url_schemes() -> None:
-    """Teach dj-database-url ``azure-postgres://`` and ``azure-postgresql://``."""
+    """Teach dj-database-url and django-environ ``azure-postgres://`` and ``azure-postgresql://``."""
     import dj_database_url
 
     for scheme in URL_SCHEMES:
@@ -119,6 +123,28 @@ def register_url_schemes() -> None:
             # Post-processed like dj-database-url's own postgres schemes
             # (?currentSchema=x → search_path).
             dj_database_url.register(scheme, ENGINE)(dj_database_url.apply_current_schema)
+    register_environ_schemes()
+
+
+def register_environ_schemes() -> bool:
+    """Add our schemes to django-environ's ``Env.DB_SCHEMES``, if django-environ is installed.
+
+    django-environ has no registration function: its scheme table is the class
+    attribute ``Env.DB_SCHEMES`` (scheme → ENGINE), and ``Env.POSTGRES_FAMILY``
+    lists the schemes parsed the PostgreSQL way (several hosts, socket paths).
+    """
+    if importlib.util.find_spec("environ") is None:
+        return False
+    env_class = getattr(importlib.import_module("environ"), "Env", None)
+    schemes = getattr(env_class, "DB_SCHEMES", None)
+    if not isinstance(schemes, dict):  # another package named "environ"
+        return False
+    family = getattr(env_class, "POSTGRES_FAMILY", None)
+    for scheme in URL_SCHEMES:
+        schemes.setdefault(scheme, ENGINE)
+        if isinstance(family, list) and scheme not in family:
+            family.append(scheme)
+    return True
 
 
 def parse_url(url: str, *, name: str = "DATABASE_URL") -> dict[str, Any]:

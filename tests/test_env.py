@@ -235,3 +235,25 @@ def test_bad_database_url_names_the_variable_not_the_url(url: str) -> None:
     assert "s3cret" not in str(info.value) and info.value.__cause__ is None
     with pytest.raises(ImproperlyConfigured, match=r"^default_url is not"):
         from_env(environ={}, default_url=url)
+
+
+def test_url_scheme_with_django_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    environ = pytest.importorskip("environ")
+    # The registration happened when django_azure_pg was imported; env.db() sees it.
+    monkeypatch.setenv(
+        "DATABASE_URL",
+        f"azure-postgres://aad_conn@{HOST}:5432/restaurant?sslmode=verify-full&client_id=cid",
+    )
+    entry = environ.Env().db()
+    assert entry["ENGINE"] == "django_azure_pg"
+    assert (entry["HOST"], entry["PORT"], entry["NAME"], entry["USER"]) == (
+        HOST,
+        5432,
+        "restaurant",
+        "aad_conn",
+    )
+    assert entry["OPTIONS"] == {"sslmode": "verify-full", "client_id": "cid"}
+    assert not entry["PASSWORD"]
+    assert environ.Env.db_url_config("azure-postgresql://u@h/d")["ENGINE"] == "django_azure_pg"
+    # Parsed as PostgreSQL: several hosts for libpq's failover list.
+    assert environ.Env.db_url_config("azure-postgres://u@h1:5432,h2:5433/d")["HOST"] == "h1,h2"

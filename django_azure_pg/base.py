@@ -37,7 +37,10 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             return None
         try:
             return TokenLogin.from_settings(
-                self.alias, self.settings_dict["OPTIONS"], self.settings_dict.get("USER")
+                self.alias,
+                self.settings_dict["OPTIONS"],
+                self.settings_dict.get("USER"),
+                host=self.settings_dict.get("HOST"),
             )
         except (CredentialConfigError, ValueError) as exc:
             raise ImproperlyConfigured(f"DATABASES[{self.alias!r}]: {exc}") from exc

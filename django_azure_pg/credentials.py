@@ -12,6 +12,7 @@ No Django import here.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import logging
@@ -38,6 +39,25 @@ SCOPES = {
 }
 """Token scope per cloud; ``OPTIONS["token_scope"]`` takes a URL or one of these names."""
 
+HOST_SUFFIXES = {
+    ".postgres.database.azure.com": "public",
+    ".postgres.database.chinacloudapi.cn": "china",
+    ".postgres.database.usgovcloudapi.net": "usgov",
+}
+"""Flexible Server host name suffix per cloud (AZURE_FACTS; azure-cli's cloud suffixes)."""
+
+AUTHORITY_HOSTS = {
+    "public": identity.AzureAuthorityHosts.AZURE_PUBLIC_CLOUD,
+    "china": identity.AzureAuthorityHosts.AZURE_CHINA,
+    "usgov": identity.AzureAuthorityHosts.AZURE_GOVERNMENT,
+}
+"""Entra authority per cloud. A service principal or workload identity asks the
+authority for its token; without ``authority=`` (or ``AZURE_AUTHORITY_HOST``)
+azure-identity uses the public one, which does not know a sovereign cloud's
+tenants (azure-sdk-for-python, sdk/identity/azure-identity, AzureAuthorityHosts)."""
+
+AUTHORITY_HOST_VAR = "AZURE_AUTHORITY_HOST"
+
 SERVICE_CONNECTOR_PREFIX = "AZURE_POSTGRESQL_"
 CLIENT_ID, CLIENT_SECRET, TENANT_ID = "CLIENTID", "CLIENTSECRET", "TENANTID"
 FEDERATED_TOKEN_FILE = "AZURE_FEDERATED_TOKEN_FILE"  # noqa: S105 — a variable name
@@ -57,6 +77,7 @@ class CredentialChoice:
     tenant_id: str | None = None
     client_secret: str | None = field(default=None, repr=False)
     explicit: Any = field(default=None, repr=False, compare=False)
+    authority: str | None = None
 
     @property
     def name(self) -> str:
@@ -80,7 +101,7 @@ class CredentialChoice:
         digest = (
             hashlib.sha256(self.client_secret.encode()).hexdigest() if self.client_secret else None
         )
-        return (self.kind, self.client_id, self.tenant_id, digest)
+        return (self.kind, self.client_id, self.tenant_id, digest, self.authority)
 
     @property
     def rebuilds(self) -> bool:
@@ -90,26 +111,43 @@ class CredentialChoice:
     def factory(self) -> CredentialFactory:
         if self.kind == "explicit":
             return _explicit_factory(self.explicit)
+        cloud: dict[str, Any] = {"authority": self.authority} if self.authority else {}
         if self.kind == "service_principal":
             assert self.tenant_id and self.client_id and self.client_secret
             tenant, client, secret = self.tenant_id, self.client_id, self.client_secret
-            return lambda: identity.ClientSecretCredential(tenant, client, secret)
+            return lambda: identity.ClientSecretCredential(tenant, client, secret, **cloud)
         if self.kind == "workload_identity":
             client_id, tenant_id = self.client_id, self.tenant_id
             kwargs = {"tenant_id": tenant_id} if tenant_id else {}
-            return lambda: identity.WorkloadIdentityCredential(client_id=client_id, **kwargs)
+            return lambda: identity.WorkloadIdentityCredential(
+                client_id=client_id, **kwargs, **cloud
+            )
         if self.kind == "managed_identity":
             client_id = self.client_id
             return lambda: identity.ManagedIdentityCredential(client_id=client_id)
-        return lambda: identity.DefaultAzureCredential()
+        return lambda: identity.DefaultAzureCredential(**cloud)
 
 
 def env_names(prefix: str = SERVICE_CONNECTOR_PREFIX) -> tuple[str, str, str]:
     return prefix + CLIENT_ID, prefix + CLIENT_SECRET, prefix + TENANT_ID
 
 
-def choose(options: Mapping[str, Any], environ: Mapping[str, str]) -> CredentialChoice:
-    """Pick the credential for one alias from its OPTIONS and the environment."""
+def choose(
+    options: Mapping[str, Any], environ: Mapping[str, str], scope: str | None = None
+) -> CredentialChoice:
+    """Pick the credential for one alias from its OPTIONS and the environment.
+
+    ``scope`` (from :func:`scope_for`) selects the Entra authority for a
+    sovereign cloud unless ``AZURE_AUTHORITY_HOST`` already names one.
+    """
+    choice = _choose(options, environ)
+    authority = authority_for(scope, environ)
+    if authority and choice.kind in {"service_principal", "workload_identity", "default"}:
+        return dataclasses.replace(choice, authority=authority)
+    return choice
+
+
+def _choose(options: Mapping[str, Any], environ: Mapping[str, str]) -> CredentialChoice:
     explicit = options.get("credential")
     if explicit is not None:
         if not (isinstance(explicit, str) or callable(explicit) or _is_credential(explicit)):
@@ -174,10 +212,45 @@ def choose(options: Mapping[str, Any], environ: Mapping[str, str]) -> Credential
     )
 
 
-def scope_for(value: str | None) -> str:
+def cloud_of_host(host: str | None) -> str | None:
+    """``"public"``, ``"china"`` or ``"usgov"`` from a Flexible Server host name, else None."""
+    lowered = (host or "").lower().rstrip(".")
+    return next((c for suffix, c in HOST_SUFFIXES.items() if lowered.endswith(suffix)), None)
+
+
+def cloud_of_scope(scope: str) -> str | None:
+    return next((c for c, known in SCOPES.items() if known == scope), None)
+
+
+def scope_for(value: str | None, host: str | None = None) -> str:
+    """The token scope: ``OPTIONS["token_scope"]``, else the one of the HOST's cloud.
+
+    An explicit scope of another cloud than the HOST's is kept (a custom
+    endpoint may need it) but logged: the server would refuse every token.
+    """
+    host_cloud = cloud_of_host(host)
     if not value:
-        return PUBLIC_SCOPE
-    return SCOPES.get(value, value)
+        return SCOPES[host_cloud] if host_cloud else PUBLIC_SCOPE
+    scope = SCOPES.get(value, value)
+    scope_cloud = cloud_of_scope(scope)
+    if host_cloud and scope_cloud and host_cloud != scope_cloud:
+        logger.warning(
+            "token_scope %r is the %s cloud's but HOST %r is in the %s cloud; the server "
+            "will refuse those tokens. Leave token_scope unset to follow the HOST.",
+            scope,
+            scope_cloud,
+            host,
+            host_cloud,
+        )
+    return scope
+
+
+def authority_for(scope: str | None, environ: Mapping[str, str]) -> str | None:
+    """The Entra authority matching a sovereign-cloud scope, unless the environment sets one."""
+    cloud = cloud_of_scope(scope) if scope else None
+    if cloud in (None, "public") or environ.get(AUTHORITY_HOST_VAR):
+        return None
+    return AUTHORITY_HOSTS[cloud]
 
 
 def is_credential(obj: Any) -> bool:

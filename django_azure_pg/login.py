@@ -62,10 +62,11 @@ class TokenLogin:
         opts: Mapping[str, Any],
         user: str | None,
         environ: Mapping[str, str] = os.environ,
+        host: str | None = None,
     ) -> TokenLogin:
         options.check(opts)
-        choice = credentials.choose(opts, environ)
-        scope = credentials.scope_for(opts.get("token_scope"))
+        scope = credentials.scope_for(opts.get("token_scope"), host)
+        choice = credentials.choose(opts, environ, scope)
         source = tokens.get_source(
             choice.key(),
             choice.factory(),

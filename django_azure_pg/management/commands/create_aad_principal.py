@@ -12,17 +12,32 @@ from .. import owner
 
 
 class Command(BaseCommand):
+    # The naming rules are Azure's: MicrosoftDocs/azure-databases-docs,
+    # articles/postgresql/security/security-manage-entra-users.md.
     help = (
         "Create a role for a Microsoft Entra principal with Azure's pgaadauth_create_principal "
-        "(or _with_oid). Runs in the 'postgres' database as an Entra admin."
+        "(by name) or pgaadauth_create_principal_with_oid (--oid). Runs in the 'postgres' "
+        "database as an Entra admin. Without --oid the role name must be the principal's own "
+        "Entra name (Azure looks it up in Entra and refuses a name it cannot find); with --oid "
+        "any name works, e.g. Service Connector's aad_<connection>."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "name", help="Role name (for a managed identity: e.g. aad_myconnection)."
+            "name",
+            help=(
+                "Role name. Without --oid: the principal's Entra name — a user's UPN (a guest's "
+                "#EXT# UPN), a group's or service principal's display name (a managed "
+                "identity's is its app's name, a slot's <app>/slots/<slot>). With --oid: any "
+                "name, e.g. aad_myconnection --oid <principal id>."
+            ),
         )
         parser.add_argument(
-            "--oid", help="Object (principal) id: uses pgaadauth_create_principal_with_oid."
+            "--oid",
+            help=(
+                "Object (principal) id of the user, group or service principal: maps the role "
+                "by id with pgaadauth_create_principal_with_oid, so the name is free."
+            ),
         )
         parser.add_argument("--type", choices=("user", "group", "service"), default="service")
         parser.add_argument("--admin", action="store_true", help="Make the role an Entra admin.")

@@ -109,7 +109,7 @@ class Stand:
             owner=True,
         )
         self.emulator.allow_role(ROLE)  # Entra side of pgaadauth_create_principal_with_oid
-        self.manage("migrate", "--noinput", owner=True, password_auth=True)
+        self.manage("migrate_locked", "--noinput", owner=True, password_auth=True)
         self.manage("grant_aad_privileges", "--owner-user", OWNER, owner=True)
 
     def app_env(self, mode: str = "conn_max_age_0", **extra: str) -> dict[str, str]:

@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
 # Deploy the sample to App Service + PostgreSQL Flexible Server with plain az CLI steps,
 # passwordless end to end: the server has Entra authentication only, the web app uses its
-# system-assigned identity, Service Connector creates the app's role, and
-# grant_aad_privileges gives that role what Django needs.
+# system-assigned identity, Service Connector creates the app's role, and the code goes out
+# last — after its settings, its role and the migrations exist.
 #
-# Needs: az login (you become the server's Entra admin), Python with requirements.txt.
-# Settings (environment): APP_NAME and DB_SERVER_NAME (globally unique names), optional
-# RESOURCE_GROUP, LOCATION, CONNECTION, MY_IP (your public IP for the firewall rule).
+# Needs:
+# - Azure CLI >= 2.73.0: `flexible-server create --microsoft-entra-auth` and the
+#   `microsoft-entra-admin` group got these names in 2.73.0 (before: --active-directory-auth,
+#   ad-admin; Azure CLI release notes, MicrosoftDocs/azure-docs-cli,
+#   docs-ref-conceptual/Latest-version/release-notes-azure-cli.md, 2.73.0, RDBMS). Every
+#   other command here is older. tests/test_az_parser.py checks each call against the CLI's
+#   own argument parser.
+# - `az login` (you become the server's Entra admin); Python 3.10+; curl.
+# - Run from a checkout of the django-azure-pg repository: the library is built into wheels/
+#   and shipped with the app (build-wheels.sh; requirements.txt --find-links wheels).
+# Settings (environment): APP_NAME and DB_SERVER_NAME (globally unique names); optional
+# RESOURCE_GROUP, LOCATION, DATABASE, CONNECTION, MY_IP (your public IP for a temporary
+# firewall rule), ALLOW_ALL_AZURE (yes: the 0.0.0.0 rule, any Azure address; no: a rule per
+# outbound address of this web app).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -16,25 +27,40 @@ RESOURCE_GROUP="${RESOURCE_GROUP:-rg-${APP_NAME}}"
 LOCATION="${LOCATION:-eastus}"
 DATABASE="${DATABASE:-restaurant}"
 CONNECTION="${CONNECTION:-restaurantdb}"
+ALLOW_ALL_AZURE="${ALLOW_ALL_AZURE:-yes}"
 ROLE="aad_${CONNECTION}"
+PLAN="${PLAN:-plan-${APP_NAME}}"
 PYTHON="${PYTHON:-python3}"
+APP_PYTHON="${APP_PYTHON:-.venv/bin/python}"
+MIN_AZ_VERSION=2.73.0
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "Signed-in user (becomes the server's Entra admin)"
+step "Azure CLI ${MIN_AZ_VERSION} or later, signed in"
+az_version="$(az version --query '"azure-cli"' --output tsv)"
+if [ "$(printf '%s\n%s\n' "$MIN_AZ_VERSION" "$az_version" | sort -V | head -n 1)" != "$MIN_AZ_VERSION" ]; then
+  echo "Azure CLI $az_version is too old: this script needs $MIN_AZ_VERSION or later (az upgrade)." >&2
+  exit 1
+fi
+# Service Connector's passwordless part (creating the database role, --yes) lives in this
+# extension; install it up front so nothing prompts later.
+az extension add --name serviceconnector-passwordless --upgrade --yes --output none
 ADMIN_UPN="$(az ad signed-in-user show --query userPrincipalName --output tsv)"
 ADMIN_OID="$(az ad signed-in-user show --query id --output tsv)"
-echo "$ADMIN_UPN"
+echo "$ADMIN_UPN becomes the server's Entra admin"
 
 step "Resource group"
 az group create --name "$RESOURCE_GROUP" --location "$LOCATION" --output none
 
 step "PostgreSQL flexible server with Microsoft Entra authentication only"
+# One az call at a time: each waits for its operation, so the admin exists before the
+# database (security-entra-concepts.md) and no two server operations overlap (ServerBusy).
+if [ "$ALLOW_ALL_AZURE" = yes ]; then public_access=0.0.0.0; else public_access=None; fi
 az postgres flexible-server create \
   --resource-group "$RESOURCE_GROUP" --name "$DB_SERVER_NAME" --location "$LOCATION" \
   --tier Burstable --sku-name Standard_B1ms --storage-size 32 --version 16 \
   --microsoft-entra-auth Enabled --password-auth Disabled \
-  --public-access 0.0.0.0 --yes --output none
+  --public-access "$public_access" --yes --output none
 az postgres flexible-server microsoft-entra-admin create \
   --resource-group "$RESOURCE_GROUP" --server-name "$DB_SERVER_NAME" \
   --display-name "$ADMIN_UPN" --object-id "$ADMIN_OID" --type User --output none
@@ -42,9 +68,11 @@ az postgres flexible-server db create \
   --resource-group "$RESOURCE_GROUP" --server-name "$DB_SERVER_NAME" \
   --database-name "$DATABASE" --output none
 
-step "Web app (Linux, Python 3.12), HTTPS only, health check, system-assigned identity"
-az webapp up --resource-group "$RESOURCE_GROUP" --name "$APP_NAME" --location "$LOCATION" \
-  --runtime "PYTHON:3.12" --sku B1 --output none
+step "Web app (Linux, Python 3.12) without code: settings first"
+az appservice plan create --resource-group "$RESOURCE_GROUP" --name "$PLAN" \
+  --location "$LOCATION" --is-linux --sku B1 --output none
+az webapp create --resource-group "$RESOURCE_GROUP" --plan "$PLAN" --name "$APP_NAME" \
+  --runtime "PYTHON:3.12" --output none
 az webapp update --resource-group "$RESOURCE_GROUP" --name "$APP_NAME" --https-only true --output none
 az webapp config set --resource-group "$RESOURCE_GROUP" --name "$APP_NAME" \
   --startup-file startup.sh --generic-configurations '{"healthCheckPath": "/health/"}' --output none
@@ -53,24 +81,56 @@ SECRET_KEY="$("$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(50))')"
 az webapp config appsettings set --resource-group "$RESOURCE_GROUP" --name "$APP_NAME" \
   --settings SCM_DO_BUILD_DURING_DEPLOYMENT=true SECRET_KEY="$SECRET_KEY" --output none
 
+if [ "$ALLOW_ALL_AZURE" != yes ]; then
+  step "Firewall: only this web app's possible outbound addresses"
+  outbound="$(az webapp show --resource-group "$RESOURCE_GROUP" --name "$APP_NAME" \
+    --query possibleOutboundIpAddresses --output tsv)"
+  i=0
+  for ip in ${outbound//,/ }; do
+    i=$((i + 1))
+    az postgres flexible-server firewall-rule create \
+      --resource-group "$RESOURCE_GROUP" --name "$DB_SERVER_NAME" --rule-name "app-outbound-$i" \
+      --start-ip-address "$ip" --end-ip-address "$ip" --output none
+  done
+fi
+
 step "Service Connector: role ${ROLE} for the app's identity, AZURE_POSTGRESQL_* app settings"
 az webapp connection create postgres-flexible \
   --resource-group "$RESOURCE_GROUP" --name "$APP_NAME" \
   --target-resource-group "$RESOURCE_GROUP" --server "$DB_SERVER_NAME" --database "$DATABASE" \
   --connection "$CONNECTION" --system-identity --client-type django --yes --output none
 
-step "Grant ${ROLE} what Django needs (as you, the Entra admin, with your az login token)"
+step "Migrate and grant, from here, as you (the Entra admin, with your az login token)"
+./build-wheels.sh
+[ -x "$APP_PYTHON" ] || "$PYTHON" -m venv .venv
+"$APP_PYTHON" -m pip install --quiet -r requirements.txt
 MY_IP="${MY_IP:-$(curl --silent --fail https://api.ipify.org)}"
 az postgres flexible-server firewall-rule create \
   --resource-group "$RESOURCE_GROUP" --name "$DB_SERVER_NAME" --rule-name deploy-client \
   --start-ip-address "$MY_IP" --end-ip-address "$MY_IP" --output none
-AZURE_POSTGRESQL_HOST="${DB_SERVER_NAME}.postgres.database.azure.com" \
-AZURE_POSTGRESQL_NAME="$DATABASE" \
-AZURE_POSTGRESQL_USER="$ROLE" \
-  "$PYTHON" manage.py grant_aad_privileges --owner-user "$ADMIN_UPN" --owner-entra --migrate
-az postgres flexible-server firewall-rule delete \
-  --resource-group "$RESOURCE_GROUP" --name "$DB_SERVER_NAME" --rule-name deploy-client --yes --output none
+trap 'az postgres flexible-server firewall-rule delete --resource-group "$RESOURCE_GROUP" \
+  --name "$DB_SERVER_NAME" --rule-name deploy-client --yes --output none' EXIT
+export AZURE_POSTGRESQL_HOST="${DB_SERVER_NAME}.postgres.database.azure.com"
+export AZURE_POSTGRESQL_NAME="$DATABASE"
+# The tables belong to you; migrate_locked holds an advisory lock, so overlapping deploys
+# take turns. Migrations run here once, not at every container start.
+AZURE_POSTGRESQL_USER="$ADMIN_UPN" "$APP_PYTHON" manage.py migrate_locked --noinput
+# What Service Connector does not do: privileges in the app database (PostgreSQL 15+).
+AZURE_POSTGRESQL_USER="$ROLE" "$APP_PYTHON" manage.py grant_aad_privileges \
+  --owner-user "$ADMIN_UPN" --owner-entra
 
-step "Restart so startup.sh migrates as ${ROLE}"
-az webapp restart --resource-group "$RESOURCE_GROUP" --name "$APP_NAME"
+step "Deploy the code (Oryx builds it: pip install -r requirements.txt, collectstatic)"
+rm -f app.zip
+"$PYTHON" - app.zip <<'PY'
+import os, sys, zipfile
+skip_dirs = {"__pycache__", ".venv", ".azure", "staticfiles"}
+with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as archive:
+    for root, dirs, files in os.walk("."):
+        dirs[:] = sorted(d for d in dirs if d not in skip_dirs)
+        for name in sorted(files):
+            if not name.endswith(".pyc") and name != "app.zip":
+                archive.write(os.path.join(root, name))
+PY
+az webapp deploy --resource-group "$RESOURCE_GROUP" --name "$APP_NAME" \
+  --src-path app.zip --type zip --output none
 echo "https://${APP_NAME}.azurewebsites.net/  (health: /health/)"

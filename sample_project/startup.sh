@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# App Service startup command: apply migrations, collect static files, serve with gunicorn.
+# App Service startup command: serve with gunicorn. Nothing else belongs here:
+# - migrations run in the deploy step (deploy.sh, the azd predeploy hook: migrate_locked),
+#   not at container start, where scaled-out instances would race and the time counts
+#   against the container start limit;
+# - collectstatic ran in App Service's build: Oryx runs it for Django apps unless
+#   DISABLE_COLLECTSTATIC is set (Microsoft/Oryx wiki, "Django Tips").
 # The database login is passwordless: django-azure-pg fetches Entra tokens for the app's
 # managed identity (IDENTITY_ENDPOINT/IDENTITY_HEADER, set by App Service).
 set -euo pipefail
 cd "$(dirname "$0")"
-
-python manage.py migrate --noinput
-python manage.py collectstatic --noinput
 
 # Workers: 2 x cores + 1 is gunicorn's rule of thumb; threads overlap database waits.
 workers="${GUNICORN_WORKERS:-$(( $(nproc) * 2 + 1 ))}"

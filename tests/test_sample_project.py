@@ -3,97 +3,239 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
+import venv
+import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 
-SAMPLE = Path(__file__).resolve().parent.parent / "sample_project"
-SCRIPTS = [SAMPLE / "startup.sh", SAMPLE / "deploy.sh", SAMPLE / "infra/hooks/postprovision.sh"]
+from .sample_stubs import AZD_ENV, DEPLOY_ENV, SAMPLE, build_runtime_wheel, run_script
+
+SCRIPTS = [
+    SAMPLE / "startup.sh",
+    SAMPLE / "deploy.sh",
+    SAMPLE / "build-wheels.sh",
+    SAMPLE / "infra/hooks/common.sh",
+    SAMPLE / "infra/hooks/postprovision.sh",
+    SAMPLE / "infra/hooks/predeploy.sh",
+]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_runtime_wheel(tmp_path_factory.mktemp("wheel-build"))
 
 
 def test_shell_scripts_pass_shellcheck() -> None:
     shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
-    result = subprocess.run([shellcheck, *map(str, SCRIPTS)], capture_output=True, text=True)
+    result = subprocess.run(
+        [shellcheck, "-x", *map(str, SCRIPTS)],
+        capture_output=True,
+        text=True,
+        cwd=SAMPLE / "infra/hooks",
+    )
     assert result.returncode == 0, result.stdout
 
 
-STUB_AZ = """#!/usr/bin/env bash
-printf '%s\\n' "az $*" >> "$CALLS"
-case "$*" in
-  "ad signed-in-user show --query userPrincipalName --output tsv") echo "dev@contoso.com" ;;
-  "ad signed-in-user show --query id --output tsv") echo "11111111-2222-3333-4444-555555555555" ;;
-esac
-"""
-STUB_PYTHON = """#!/usr/bin/env bash
-if [ "$1" = "-c" ]; then echo "generated-secret-key"; exit 0; fi
-printf '%s\\n' "python $* HOST=$AZURE_POSTGRESQL_HOST NAME=$AZURE_POSTGRESQL_NAME USER=$AZURE_POSTGRESQL_USER" >> "$CALLS"
-"""
-
-
-def test_deploy_sh_against_a_stub_az(tmp_path: Path) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, body in (("az", STUB_AZ), ("python-stub", STUB_PYTHON)):
-        (bin_dir / name).write_text(body)
-        (bin_dir / name).chmod(0o755)
-    calls = tmp_path / "calls.txt"
-    env = {
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "CALLS": str(calls),
-        "HOME": str(tmp_path),
-        "APP_NAME": "restaurants-web",
-        "DB_SERVER_NAME": "restaurants-db",
-        "MY_IP": "203.0.113.7",
-        "PYTHON": str(bin_dir / "python-stub"),
-    }
-    result = subprocess.run(
-        ["bash", str(SAMPLE / "deploy.sh")], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    lines = calls.read_text().splitlines()
-    commands = [" ".join(line.split()[:4]) for line in lines]
-    expected_order = [
-        "az group create --name",
-        "az postgres flexible-server create",
-        "az postgres flexible-server microsoft-entra-admin",
-        "az postgres flexible-server db",
-        "az webapp up --resource-group",
-        "az webapp identity assign",
-        "az webapp connection create",
-        "az postgres flexible-server firewall-rule",
-        "python manage.py grant_aad_privileges --owner-user",
-        "az webapp restart --resource-group",
+def test_startup_runs_neither_migrate_nor_collectstatic() -> None:
+    # Scaled-out instances would race on migrate, and both count against the container
+    # start limit; Oryx already ran collectstatic at build time.
+    commands = [
+        line
+        for line in (SAMPLE / "startup.sh").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
     ]
-    positions = [next(i for i, c in enumerate(commands) if c.startswith(e)) for e in expected_order]
-    assert positions == sorted(positions)
-    text = calls.read_text()
+    text = "\n".join(commands)
+    assert "manage.py" not in text
+    assert "exec gunicorn" in text
+
+
+def test_deploy_sh_against_a_stub_az(tmp_path: Path, wheel: Path) -> None:
+    run = run_script("deploy.sh", tmp_path, wheel, DEPLOY_ENV)
+    assert run.result.returncode == 0, run.result.stderr
+    expected_order = [
+        "az version",
+        "az extension add --name serviceconnector-passwordless",
+        "az group create",
+        "az postgres flexible-server create",
+        "az postgres flexible-server microsoft-entra-admin create",
+        "az postgres flexible-server db create",
+        "az appservice plan create",
+        "az webapp create",
+        "az webapp config set",
+        "az webapp identity assign",
+        "az webapp config appsettings set",
+        "az webapp connection create postgres-flexible",
+        "python -m pip wheel",
+        "python -m pip install --quiet -r requirements.txt",
+        "az postgres flexible-server firewall-rule create",
+        "python manage.py migrate_locked",
+        "python manage.py grant_aad_privileges",
+        "az webapp deploy",
+        "az postgres flexible-server firewall-rule delete",  # on exit
+    ]
+    positions = [run.position(e) for e in expected_order]
+    assert positions == sorted(positions), run.lines
+    text = "\n".join(run.lines)
     assert "--microsoft-entra-auth Enabled --password-auth Disabled" in text
+    assert "--public-access 0.0.0.0" in text
     assert re.search(
         r"connection create postgres-flexible .*--system-identity --client-type django", text
     )
     assert "--https-only true" in text and '"healthCheckPath": "/health/"' in text
-    grant = next(line for line in lines if "grant_aad_privileges" in line)
-    assert "--owner-entra --migrate" in grant
+    assert "SCM_DO_BUILD_DURING_DEPLOYMENT=true" in text
+    assert "az webapp up " not in text  # deprecated; and it would boot the app too early
+    migrate = run.lines[run.position("python manage.py migrate_locked")]
+    assert "USER=dev@contoso.com" in migrate  # the tables belong to the Entra admin
+    grant = run.lines[run.position("python manage.py grant_aad_privileges")]
+    assert "--owner-user dev@contoso.com --owner-entra" in grant
+    assert "--migrate" not in grant  # the app role gets DML, not CREATE
     assert (
         "USER=aad_restaurantdb" in grant
         and "HOST=restaurants-db.postgres.database.azure.com" in grant
     )
     assert "--admin-password" not in text  # nothing password-based anywhere
 
+    # What App Service builds: the library's wheel from this repository ships with the app,
+    # and requirements.txt finds it there.
+    archive = zipfile.ZipFile(run.sample / "app.zip")
+    names = archive.namelist()
+    assert f"wheels/{wheel.name}" in names
+    assert "requirements.txt" in names and "startup.sh" in names
+    assert not [n for n in names if "__pycache__" in n or n.startswith(".venv")]
+    requirements = archive.read("requirements.txt").decode()
+    assert re.search(r"^--find-links wheels$", requirements, re.M)
+    assert re.search(r"^django-azure-pg\[pool\]", requirements, re.M)
+
+
+def test_deploy_sh_can_limit_the_firewall_to_the_apps_addresses(
+    tmp_path: Path, wheel: Path
+) -> None:
+    run = run_script("deploy.sh", tmp_path, wheel, {**DEPLOY_ENV, "ALLOW_ALL_AZURE": "no"})
+    assert run.result.returncode == 0, run.result.stderr
+    text = "\n".join(run.lines)
+    assert "--public-access None" in text and "0.0.0.0" not in text  # noqa: S104
+    rules = [line for line in run.lines if "--rule-name app-outbound-" in line]
+    assert len(rules) == 2 and "20.1.2.3" in rules[0] and "20.1.2.4" in rules[1]
+    assert run.position("az webapp show") < run.position("az webapp connection create")
+
+
+def test_deploy_sh_refuses_an_azure_cli_without_the_entra_flags(
+    tmp_path: Path, wheel: Path
+) -> None:
+    run = run_script("deploy.sh", tmp_path, wheel, {**DEPLOY_ENV, "STUB_AZ_VERSION": "2.72.0"})
+    assert run.result.returncode == 1
+    assert "2.73.0" in run.result.stderr
+    assert run.lines == ['az version --query "azure-cli" --output tsv']  # nothing created
+    run = run_script("deploy.sh", tmp_path, wheel, {**DEPLOY_ENV, "STUB_AZ_VERSION": "2.100.1"})
+    assert run.result.returncode == 0, run.result.stderr  # compared as versions, not text
+
+
+def test_postprovision_hook_creates_the_role_with_a_retry(tmp_path: Path, wheel: Path) -> None:
+    fail_once = tmp_path / "fail-once"
+    fail_once.touch()  # Entra has not replicated the new identity yet: the first try fails
+    run = run_script(
+        "infra/hooks/postprovision.sh", tmp_path, wheel, {**AZD_ENV, "FAIL_ONCE": str(fail_once)}
+    )
+    assert run.result.returncode == 0, run.result.stderr
+    creates = [i for i, line in enumerate(run.lines) if "create_aad_principal" in line]
+    assert len(creates) == 2
+    create = run.lines[creates[0]]
+    assert "aad_restaurantdb --oid 99999999-8888-7777-6666-555555555555 --type service" in create
+    order = [
+        run.position("az account show"),
+        run.position("python -m pip install"),
+        run.position("az postgres flexible-server firewall-rule create"),
+        creates[0],
+        run.position("python manage.py grant_aad_privileges"),
+        run.position("az postgres flexible-server firewall-rule delete"),
+    ]
+    assert order == sorted(order), run.lines
+
+
+def test_predeploy_hook_migrates_once_as_the_admin(tmp_path: Path, wheel: Path) -> None:
+    run = run_script("infra/hooks/predeploy.sh", tmp_path, wheel, AZD_ENV)
+    assert run.result.returncode == 0, run.result.stderr
+    migrate = run.lines[run.position("python manage.py migrate_locked")]
+    assert "USER=dev@contoso.com" in migrate
+    grant = run.lines[run.position("python manage.py grant_aad_privileges")]
+    assert "USER=aad_restaurantdb" in grant
+    assert (
+        run.position("az postgres flexible-server firewall-rule create")
+        < run.position("python manage.py migrate_locked")
+        < run.position("az postgres flexible-server firewall-rule delete")
+    )
+
+
+def test_hooks_stop_without_az_login(tmp_path: Path, wheel: Path) -> None:
+    # `azd auth login` does not log the Azure CLI in; the hooks need both.
+    run = run_script(
+        "infra/hooks/predeploy.sh", tmp_path, wheel, {**AZD_ENV, "STUB_AZ_LOGGED_OUT": "1"}
+    )
+    assert run.result.returncode == 1
+    assert "az login" in run.result.stderr
+    assert not [line for line in run.lines if "manage.py" in line]
+
+
+def test_requirements_install_the_library_from_this_repository(tmp_path: Path, wheel: Path) -> None:
+    """A clean venv and ``pip install -r requirements.txt``: django-azure-pg comes from the
+    wheel built out of this checkout, the rest from the index."""
+    sample = wheel.parent.parent
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    result = subprocess.run(
+        [str(python), "-m", "pip", "install", "--disable-pip-version-check",
+         "-r", str(sample / "requirements.txt")],
+        cwd=tmp_path,  # elsewhere: a relative --find-links is resolved against the file
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"Processing {sample / 'wheels' / wheel.name}" in result.stdout, result.stdout
+    show = subprocess.run(
+        [
+            str(python),
+            "-I",  # only the venv: no PYTHONPATH, no current directory
+            "-c",
+            "import django_azure_pg, psycopg_pool; print(django_azure_pg.__file__)",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert str(env_dir) in show.stdout
+
 
 def test_config_files_parse() -> None:
     params = json.loads((SAMPLE / "infra/main.parameters.json").read_text())
     assert set(params["parameters"]) >= {"environmentName", "location", "principalId"}
     azure = yaml.safe_load((SAMPLE / "azure.yaml").read_text())
-    assert azure["services"]["web"]["host"] == "appservice"
-    hook = azure["hooks"]["postprovision"]["run"]
-    assert (SAMPLE / hook).resolve() == (SAMPLE / "infra/hooks/postprovision.sh").resolve()
+    web = azure["services"]["web"]
+    assert web["host"] == "appservice" and web["project"] == "."
+    # Hook names from azd's schema (Azure/azure-dev, schemas/v1.0/azure.yaml.json).
+    assert set(azure["hooks"]) <= {"preprovision", "postprovision", "predeploy", "postdeploy",
+                                   "prepackage", "postpackage", "preup", "postup"}  # fmt: skip
+    assert set(web["hooks"]) <= {"prepackage", "postpackage", "predeploy", "postdeploy",
+                                 "prebuild", "postbuild", "prerestore", "postrestore"}  # fmt: skip
+    hooks = {
+        "postprovision": azure["hooks"]["postprovision"]["run"],
+        "prepackage": web["hooks"]["prepackage"]["run"],
+        "predeploy": web["hooks"]["predeploy"]["run"],
+    }
+    assert (SAMPLE / hooks["postprovision"]).resolve() == SAMPLE / "infra/hooks/postprovision.sh"
+    assert (SAMPLE / hooks["prepackage"]).resolve() == SAMPLE / "build-wheels.sh"
+    assert (SAMPLE / hooks["predeploy"]).resolve() == SAMPLE / "infra/hooks/predeploy.sh"
+    # azd packages by .webappignore: the wheel must not be excluded, the venv must.
+    ignored = (SAMPLE / ".webappignore").read_text().split()
+    assert "wheels" not in ignored and ".venv" in ignored
 
 
 def _bicep_tokens_balanced(text: str) -> bool:
@@ -113,14 +255,50 @@ def _bicep_tokens_balanced(text: str) -> bool:
     return not stack and not in_string
 
 
-def test_bicep_is_well_formed() -> None:
-    # No Bicep compiler offline: check structure, API versions and what the app relies on.
+def _bicep_resources(text: str) -> dict[str, dict[str, object]]:
+    """symbol -> {"type", "parent", "depends"} for each top-level ``resource`` block."""
+    found: dict[str, dict[str, object]] = {}
+    blocks = re.split(r"^(?=resource \w+ ')", text, flags=re.M)
+    for block in blocks:
+        head = re.match(r"resource (\w+) '([\w./]+)@", block)
+        if not head:
+            continue
+        body = block.split("\n}\n", 1)[0]
+        parent = re.search(r"^\s*parent: (\w+)", body, re.M)
+        depends = re.search(r"^\s*dependsOn: \[([^\]]*)\]", body, re.M)
+        found[head.group(1)] = {
+            "type": head.group(2),
+            "parent": parent.group(1) if parent else None,
+            "depends": {d.strip() for d in depends.group(1).split(",")} if depends else set(),
+            "body": body,
+        }
+    return found
+
+
+def _after(resources: dict[str, dict[str, object]], symbol: str) -> set[str]:
+    """Everything ``symbol`` waits for: parent, dependsOn and symbolic references, transitively."""
+    seen: set[str] = set()
+    todo = [symbol]
+    while todo:
+        current = resources[todo.pop()]
+        direct = set(current["depends"])  # type: ignore[arg-type]
+        if current["parent"]:
+            direct.add(str(current["parent"]))
+        body = str(current["body"])
+        direct |= {s for s in resources if s != symbol and re.search(rf"\b{s}\.", body)}
+        for dep in direct - seen:
+            seen.add(dep)
+            todo.append(dep)
+    return seen
+
+
+def test_bicep_is_well_formed_and_ordered() -> None:
+    # No Bicep compiler offline (it ships from NuGet, not from PyPI, Debian or npm): check
+    # the structure, the ordering of the server's children and what the app relies on.
     text = (SAMPLE / "infra/main.bicep").read_text()
     assert _bicep_tokens_balanced(text)
-    resources = re.findall(
-        r"^resource \w+ '([\w./]+)@(\d{4}-\d{2}-\d{2}(?:-preview)?)'", text, re.M
-    )
-    types = {t for t, _ in resources}
+    resources = _bicep_resources(text)
+    types = {str(r["type"]) for r in resources.values()}
     assert {
         "Microsoft.Web/serverfarms",
         "Microsoft.Web/sites",
@@ -129,6 +307,23 @@ def test_bicep_is_well_formed() -> None:
         "Microsoft.DBforPostgreSQL/flexibleServers/databases",
         "Microsoft.DBforPostgreSQL/flexibleServers/firewallRules",
     } <= types
+    by_type = {str(r["type"]).rsplit("/", 1)[-1]: s for s, r in resources.items()}
+    admin, database, firewall = (
+        by_type["administrators"],
+        by_type["databases"],
+        by_type["firewallRules"],
+    )
+    # Entra admin before the user database (security-entra-concepts.md) ...
+    assert admin in _after(resources, database)
+    # ... and the server's children strictly one after another (ServerBusy otherwise).
+    children = [s for s, r in resources.items() if r["parent"] == by_type["flexibleServers"]]
+    for a in children:
+        for b in children:
+            if a != b:
+                assert a in _after(resources, b) or b in _after(resources, a), (a, b)
+    # The app (with its settings) comes after the database side is complete.
+    assert {admin, database, firewall} <= _after(resources, by_type["sites"])
+
     params = set(re.findall(r"^param (\w+)", text, re.M))
     assert all(re.search(rf"\b{p}\b", text.split(f"param {p}", 1)[1]) for p in params)
     for needed in (
@@ -140,11 +335,20 @@ def test_bicep_is_well_formed() -> None:
         "'AZURE_POSTGRESQL_HOST'",
         "'AZURE_POSTGRESQL_NAME'",
         "'AZURE_POSTGRESQL_USER'",
+        "'SECRET_KEY'",
     ):
         assert needed in text
-    hook = (SAMPLE / "infra/hooks/postprovision.sh").read_text()
-    for output in re.findall(r"\$\{(\w+):\?\}", hook):
-        assert re.search(rf"^output {output} ", text, re.M) or output == "AZURE_RESOURCE_GROUP"
+    for hook in ("postprovision.sh", "predeploy.sh"):
+        body = (SAMPLE / "infra/hooks" / hook).read_text()
+        for output in re.findall(r"\$\{(\w+):\?\}", body):
+            assert re.search(rf"^output {output} ", text, re.M), output
+
+
+def test_bicep_ordering_check_catches_a_parallel_child() -> None:
+    # The structure test itself: drop one dependsOn and the chain must break.
+    text = (SAMPLE / "infra/main.bicep").read_text().replace("  dependsOn: [entraAdmin]\n", "")
+    resources = _bicep_resources(text)
+    assert "entraAdmin" not in _after(resources, "database")
 
 
 @pytest.mark.integration

@@ -62,6 +62,16 @@ resource postgres 'Microsoft.DBforPostgreSQL/flexibleServers@2024-08-01' = {
   }
 }
 
+// The server's children are created one after the other, never in parallel:
+// - the Entra admin before the database: "add explicit dependencies within your deployment
+//   module to ensure that Microsoft Entra authentication is turned on before you create any
+//   user databases" (MicrosoftDocs/azure-databases-docs, articles/postgresql/security/
+//   security-entra-concepts.md, "Limitations and considerations"); a database created first
+//   is not owned by an Entra principal, and granting on it as the Entra admin can fail;
+// - one operation at a time on the server: concurrent child operations fail with ServerBusy
+//   (Azure-Samples/rag-postgres-openai-python, infra/core/database/postgresql/
+//   flexibleserver.bicep, chains its firewall rules, admin and configuration the same way).
+// tests/test_sample_project.py checks this chain.
 resource entraAdmin 'Microsoft.DBforPostgreSQL/flexibleServers/administrators@2024-08-01' = {
   parent: postgres
   name: principalId
@@ -76,13 +86,18 @@ resource database 'Microsoft.DBforPostgreSQL/flexibleServers/databases@2024-08-0
   parent: postgres
   name: databaseName
   properties: { charset: 'UTF8', collation: 'en_US.utf8' }
+  dependsOn: [entraAdmin]
 }
 
-// 0.0.0.0 - 0.0.0.0 is Azure's "allow public access from any Azure service".
+// 0.0.0.0 - 0.0.0.0 is Azure's "allow public access from any Azure service": it admits
+// every Azure resource's outbound address, other customers' included — the Entra login
+// is what keeps them out. For a network boundary use private access (VNet integration;
+// see the README's "Networking" section).
 resource allowAzure 'Microsoft.DBforPostgreSQL/flexibleServers/firewallRules@2024-08-01' = {
   parent: postgres
   name: 'AllowAllAzureServicesAndResourcesWithinAzureIps'
   properties: { startIpAddress: '0.0.0.0', endIpAddress: '0.0.0.0' }
+  dependsOn: [database]
 }
 
 resource web 'Microsoft.Web/sites@2023-12-01' = {
@@ -110,10 +125,13 @@ resource web 'Microsoft.Web/sites@2023-12-01' = {
       ]
     }
   }
-  dependsOn: [database, entraAdmin, allowAzure]
+  // Created with its settings (SECRET_KEY, AZURE_POSTGRESQL_*) and without code: azd
+  // deploys the code after the postprovision hook made the role and predeploy migrated.
+  dependsOn: [allowAzure]
 }
 
 output AZURE_LOCATION string = location
+output AZURE_RESOURCE_GROUP string = resourceGroup().name
 output WEB_APP_NAME string = web.name
 output WEB_APP_URL string = 'https://${web.properties.defaultHostName}'
 output WEB_APP_PRINCIPAL_ID string = web.identity.principalId

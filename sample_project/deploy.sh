@@ -5,12 +5,14 @@
 # last — after its settings, its role and the migrations exist.
 #
 # Needs:
-# - Azure CLI >= 2.73.0: `flexible-server create --microsoft-entra-auth` and the
-#   `microsoft-entra-admin` group got these names in 2.73.0 (before: --active-directory-auth,
-#   ad-admin; Azure CLI release notes, MicrosoftDocs/azure-docs-cli,
-#   docs-ref-conceptual/Latest-version/release-notes-azure-cli.md, 2.73.0, RDBMS). Every
-#   other command here is older. tests/test_az_parser.py checks each call against the CLI's
-#   own argument parser.
+# - Azure CLI >= 2.87.0. Azure CLI release notes (MicrosoftDocs/azure-docs-cli,
+#   docs-ref-conceptual/Latest-version/release-notes-azure-cli.md), RDBMS:
+#   2.73.0 renamed `flexible-server create --active-directory-auth` to --microsoft-entra-auth
+#   and the `ad-admin` group to `microsoft-entra-admin`; 2.87.0 made `db create` and
+#   `firewall-rule create/delete` take the object's name as --name and the server as
+#   --server-name (before: `db create --database-name`, `firewall-rule --name <server>
+#   --rule-name <rule>`). Every other command here is older. tests/test_az_parser.py parses
+#   each call with the CLI's own argument parser.
 # - `az login` (you become the server's Entra admin); Python 3.10+; curl.
 # - Run from a checkout of the django-azure-pg repository: the library is built into wheels/
 #   and shipped with the app (build-wheels.sh; requirements.txt --find-links wheels).
@@ -32,7 +34,7 @@ ROLE="aad_${CONNECTION}"
 PLAN="${PLAN:-plan-${APP_NAME}}"
 PYTHON="${PYTHON:-python3}"
 APP_PYTHON="${APP_PYTHON:-.venv/bin/python}"
-MIN_AZ_VERSION=2.73.0
+MIN_AZ_VERSION=2.87.0
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -66,7 +68,7 @@ az postgres flexible-server microsoft-entra-admin create \
   --display-name "$ADMIN_UPN" --object-id "$ADMIN_OID" --type User --output none
 az postgres flexible-server db create \
   --resource-group "$RESOURCE_GROUP" --server-name "$DB_SERVER_NAME" \
-  --database-name "$DATABASE" --output none
+  --name "$DATABASE" --output none
 
 step "Web app (Linux, Python 3.12) without code: settings first"
 az appservice plan create --resource-group "$RESOURCE_GROUP" --name "$PLAN" \
@@ -89,10 +91,19 @@ if [ "$ALLOW_ALL_AZURE" != yes ]; then
   for ip in ${outbound//,/ }; do
     i=$((i + 1))
     az postgres flexible-server firewall-rule create \
-      --resource-group "$RESOURCE_GROUP" --name "$DB_SERVER_NAME" --rule-name "app-outbound-$i" \
+      --resource-group "$RESOURCE_GROUP" --server-name "$DB_SERVER_NAME" --name "app-outbound-$i" \
       --start-ip-address "$ip" --end-ip-address "$ip" --output none
   done
 fi
+
+step "Let this machine reach the server until the script ends"
+# Service Connector (next step) and the migrations log in from here.
+MY_IP="${MY_IP:-$(curl --silent --fail https://api.ipify.org)}"
+az postgres flexible-server firewall-rule create \
+  --resource-group "$RESOURCE_GROUP" --server-name "$DB_SERVER_NAME" --name deploy-client \
+  --start-ip-address "$MY_IP" --end-ip-address "$MY_IP" --output none
+trap 'az postgres flexible-server firewall-rule delete --resource-group "$RESOURCE_GROUP" \
+  --server-name "$DB_SERVER_NAME" --name deploy-client --yes --output none' EXIT
 
 step "Service Connector: role ${ROLE} for the app's identity, AZURE_POSTGRESQL_* app settings"
 az webapp connection create postgres-flexible \
@@ -104,12 +115,6 @@ step "Migrate and grant, from here, as you (the Entra admin, with your az login 
 ./build-wheels.sh
 [ -x "$APP_PYTHON" ] || "$PYTHON" -m venv .venv
 "$APP_PYTHON" -m pip install --quiet -r requirements.txt
-MY_IP="${MY_IP:-$(curl --silent --fail https://api.ipify.org)}"
-az postgres flexible-server firewall-rule create \
-  --resource-group "$RESOURCE_GROUP" --name "$DB_SERVER_NAME" --rule-name deploy-client \
-  --start-ip-address "$MY_IP" --end-ip-address "$MY_IP" --output none
-trap 'az postgres flexible-server firewall-rule delete --resource-group "$RESOURCE_GROUP" \
-  --name "$DB_SERVER_NAME" --rule-name deploy-client --yes --output none' EXIT
 export AZURE_POSTGRESQL_HOST="${DB_SERVER_NAME}.postgres.database.azure.com"
 export AZURE_POSTGRESQL_NAME="$DATABASE"
 # The tables belong to you; migrate_locked holds an advisory lock, so overlapping deploys

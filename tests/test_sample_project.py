@@ -70,10 +70,10 @@ def test_deploy_sh_against_a_stub_az(tmp_path: Path, wheel: Path) -> None:
         "az webapp config set",
         "az webapp identity assign",
         "az webapp config appsettings set",
+        "az postgres flexible-server firewall-rule create",
         "az webapp connection create postgres-flexible",
         "python -m pip wheel",
         "python -m pip install --quiet -r requirements.txt",
-        "az postgres flexible-server firewall-rule create",
         "python manage.py migrate_locked",
         "python manage.py grant_aad_privileges",
         "az webapp deploy",
@@ -120,17 +120,15 @@ def test_deploy_sh_can_limit_the_firewall_to_the_apps_addresses(
     assert run.result.returncode == 0, run.result.stderr
     text = "\n".join(run.lines)
     assert "--public-access None" in text and "0.0.0.0" not in text  # noqa: S104
-    rules = [line for line in run.lines if "--rule-name app-outbound-" in line]
+    rules = [line for line in run.lines if "--name app-outbound-" in line]
     assert len(rules) == 2 and "20.1.2.3" in rules[0] and "20.1.2.4" in rules[1]
     assert run.position("az webapp show") < run.position("az webapp connection create")
 
 
-def test_deploy_sh_refuses_an_azure_cli_without_the_entra_flags(
-    tmp_path: Path, wheel: Path
-) -> None:
-    run = run_script("deploy.sh", tmp_path, wheel, {**DEPLOY_ENV, "STUB_AZ_VERSION": "2.72.0"})
+def test_deploy_sh_refuses_an_azure_cli_older_than_2_87(tmp_path: Path, wheel: Path) -> None:
+    run = run_script("deploy.sh", tmp_path, wheel, {**DEPLOY_ENV, "STUB_AZ_VERSION": "2.86.0"})
     assert run.result.returncode == 1
-    assert "2.73.0" in run.result.stderr
+    assert "2.87.0" in run.result.stderr
     assert run.lines == ['az version --query "azure-cli" --output tsv']  # nothing created
     run = run_script("deploy.sh", tmp_path, wheel, {**DEPLOY_ENV, "STUB_AZ_VERSION": "2.100.1"})
     assert run.result.returncode == 0, run.result.stderr  # compared as versions, not text

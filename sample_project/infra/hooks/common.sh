@@ -30,12 +30,13 @@ prepare_python() {
 open_firewall_for_this_machine() {
   local rule="$1"
   MY_IP="${MY_IP:-$(curl --silent --fail https://api.ipify.org)}"
+  # --server-name/--name as Azure CLI 2.87.0 spells them (see deploy.sh).
   az postgres flexible-server firewall-rule create \
-    --resource-group "$AZURE_RESOURCE_GROUP" --name "$POSTGRES_SERVER_NAME" --rule-name "$rule" \
+    --resource-group "$AZURE_RESOURCE_GROUP" --server-name "$POSTGRES_SERVER_NAME" --name "$rule" \
     --start-ip-address "$MY_IP" --end-ip-address "$MY_IP" --output none
   # shellcheck disable=SC2064  # expand now: the rule name is fixed for this hook
   trap "az postgres flexible-server firewall-rule delete --resource-group '$AZURE_RESOURCE_GROUP' \
-    --name '$POSTGRES_SERVER_NAME' --rule-name '$rule' --yes --output none" EXIT
+    --server-name '$POSTGRES_SERVER_NAME' --name '$rule' --yes --output none" EXIT
 }
 
 # Run a command until it succeeds, a few times: a managed identity created a minute ago may

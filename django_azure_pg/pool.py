@@ -1,18 +1,20 @@
-"""A psycopg connection class that logs in with a fresh token.
+"""Django's native pool, with a connection class that logs in with a fresh token.
 
 Django builds its pool once, from one call to ``get_connection_params()``;
 handing the pool a password would freeze the first token into it and every
 physical connection opened after that token expires would fail. Instead the
-pool gets this class: psycopg_pool calls ``connection_class.connect()`` for
-each new physical connection (in its worker threads), and that is where the
-token is fetched. Works with every psycopg_pool version Django supports.
+pool gets a connection class: psycopg_pool calls ``connection_class.connect()``
+for each new physical connection (in its worker threads), and that is where
+the token is fetched. Works with every psycopg_pool version Django supports.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
+from django.core.exceptions import ImproperlyConfigured
 
 from .login import TokenLogin
 
@@ -32,3 +34,38 @@ def token_connection_class(
 
     TokenConnection.__name__ = TokenConnection.__qualname__ = f"{base.__name__}WithToken"
     return TokenConnection
+
+
+def token_pool(wrapper: Any, login: TokenLogin, pool_options: Mapping[str, Any] | bool) -> Any:
+    """The ``psycopg_pool.ConnectionPool`` Django's ``pool`` property would build
+    for ``wrapper``, with a token connection class around the user's (or psycopg's).
+
+    Built here rather than by Django because Django passes no connection class
+    of its own; the settings (and the user's ``OPTIONS["pool"]``) are only read.
+    Same rules and defaults as Django 5.1 to 6.1: no ``CONN_MAX_AGE``, not opened
+    here, autocommit, ``configure`` = the wrapper's, ``check`` from
+    ``CONN_HEALTH_CHECKS`` unless the pool options name one (as Django 6.1 allows).
+    """
+    settings_dict = wrapper.settings_dict
+    if settings_dict.get("CONN_MAX_AGE", 0) != 0:
+        raise ImproperlyConfigured("Pooling doesn't support persistent connections.")
+    try:
+        from psycopg_pool import ConnectionPool
+    except ImportError as err:
+        raise ImproperlyConfigured(
+            "Error loading psycopg_pool module.\nDid you install psycopg[pool]?"
+        ) from err
+    kwargs = dict(pool_options) if isinstance(pool_options, Mapping) else {}
+    base = kwargs.get("connection_class", psycopg.Connection)
+    kwargs["connection_class"] = token_connection_class(base, login)
+    kwargs.setdefault(
+        "check", ConnectionPool.check_connection if settings_dict["CONN_HEALTH_CHECKS"] else None
+    )
+    connect_kwargs = wrapper.get_connection_params()
+    connect_kwargs["autocommit"] = True  # as Django: it sets the real mode per checkout
+    return ConnectionPool(
+        kwargs=connect_kwargs,
+        open=False,
+        configure=wrapper._configure_connection,
+        **kwargs,
+    )

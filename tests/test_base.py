@@ -310,3 +310,33 @@ def test_recovers_after_a_postgres_restart(
         wrapper.close()
         if wrapper.alias in getattr(wrapper, "_connection_pools", {}):
             wrapper.close_pool()
+
+
+@requires_pool
+def test_pool_built_without_touching_settings_dict(make_wrapper: MakeWrapper) -> None:
+    pytest.importorskip("psycopg_pool")
+    from psycopg_pool import ConnectionPool
+
+    wrapper = make_wrapper(
+        CONN_HEALTH_CHECKS=True,
+        OPTIONS={"pool": {"min_size": 1, "max_size": 2, "connection_class": psycopg.Connection}},
+    )
+    original = wrapper.settings_dict
+    seen: list[bool] = []
+    get_params = wrapper.get_connection_params
+
+    def watching() -> dict[str, object]:
+        seen.append(wrapper.settings_dict is original)
+        return get_params()
+
+    wrapper.get_connection_params = watching  # type: ignore[method-assign]
+    pool = wrapper.pool
+    assert seen == [True]  # the pool read the real settings, not a swapped-in copy
+    assert wrapper.settings_dict is original
+    # Django's own rules and defaults, plus our class around the user's.
+    assert issubclass(pool.connection_class, psycopg.Connection)
+    assert pool.connection_class is not psycopg.Connection
+    assert pool.connection_class.azure_login is wrapper.azure_login
+    assert pool._check == ConnectionPool.check_connection  # CONN_HEALTH_CHECKS, as Django
+    assert pool.kwargs["autocommit"] is True and "password" not in pool.kwargs
+    assert query(wrapper, "SELECT current_user") == (ROLE,)

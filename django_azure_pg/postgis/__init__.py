@@ -1,0 +1,1 @@
+"""``ENGINE: "django_azure_pg.postgis"``: GeoDjango's PostGIS backend with Entra token logins."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.db.utils import ConnectionHandler
+from django.db.utils import ConnectionHandler, load_backend
 
 from django_azure_pg import tokens
 from django_azure_pg.base import DatabaseWrapper
@@ -86,7 +86,8 @@ MakeWrapper = Callable[..., DatabaseWrapper]
 def make_wrapper(
     postgres: LocalPostgres, identity: Identity, django_db_blocker: Any
 ) -> Iterator[MakeWrapper]:
-    """Build a ``django_azure_pg`` DatabaseWrapper on the test server, outside Django's handler."""
+    """Build a DatabaseWrapper (ENGINE ``django_azure_pg`` unless given) on the test server,
+    outside Django's handler."""
     made: list[DatabaseWrapper] = []
 
     def make(alias: str | None = None, **overrides: Any) -> DatabaseWrapper:
@@ -101,7 +102,8 @@ def make_wrapper(
             **overrides,
         }
         filled = ConnectionHandler().configure_settings({"default": entry})["default"]
-        wrapper = DatabaseWrapper(filled, alias or f"t_{uuid.uuid4().hex[:8]}")
+        wrapper_class = load_backend(filled["ENGINE"]).DatabaseWrapper
+        wrapper = wrapper_class(filled, alias or f"t_{uuid.uuid4().hex[:8]}")
         wrapper.inc_thread_sharing()  # test threads may share it
         made.append(wrapper)
         return wrapper

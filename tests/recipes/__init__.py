@@ -1,0 +1,1 @@
+"""Backend modules exactly as the README's "Using another ENGINE" tells users to write them."""

@@ -1,0 +1,1 @@
+"""ENGINE "tests.recipes.prometheus": django-prometheus metrics with token logins."""

@@ -29,6 +29,7 @@ $(BENCH_STAMP): $(STAMP)
 
 install: $(STAMP)
 	@bash scripts/ensure-postgres.sh
+	@bash scripts/ensure-postgis.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

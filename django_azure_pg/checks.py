@@ -59,9 +59,11 @@ def _psycopg_keywords() -> set[str]:
 def check_databases(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     from django.conf import settings
 
+    from .mixin import has_token_login
+
     messages: list[CheckMessage] = []
     for alias, entry in settings.DATABASES.items():
-        if entry.get("ENGINE") == "django_azure_pg":
+        if has_token_login(str(entry.get("ENGINE") or "")):  # any ENGINE with our login
             messages += check_alias(alias, entry, os.environ)
     return messages
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import claims, credentials, diagnosis, options, tls
+from .mixin import TokenLoginMixin
 from .redaction import redact
 
 _SHOWN_VARS = (
@@ -99,6 +100,16 @@ def run(alias: str, entry: dict[str, Any], environ: Any = os.environ) -> Report:
     login = None
     if entry.get("PASSWORD"):
         steps.append(Step("credential", "ok", {"kind": "password", "reason": "PASSWORD is set"}))
+    elif not isinstance(wrapper, TokenLoginMixin):
+        step = Step("credential", "fail", {"engine": entry["ENGINE"], "token_login": False})
+        step.cause = "This ENGINE does not log in with Entra tokens, and no PASSWORD is set."
+        step.fix = (
+            "Use ENGINE 'django_azure_pg' or 'django_azure_pg.postgis', or put "
+            "django_azure_pg.mixin.TokenLoginMixin first in your backend's DatabaseWrapper bases."
+        )
+        steps.append(step)
+        steps.append(Step("connect", "skipped"))
+        return Report(alias, steps)
     else:
         step = Step("credential", "ok", {"environment": environment_seen(environ)})
         steps.append(step)

@@ -183,3 +183,31 @@ def test_manage_py_check_reports_bad_values(monkeypatch: pytest.MonkeyPatch) -> 
         monkeypatch.setitem(settings.DATABASES, "bad", entry)
         with pytest.raises(SystemCheckError, match=r"django_azure_pg\.E007"):
             call_command("check")
+
+
+@pytest.mark.parametrize(
+    "engine,checked",
+    [
+        ("django_azure_pg", True),
+        ("django_azure_pg.postgis", True),
+        ("tests.recipes.prometheus", True),  # a user's own backend module with the mixin
+        ("django.db.backends.postgresql", False),
+        ("django.contrib.gis.db.backends.postgis", False),
+    ],
+)
+def test_checks_follow_the_token_login_not_the_engine_name(
+    monkeypatch: pytest.MonkeyPatch, engine: str, checked: bool
+) -> None:
+    from django.conf import settings
+
+    from django_azure_pg.checks import check_databases
+
+    if "gis" in engine:
+        pytest.importorskip("django.contrib.gis.gdal", reason="GDAL not installed")
+    if "prometheus" in engine:
+        pytest.importorskip("django_prometheus", reason="django-prometheus not installed")
+    weak = {"ENGINE": engine, "HOST": AZ, "NAME": "d", "USER": "u", "OPTIONS": {"sslmode": "require"}}
+    monkeypatch.setattr(settings, "DATABASES", {"weak": weak})
+    monkeypatch.setenv("IDENTITY_ENDPOINT", MI_ENV["IDENTITY_ENDPOINT"])
+    found = [m.id for m in check_databases()]
+    assert found == (["django_azure_pg.W002"] if checked else [])

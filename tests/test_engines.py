@@ -221,3 +221,79 @@ def test_misconfigured_postgis_alias_is_improperly_configured(
     )
     with pytest.raises(ImproperlyConfigured, match="tenant_id is missing"):
         wrapper.ensure_connection()
+
+
+# -- doctor and grant commands on other ENGINEs -----------------------------------------
+
+
+def _doctor(alias: str) -> tuple[dict[str, Any], int]:
+    import io
+    import json
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    out = io.StringIO()
+    code = 0
+    try:
+        call_command("azure_pg_doctor", "--database", alias, "--format", "json", stdout=out)
+    except CommandError as exc:
+        code = exc.returncode
+    return json.loads(out.getvalue()), code
+
+
+def test_doctor_on_the_postgis_engine(
+    gis_db: str, add_alias: Callable[..., str], identity: Identity
+) -> None:
+    add_alias(
+        "gis_doc",
+        ENGINE="django_azure_pg.postgis",
+        NAME=gis_db,
+        USER=ROLE,
+        OPTIONS={"client_id": identity.client_id},
+    )
+    report, code = _doctor("gis_doc")
+    assert code == 0, report
+    assert [s["name"] for s in report["steps"]] == [
+        "settings",
+        "credential",
+        "token",
+        "role",
+        "connect",
+    ]
+    assert report["steps"][0]["detail"]["engine"] == "django_azure_pg.postgis"
+    assert report["steps"][-1]["detail"]["current_user"] == ROLE
+
+
+def test_doctor_says_when_an_engine_has_no_token_login(add_alias: Callable[..., str]) -> None:
+    add_alias("stock", ENGINE="django.db.backends.postgresql", NAME=ITEST_DB, USER=ROLE)
+    report, code = _doctor("stock")
+    assert code == 1
+    credential = report["steps"][1]
+    assert credential["status"] == "fail" and credential["detail"]["token_login"] is False
+    assert "TokenLoginMixin" in credential["fix"]
+    assert report["steps"][-1] == {
+        "name": "connect", "status": "skipped", "detail": {}, "cause": None, "fix": None
+    }  # fmt: skip
+
+
+def test_grant_through_other_engines(
+    postgres: LocalPostgres, add_alias: Callable[..., str], gis_db: str
+) -> None:
+    import io
+
+    from django.core.management import call_command
+
+    pytest.importorskip("django_prometheus", reason="django-prometheus is not installed")
+    postgres.create_password_role("gis_owner", "gis-owner-pw", superuser=True)
+    for engine in ("django_azure_pg.postgis", "tests.recipes.prometheus"):
+        alias = add_alias(
+            f"own_{engine.rsplit('.', 1)[-1]}",
+            ENGINE=engine,
+            NAME=gis_db,
+            USER="gis_owner",
+            PASSWORD="gis-owner-pw",
+        )
+        out = io.StringIO()
+        call_command("grant_aad_privileges", "--database", alias, "--role", ROLE, stdout=out)
+        assert f"Role '{ROLE}'" in out.getvalue() and "Status: OK" in out.getvalue()

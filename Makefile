@@ -11,7 +11,7 @@ help:
 	@echo "make test         ruff, mypy, the test suite (starts its own PostgreSQL + identity emulator)"
 	@echo "                  and Django's backends/transactions/dbshell tests through the token path"
 	@echo "make demo         the sample site end to end on a local PostgreSQL across token rotations"
-	@echo "make conformance  Django's own test suite with ENGINE=django_azure_pg"
+	@echo "make conformance  Django's own test suite with ENGINE=django_azure_pg (and gis_tests with django_azure_pg.postgis)"
 	@echo "make bench        benchmarks (results in bench/results, docs/benchmarks.md)"
 	@echo "make soak         reliability scenarios under load (docs/reliability.md)"
 	@echo "make dist         sdist + wheel, checked with twine and for their contents"
@@ -75,6 +75,7 @@ matrix: $(STAMP)
 conformance: install
 	$(BIN)/python -m pip install -q tblib
 	$(BIN)/python conformance/run.py
+	$(BIN)/python conformance/run.py --gis
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

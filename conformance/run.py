@@ -13,6 +13,10 @@ Our runs have no PASSWORD: every login — including creating, cloning (for
 Prints a table per label and exits non-zero on any failure of ours that the
 stock backend does not also have in the same mode.
 
+``--gis`` does the same for GeoDjango: Django's ``gis_tests`` with the stock
+PostGIS backend on a password against ``django_azure_pg.postgis`` on tokens
+(PostGIS and GDAL/GEOS from scripts/ensure-postgis.sh).
+
 ``--token-only`` runs just our backend and fails on any failure: that is the
 slice ``make test`` (and so CI) runs — ``backends transactions dbshell``,
 plain and pool — so a regression in the Django integration fails CI, not only
@@ -41,6 +45,11 @@ DEFAULT_LABELS = [
     "backends", "transactions", "queries", "migrations", "schema", "model_fields",
     "postgres_tests", "dbshell", "inspectdb", "introspection", "db_functions",
 ]  # fmt: skip
+GIS_LABELS = ["gis_tests"]
+ENGINES = {  # (stock, ours); --gis picks the PostGIS pair
+    False: ("django.db.backends.postgresql", "django_azure_pg"),
+    True: ("django.contrib.gis.db.backends.postgis", "django_azure_pg.postgis"),
+}
 TOKEN_ROLE, PASSWORD_ROLE, PASSWORD = "aad_conformance", "pw_conformance", "stock-password-123"
 
 SETTINGS = """\
@@ -161,8 +170,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run only django_azure_pg (no stock comparison); any failure fails",
     )
+    parser.add_argument(
+        "--gis",
+        action="store_true",
+        help="GeoDjango: the PostGIS ENGINEs (stock vs django_azure_pg.postgis); "
+        "default label gis_tests",
+    )
     args = parser.parse_args(argv)
-    labels = [] if args.all else (args.labels or DEFAULT_LABELS)
+    labels = [] if args.all else (args.labels or (GIS_LABELS if args.gis else DEFAULT_LABELS))
+    stock_engine, our_engine = ENGINES[args.gis]
     tests_dir = django_source() / "tests"
     started = time.monotonic()
     base_env = {
@@ -183,17 +199,22 @@ def main(argv: list[str] | None = None) -> int:
         for mode in args.modes.split(","):
             options = {"pool": True} if mode == "pool" else {}
             runs = [
-                ("stock", "django.db.backends.postgresql", PASSWORD_ROLE, PASSWORD, base_env),
-                ("azure_pg", "django_azure_pg", TOKEN_ROLE, "", token_env),
+                ("stock", stock_engine, PASSWORD_ROLE, PASSWORD, base_env),
+                ("azure_pg", our_engine, TOKEN_ROLE, "", token_env),
             ]
             for backend, engine, user, password, env in runs[1:] if args.token_only else runs:
                 settings = SETTINGS.format(
                     engine=engine, port=pg.port, user=user, password=password, options=options
                 )
-                print(f"running {backend} / {mode} …", flush=True)
+                print(f"running {backend} ({engine}) / {mode} …", flush=True)
                 before = emulator.stats.as_dict()
                 results[(backend, mode)] = run_suite(
-                    tests_dir, f"{backend}_{mode}", settings, labels, args.parallel, env
+                    tests_dir,
+                    f"{'gis_' if args.gis else ''}{backend}_{mode}",
+                    settings,
+                    labels,
+                    args.parallel,
+                    env,
                 )
                 if backend == "azure_pg":
                     after = emulator.stats.as_dict()

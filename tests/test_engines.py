@@ -297,3 +297,43 @@ def test_grant_through_other_engines(
         out = io.StringIO()
         call_command("grant_aad_privileges", "--database", alias, "--role", ROLE, stdout=out)
         assert f"Role '{ROLE}'" in out.getvalue() and "Status: OK" in out.getvalue()
+
+
+# -- the leak guarantee carries over -------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ["django_azure_pg.postgis", "tests.recipes.prometheus"])
+def test_error_report_of_a_failed_login_has_no_token(
+    make_wrapper: MakeWrapper,
+    emulator: IdentityEmulator,
+    postgres: LocalPostgres,
+    mailoutbox: list[Any],
+    engine: str,
+) -> None:
+    import logging
+    import sys
+
+    from django.test import RequestFactory, override_settings
+    from django.utils.log import AdminEmailHandler
+
+    from .test_leaks import ADMINS, assert_no_token
+
+    if "postgis" in engine and _gis_missing(postgres):
+        pytest.skip(str(_gis_missing(postgres)))
+    if "prometheus" in engine:
+        pytest.importorskip("django_prometheus", reason="django-prometheus is not installed")
+    wrapper = make_wrapper(ENGINE=engine, USER="aad_missing")  # token fetched, login refused
+    with override_settings(DEBUG=False, ADMINS=ADMINS), pytest.raises(django.db.OperationalError):
+        try:
+            wrapper.ensure_connection()
+        except django.db.OperationalError:
+            record = logging.LogRecord(
+                "django.request", logging.ERROR, __file__, 0, "Internal Server Error: /", (),
+                sys.exc_info(),
+            )  # fmt: skip
+            record.request = RequestFactory().get("/")  # type: ignore[attr-defined]
+            AdminEmailHandler(include_html=True).emit(record)
+            raise
+    html = mailoutbox[0].alternatives[0][0]
+    assert "aad_missing" in html and "get_new_connection" in html  # a real, detailed report
+    assert_no_token(mailoutbox[0].body + str(html), emulator)

@@ -17,6 +17,8 @@ REQUIRED_IN_WHEEL = [
     "django_azure_pg/py.typed",
     "django_azure_pg/certs/azure-roots.pem",  # sslrootcert for Azure hosts (tls.py)
     "django_azure_pg/base.py",
+    "django_azure_pg/mixin.py",
+    "django_azure_pg/postgis/base.py",
     "django_azure_pg/management/commands/grant_aad_privileges.py",
     "django_azure_pg/management/commands/create_aad_principal.py",
     "django_azure_pg/management/commands/azure_pg_doctor.py",

@@ -22,11 +22,24 @@ ROOT = Path(__file__).resolve().parent.parent
 DB = "tenants_itest"
 
 
+@pytest.fixture(params=["django_azure_pg", "django_azure_pg.postgis"])
+def original_backend(request: pytest.FixtureRequest, postgres: LocalPostgres) -> str:
+    if request.param.endswith("postgis"):
+        from .test_engines import _gis_missing
+
+        reason = _gis_missing(postgres)
+        if reason:
+            pytest.skip(reason)
+    return str(request.param)
+
+
 @pytest.fixture
-def tenants_db(postgres: LocalPostgres) -> Iterator[str]:
+def tenants_db(postgres: LocalPostgres, original_backend: str) -> Iterator[str]:
     """Owned by an admin, as on Azure; the app role may create schemas in it."""
     pytest.importorskip("django_tenants", reason="django-tenants is not installed")
     postgres.create_database(DB)
+    if original_backend.endswith("postgis"):
+        postgres.execute("CREATE EXTENSION postgis", dbname=DB)  # by an admin, as on Azure
     # What django-tenants needs beyond grant_aad_privileges --migrate: CREATE on the
     # database, for CREATE SCHEMA (each tenant schema is then the app role's own).
     postgres.execute(f'GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {DB} TO "{ROLE}"')
@@ -36,7 +49,11 @@ def tenants_db(postgres: LocalPostgres) -> Iterator[str]:
 
 
 def test_migrate_schemas_as_the_app_role(
-    tenants_db: str, postgres: LocalPostgres, emulator: IdentityEmulator, identity: Identity
+    tenants_db: str,
+    original_backend: str,
+    postgres: LocalPostgres,
+    emulator: IdentityEmulator,
+    identity: Identity,
 ) -> None:
     env = {
         **os.environ,
@@ -45,6 +62,7 @@ def test_migrate_schemas_as_the_app_role(
         "RECIPE_DB": tenants_db,
         "RECIPE_ROLE": ROLE,
         "RECIPE_CLIENT_ID": identity.client_id,
+        "RECIPE_ORIGINAL_BACKEND": original_backend,
     }
     env.pop("PGPASSWORD", None)
     before = emulator.stats.logins_accepted
@@ -63,8 +81,9 @@ def test_migrate_schemas_as_the_app_role(
     assert summary["token_login"] is True
     assert summary["wrapper_mro"][:2] == [
         "django_tenants.postgresql_backend.base",
-        "django_azure_pg.base",
+        f"{original_backend}.base",
     ]
+    assert bool(summary["postgis"]) == original_backend.endswith("postgis")
     assert summary["notes"] == {"acme": ["hello acme"], "globex": ["hello globex"]}
     assert emulator.stats.logins_accepted > before
 

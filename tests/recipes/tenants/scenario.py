@@ -43,6 +43,7 @@ def main() -> None:
                 "notes": notes,
                 "wrapper_mro": [c.__module__ for c in type(connection).__mro__],
                 "token_login": connection.azure_login is not None,
+                "postgis": list(getattr(connection.ops, "spatial_version", ()) or ()),
             }
         )
     )

@@ -9,7 +9,8 @@ SECRET_KEY = "tenants-recipe"
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-ORIGINAL_BACKEND = "django_azure_pg"  # django-tenants builds its wrapper on ours
+# django-tenants builds its wrapper on ours ("django_azure_pg.postgis" for GeoDjango)
+ORIGINAL_BACKEND = os.environ.get("RECIPE_ORIGINAL_BACKEND", "django_azure_pg")
 DATABASES = {
     "default": {
         "ENGINE": "django_tenants.postgresql_backend",

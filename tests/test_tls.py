@@ -15,7 +15,7 @@ import pytest
 from django.db import OperationalError
 
 from django_azure_pg import tls
-from django_azure_pg.base import _HAS_POOL
+from django_azure_pg.mixin import _HAS_POOL
 from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
 
 from .conftest import ITEST_DB, ROLE, MakeWrapper

@@ -26,6 +26,20 @@ class GrantError(Exception):
     """The plan cannot be applied (missing role or schema, …)."""
 
 
+class ExtensionError(GrantError):
+    """``CREATE EXTENSION`` was refused; the server's error is chained.
+
+    On Azure an extension must be allow-listed in the ``azure.extensions`` server
+    parameter, and an untrusted one (PostGIS is) created by a member of
+    ``azure_pg_admin`` (azure-databases-docs: extensions/how-to-allow-extensions.md,
+    how-to-create-extensions.md, errors-extensions.md).
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
 @dataclass(frozen=True)
 class Plan:
     role: str
@@ -35,6 +49,14 @@ class Plan:
     migrate: bool = False
     read_only: bool = False
     default_privileges: bool = True
+    create_schemas: bool = False
+    """CREATE on the database: the role creates schemas itself (django-tenants)."""
+    extensions: tuple[str, ...] = ()
+    """Extensions to create first, as the connected owner/admin (GeoDjango: postgis)."""
+
+    @property
+    def database_privileges(self) -> tuple[str, ...]:
+        return ("CONNECT", "TEMPORARY", "CREATE") if self.create_schemas else ("CONNECT", "TEMPORARY")
 
     @property
     def table_privileges(self) -> tuple[str, ...]:
@@ -53,12 +75,21 @@ def _privs(names: Iterable[str]) -> sql.Composable:
     return sql.SQL(", ").join(sql.SQL(n) for n in names)  # fixed keywords, never user input
 
 
+def extension_statements(plan: Plan) -> list[sql.Composed]:
+    return [
+        sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(name))
+        for name in plan.extensions
+    ]
+
+
 def statements(plan: Plan) -> list[sql.Composed]:
+    """Every statement of the plan, extensions first."""
     role = sql.Identifier(plan.role)
     out = [
-        sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(
-            sql.Identifier(plan.database), role
-        )
+        *extension_statements(plan),
+        sql.SQL("GRANT {} ON DATABASE {} TO {}").format(
+            _privs(plan.database_privileges), sql.Identifier(plan.database), role
+        ),
     ]
     for name in plan.schemas:
         schema = sql.Identifier(name)
@@ -153,8 +184,11 @@ SELECT (SELECT coalesce(json_object_agg(p, has_schema_privilege(%(role)s, %(sche
 thousand tables is checked in a handful of queries, not thousands."""
 
 _DATABASE_CHECK = """
-SELECT json_object_agg(p, has_database_privilege(%(role)s, current_database(), p))
-  FROM unnest(ARRAY['CONNECT', 'TEMPORARY']) p
+SELECT (SELECT json_object_agg(p, has_database_privilege(%(role)s, current_database(), p))
+          FROM unnest(%(privs)s::text[]) p),
+       (SELECT coalesce(json_object_agg(e, EXISTS (SELECT 1 FROM pg_extension WHERE extname = e)),
+                        '{}')
+          FROM unnest(%(extensions)s::text[]) e)
 """
 
 
@@ -210,10 +244,15 @@ class Report:
     database: str
     database_privileges: dict[str, bool]
     schemas: list[SchemaReport]
+    extensions: dict[str, bool] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return all(self.database_privileges.values()) and all(s.ok for s in self.schemas)
+        return (
+            all(self.database_privileges.values())
+            and all(self.extensions.values())
+            and all(s.ok for s in self.schemas)
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -221,14 +260,24 @@ class Report:
             "database": self.database,
             "ok": self.ok,
             "database_privileges": self.database_privileges,
+            "extensions": self.extensions,
             "schemas": [{**asdict(s), "ok": s.ok} for s in self.schemas],
         }
 
 
 def verify(conn: psycopg.Connection[Any], plan: Plan) -> Report:
     """What the role can use now, per schema; ``Report.ok`` says whether the plan is met."""
-    row = conn.execute(_DATABASE_CHECK, {"role": plan.role}).fetchone()
-    database_privileges = {str(k): bool(v) for k, v in (row[0] if row else {}).items()}
+    row = conn.execute(
+        _DATABASE_CHECK,
+        {
+            "role": plan.role,
+            "privs": list(plan.database_privileges),
+            "extensions": list(plan.extensions),
+        },
+    ).fetchone()
+    assert row is not None  # aggregates always return a row
+    database_privileges = {str(k): bool(v) for k, v in row[0].items()}
+    extensions = {str(k): bool(v) for k, v in row[1].items()}
     reports = []
     for schema in plan.schemas:
         row = conn.execute(
@@ -261,7 +310,7 @@ def verify(conn: psycopg.Connection[Any], plan: Plan) -> Report:
             }
             report.default_privileges = need <= have
         reports.append(report)
-    return Report(plan.role, plan.database, database_privileges, reports)
+    return Report(plan.role, plan.database, database_privileges, reports, extensions)
 
 
 def validate(conn: psycopg.Connection[Any], plan: Plan) -> None:
@@ -278,10 +327,23 @@ def validate(conn: psycopg.Connection[Any], plan: Plan) -> None:
 
 def apply(conn: psycopg.Connection[Any], plan: Plan) -> tuple[list[str], set[tuple[str, str, str]]]:
     """Run a validated plan in one transaction; return the SQL run and the ACL entries added."""
-    before = snapshot(conn, plan)
+    before = snapshot(conn, plan) | _extensions(conn, plan)
+    creates = extension_statements(plan)
     executed = []
     with conn.transaction():
         for statement in statements(plan):
-            conn.execute(statement)
+            try:
+                conn.execute(statement)
+            except psycopg.DatabaseError as exc:
+                if statement not in creates:
+                    raise
+                raise ExtensionError(plan.extensions[creates.index(statement)]) from exc
             executed.append(statement.as_string(conn))
-    return executed, snapshot(conn, plan) - before
+    return executed, (snapshot(conn, plan) | _extensions(conn, plan)) - before
+
+
+def _extensions(conn: psycopg.Connection[Any], plan: Plan) -> set[tuple[str, str, str]]:
+    rows = conn.execute(
+        "SELECT extname FROM pg_extension WHERE extname = ANY(%s)", (list(plan.extensions),)
+    ).fetchall()
+    return {("extension", str(name), "CREATE") for (name,) in rows}

@@ -283,3 +283,44 @@ def test_verify_is_one_query_per_schema_whatever_the_number_of_tables(setup: Set
     assert report.schemas[0].tables == 41 and report.schemas[0].sequences == 42
     assert len(report.schemas[0].unusable_tables) == 41
     assert len(issued) == 2  # database privileges + one per schema
+
+
+def test_create_schemas_lets_the_role_create_schemas(setup: Setup) -> None:
+    grant("--database", "owner", "--role", setup.role)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        setup.app("CREATE SCHEMA tenant_a")
+    with pytest.raises(CommandError):  # --check sees what is missing
+        grant("--database", "owner", "--role", setup.role, "--create-schemas", "--check")
+    output = grant("--database", "owner", "--role", setup.role, "--create-schemas")
+    assert "CREATE yes" in output and "Status: OK" in output
+    setup.app("CREATE SCHEMA tenant_a")
+
+
+def test_extension_created_first_and_idempotently(setup: Setup) -> None:
+    first = json.loads(
+        grant(
+            "--database",
+            "owner",
+            "--role",
+            setup.role,
+            "--extension",
+            "pgcrypto",
+            "--format",
+            "json",
+        )
+    )
+    assert first["ok"] and first["extensions"] == {"pgcrypto": True}
+    assert "extension pgcrypto CREATE" in first["changes"]
+    assert first["sql"][0] == 'CREATE EXTENSION IF NOT EXISTS "pgcrypto"'
+    assert setup.app("SELECT length(gen_random_bytes(4))") == [(4,)]
+    assert "nothing changed" in grant(
+        "--database", "owner", "--role", setup.role, "--extension", "pgcrypto"
+    )
+
+
+def test_refused_extension_names_the_fix_and_changes_nothing(setup: Setup) -> None:
+    # postgis is untrusted: a plain owner may not create it (on Azure: azure_pg_admin only).
+    with pytest.raises(CommandError, match=r"'postgis'.*Nothing was changed.*azure_pg_admin"):
+        grant("--database", "owner", "--role", setup.role, "--extension", "postgis")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        setup.app("SELECT * FROM restaurant")

@@ -33,6 +33,20 @@ class Command(BaseCommand):
             help="Schema to cover (repeatable; default: public).",
         )
         parser.add_argument("--migrate", action="store_true", help="Also CREATE on the schemas.")
+        parser.add_argument(
+            "--create-schemas",
+            action="store_true",
+            help="Also CREATE on the database, so the role can create schemas (django-tenants).",
+        )
+        parser.add_argument(
+            "--extension",
+            action="append",
+            dest="extensions",
+            metavar="NAME",
+            help="Create this extension first, as the connected owner (repeatable; GeoDjango: "
+            "postgis). On Azure it must be allow-listed in azure.extensions, and an untrusted "
+            "one such as postgis created by a member of azure_pg_admin (an Entra admin).",
+        )
         parser.add_argument("--read-only", action="store_true", help="SELECT only.")
         parser.add_argument(
             "--no-default-privileges",
@@ -51,6 +65,10 @@ class Command(BaseCommand):
         owner.check_name("--connection", options["connection"])
         for schema in options["schemas"] or ():
             owner.check_name("--schema", schema)
+        for extension in options["extensions"] or ():
+            owner.check_name("--extension", extension)
+        if options["read_only"] and (options["create_schemas"] or options["extensions"]):
+            raise CommandError("--read-only contradicts --create-schemas and --extension")
         entry = owner.settings_for(options)
         app_user = connections.settings[options["database"]]["USER"]
         role = options["role"] or (
@@ -80,6 +98,8 @@ class Command(BaseCommand):
             migrate=options["migrate"],
             read_only=options["read_only"],
             default_privileges=not options["no_default_privileges"],
+            create_schemas=options["create_schemas"],
+            extensions=tuple(dict.fromkeys(options["extensions"] or ())),
         )
         try:
             grants.validate(conn, plan)
@@ -93,6 +113,15 @@ class Command(BaseCommand):
         elif not options["check"]:
             try:
                 executed, added = grants.apply(conn, plan)
+            except grants.ExtensionError as exc:
+                server = getattr(getattr(exc.__cause__, "diag", None), "message_primary", None)
+                raise CommandError(
+                    f"{plan.owner!r} could not create extension {exc.name!r}: "
+                    f"{server or exc.__cause__}. Nothing was changed. On Azure, allow-list it "
+                    "(az postgres flexible-server parameter set --name azure.extensions "
+                    f"--value {exc.name},...) and, for an untrusted extension such as postgis, "
+                    "run as a member of azure_pg_admin (--owner-user <Entra admin> --owner-entra)."
+                ) from exc
             except psycopg.errors.InsufficientPrivilege as exc:
                 raise CommandError(self._not_owner(conn, plan)) from exc
         report = grants.verify(conn, plan)
@@ -150,6 +179,9 @@ class Command(BaseCommand):
             f"{p} {'yes' if ok else 'NO'}" for p, ok in report.database_privileges.items()
         )
         w(f"  database: {db}")
+        if report.extensions:
+            ext = ", ".join(f"{e} {'yes' if ok else 'NO'}" for e, ok in report.extensions.items())
+            w(f"  extensions: {ext}")
         for s in report.schemas:
             privs = ", ".join(f"{p} {'yes' if ok else 'NO'}" for p, ok in s.privileges.items())
             line = (

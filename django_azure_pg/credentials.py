@@ -27,7 +27,10 @@ from azure import identity
 from azure.core.credentials import TokenCredential
 
 from .redaction import install_log_redaction
-from .tokens import CredentialFactory
+from .tokens import CredentialFactory, observe_response
+
+_OBSERVED: dict[str, Any] = {"raw_response_hook": observe_response}
+"""Lets the token cache see HTTP 429 / Retry-After from the identity endpoint."""
 
 logger = logging.getLogger("django_azure_pg.credentials")
 
@@ -115,17 +118,19 @@ class CredentialChoice:
         if self.kind == "service_principal":
             assert self.tenant_id and self.client_id and self.client_secret
             tenant, client, secret = self.tenant_id, self.client_id, self.client_secret
-            return lambda: identity.ClientSecretCredential(tenant, client, secret, **cloud)
+            return lambda: identity.ClientSecretCredential(
+                tenant, client, secret, **cloud, **_OBSERVED
+            )
         if self.kind == "workload_identity":
             client_id, tenant_id = self.client_id, self.tenant_id
-            kwargs = {"tenant_id": tenant_id} if tenant_id else {}
+            kwargs: dict[str, Any] = {"tenant_id": tenant_id} if tenant_id else {}
             return lambda: identity.WorkloadIdentityCredential(
-                client_id=client_id, **kwargs, **cloud
+                client_id=client_id, **kwargs, **cloud, **_OBSERVED
             )
         if self.kind == "managed_identity":
             client_id = self.client_id
-            return lambda: identity.ManagedIdentityCredential(client_id=client_id)
-        return lambda: identity.DefaultAzureCredential(**cloud)
+            return lambda: identity.ManagedIdentityCredential(client_id=client_id, **_OBSERVED)
+        return lambda: identity.DefaultAzureCredential(**cloud, **_OBSERVED)
 
 
 def env_names(prefix: str = SERVICE_CONNECTOR_PREFIX) -> tuple[str, str, str]:

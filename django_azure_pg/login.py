@@ -1,47 +1,36 @@
-"""Log in to PostgreSQL with an access token, retrying once if it is refused.
+"""Log in to PostgreSQL with an access token; what to do when the server refuses it.
 
 Shared by the plain connection path (``DatabaseWrapper.get_new_connection``)
 and the pool's connection class. No Django import here.
+
+A refused token is either stale (revoked or expired server-side: one refresh
+and one retry cure it) or the wrong token for this role (USER is not the role
+mapped to the identity: no number of fetches helps, and each one costs a call
+to a throttled identity endpoint). A token fetched for this very login cannot
+be stale, so its refusal is reported at once as a configuration error; so is
+the refusal of a token that a refusal-forced refresh fetched moments ago
+(``tokens.REFUSAL_REFRESH_INTERVAL``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
 
-from . import claims, credentials, options, tls, tokens
+from . import claims, credentials, errors, options, tls, tokens
+from .errors import LoginRefused, RoleNameUnknown, TokenAcquisitionError
 from .redaction import redact
+
+__all__ = ["LoginRefused", "RoleNameUnknown", "TokenAcquisitionError", "TokenLogin"]
 
 logger = logging.getLogger("django_azure_pg.login")
 
 C = TypeVar("C")
-
-_REFUSED = re.compile(
-    r"password authentication failed|access token (has )?expired|token.*(invalid|expired)"
-    r"|LDAP authentication failed|authentication failed for user",
-    re.IGNORECASE,
-)
-
-
-class TokenAcquisitionError(psycopg.OperationalError):
-    """No access token could be obtained for a login (the cause is chained)."""
-
-
-class RoleNameUnknown(psycopg.OperationalError):
-    """USER is not set and the token names no principal."""
-
-
-def is_refused_login(exc: BaseException) -> bool:
-    """Whether the server refused the password (as opposed to the role, host or TLS)."""
-    if getattr(exc, "sqlstate", None) == "28P01":
-        return True
-    return bool(_REFUSED.search(str(exc)))
 
 
 @dataclass(frozen=True)
@@ -83,8 +72,20 @@ class TokenLogin:
         )
 
     def token(self) -> str:
+        return self._token().value
+
+    def _token(self) -> tokens.Token:
         try:
-            return self.source.get()
+            return self.source.get_token()
+        except tokens.TokenError as exc:
+            raise TokenAcquisitionError(
+                f"Database alias {self.alias!r}: could not get an Entra access token "
+                f"from {self.choice.name} for scope {self.scope!r}. {exc}"
+            ) from exc
+
+    def _refreshed(self, refused: tokens.Token) -> tokens.Token | None:
+        try:
+            return self.source.refresh_after_refusal(refused)
         except tokens.TokenError as exc:
             raise TokenAcquisitionError(
                 f"Database alias {self.alias!r}: could not get an Entra access token "
@@ -105,38 +106,68 @@ class TokenLogin:
         return role
 
     def connect(self, connect: Callable[..., C], params: Mapping[str, Any]) -> C:
-        """Call ``connect(**params)`` with a token as the password; retry once if refused.
+        """Call ``connect(**params)`` with a token as the password; retry once if it was stale.
 
         Nothing is fetched or sent over a path TLS does not protect (tls.guard),
         and a refused token is followed by a fresh one only to a verified (or
         local) server.
         """
         route = tls.guard(self.alias, params, allow_plaintext=self.allow_plaintext)
-        token = self.token()
+        asked = self.source.clock()
+        token = self._token()
         try:
-            return connect(**self._with_token(params, token))
+            return connect(**self._with_token(params, token.value))
         except psycopg.OperationalError as exc:
-            if (
-                not is_refused_login(exc)
-                or isinstance(exc, TokenAcquisitionError)
-                or not route.retry_safe
-            ):
+            refusal = errors.login_refusal(exc)
+            if refusal is None:
                 raise
-            self.source.invalidate(token)
+            stale = refusal in (LoginRefused, errors.TokenExpiredAtServer)
+            if not stale or token.obtained_at >= asked:
+                # Not about the token's age, or the token was fetched for this very
+                # login and cannot be stale: a fresh one would be refused too.
+                raise self._refused(refusal, token, exc) from exc
+            if not route.retry_safe:
+                raise
+            fresh = self._refreshed(token)
+            if fresh is None:
+                raise self._refused(errors.TokenNotForRole, token, exc) from exc
             logger.warning(
                 "Login to alias %r (%s, sslmode=%s) as %r with a token from %s was refused "
                 "(%s); retrying once with a fresh token",
                 self.alias,
                 route.describe(),
                 route.sslmode,
-                self.role_for(token),
+                self.role_for(token.value),
                 self.choice.name,
-                redact(
-                    str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-                ),
+                redact(errors.server_message(exc)),
             )
-        token = self.token()
-        return connect(**self._with_token(params, token))
+        try:
+            return connect(**self._with_token(params, fresh.value))
+        except psycopg.OperationalError as exc:
+            refusal = errors.login_refusal(exc)
+            if refusal is None:
+                raise
+            raise self._refused(refusal, fresh, exc) from exc
+
+    def _refused(
+        self, cause: type[LoginRefused], token: tokens.Token, exc: BaseException
+    ) -> LoginRefused:
+        """The error for a refusal no fresh token cures: who tried, as whom, and what to do."""
+        if cause is LoginRefused:
+            cause = errors.TokenNotForRole
+        found = claims.decode(token.value)
+        principal = claims.role_name(found) or "(no name claim)"
+        oid = found.get("oid", "(no oid claim)")
+        said = redact(errors.server_message(exc))
+        role = self.user or claims.role_name(found)
+        advice = errors.ADVICE[cause]
+        return cause(
+            f"Database alias {self.alias!r}: the server refused the login as USER {role!r} "
+            f"with an access token from {self.choice.name} for principal {principal!r} "
+            f"(object id {oid}); a fresh token would be refused too. The server said: {said}. "
+            f"Likely cause: {advice.cause} Fix: {advice.fix}",
+            said,
+        )
 
     def _with_token(self, params: Mapping[str, Any], token: str) -> dict[str, Any]:
         merged = options.strip(dict(params))

@@ -164,8 +164,3 @@ def credential_check(value: Any) -> None:
             f"{where} must be callable without arguments; it requires {', '.join(required)}",
         )
 
-
-def one_off(entry: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of a DATABASES entry for a single, unpooled connection (commands, diagnostics)."""
-    opts = {k: v for k, v in (entry.get("OPTIONS") or {}).items() if k != "pool"}
-    return {**entry, "OPTIONS": opts, "CONN_MAX_AGE": 0}

@@ -5,25 +5,31 @@ site under gunicorn against the local PostgreSQL and identity endpoint and
 checks that no acknowledged write is missing afterwards. Writes the table to
 docs/reliability.md (full run) and exits 1 if any scenario fails its target.
 
-    python -m harness.soak            # full run (about 15 minutes)
-    python -m harness.soak --quick    # short smoke run (about 2 minutes)
+    python -m harness.soak            # full run (about 17 minutes)
+    python -m harness.soak --quick    # short smoke run (about 3 minutes)
+    python -m harness.soak --only storm,throttling,forked   # some scenarios; their rows
+                                      # replace the same rows in docs/reliability.md
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import datetime
+import os
+import re
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .load import LoadResult, drive
-from .stand import Site, Stand, get_json
+from .stand import DATABASE, ROLE, Site, Stand, get_json
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
 TOKEN_TIMEOUT = 10.0  # the backend's default bound on waiting for a token
@@ -292,6 +298,223 @@ class Soak:
             )
         )
 
+    def storm(self, seconds: float, hammer_threads: int = 4) -> Row:
+        """A misconfigured site (another app's role as USER) on the same identity, hammered
+        next to the healthy site: the endpoint must barely notice, the healthy site not at all."""
+        emu, pg = self.stand.emulator, self.stand.postgres
+        emu.lifetime = 3600
+        other = emu.add_identity("another-app")
+        if not pg.role_exists("aad_another_app"):
+            pg.create_entra_role("aad_another_app")
+        emu.allow_role("aad_another_app", other)
+        with (
+            self.stand.site("conn_max_age_0") as healthy,
+            self.stand.site(
+                "conn_max_age_0", warm=False, AZURE_POSTGRESQL_USER="aad_another_app"
+            ) as wrong,
+        ):
+            for _ in range(4):  # warm both workers: their first tokens
+                get_json(wrong.url + "/api/restaurants/", timeout=30)
+            before = self.calls()
+            refused: list[int] = []
+            stop = time.monotonic() + seconds
+
+            def hammer() -> None:
+                while time.monotonic() < stop:
+                    status, _ = get_json(wrong.url + "/api/restaurants/", timeout=30)
+                    refused.append(status)
+
+            threads = [threading.Thread(target=hammer) for _ in range(hammer_threads)]
+            for t in threads:
+                t.start()
+            load = drive(healthy.url, seconds, threads=self.threads, tag="storm")
+            for t in threads:
+                t.join()
+            calls = self.calls() - before
+            said = _last_error(wrong.log)
+        lost = self.lost(load)
+        workers = self.stand.workers
+        budget = workers * (1 + int(seconds // 30) + 1)
+        named = "aad_another_app" in said and emu.system.object_id in said
+        return self.record(
+            Row(
+                "wrong USER storm next to a healthy site",
+                "conn_max_age_0",
+                seconds,
+                load.requests,
+                load.failures,
+                lost,
+                calls,
+                f"{len(refused)} requests to the misconfigured site ({hammer_threads} threads, "
+                f"{sum(s != 200 for s in refused)} refused); {calls} identity calls from its "
+                f"{workers} workers (budget {budget}); its error names USER and the principal's "
+                f"object id: {'yes' if named else 'NO'}",
+                load.failures == 0 and lost == 0 and calls <= budget and named,
+            )
+        )
+
+    def throttling(self, lifetime: float, retry_after: int) -> Row:
+        """HTTP 429 with Retry-After across the refresh point while the token is still valid."""
+        emu = self.stand.emulator
+        emu.lifetime = lifetime
+        window = lifetime / 4
+        # From just before the refresh window opens to past its middle: every worker's
+        # refresh meets 429s; the endpoint recovers before the token stops being served.
+        throttle_from, throttle_for = lifetime - window - 1, window / 2 + 1
+        with self.stand.site("conn_max_age_0") as site:
+            started = time.monotonic()
+            before, since = self.calls(), emu.clock()
+            emu.retry_after = retry_after
+            with self.background_load(site, lifetime + 2, "throttle") as box:
+                time.sleep(max(0.0, throttle_from - (time.monotonic() - started)))
+                faulted = emu.stats.faulted_requests
+                emu.set_fault("throttle")
+                time.sleep(throttle_for)
+                emu.clear_faults()
+                faulted = emu.stats.faulted_requests - faulted
+            emu.retry_after = 5
+        load = box[0]
+        lost = self.lost(load)
+        calls = self.calls() - before
+        asked = [t for t in emu.request_times if t >= since]
+        most = self.stand.workers * (int(throttle_for // retry_after) + 2)
+        return self.record(
+            Row(
+                "identity endpoint throttling (HTTP 429) while token valid",
+                "conn_max_age_0",
+                lifetime + 2,
+                load.requests,
+                load.failures,
+                lost,
+                calls,
+                f"429 with Retry-After {retry_after} s for {throttle_for:g} s across the refresh "
+                f"point of a {lifetime:g} s token; {faulted} requests answered 429 "
+                f"(azure-identity's own retries, at most {most} if Retry-After is honoured); "
+                f"{len(asked)} requests in all",
+                load.failures == 0 and lost == 0 and faulted <= most,
+            )
+        )
+
+    def forked(self, processes: int, lifetime: float, refreshes: int) -> Row:
+        """Workers forked after the master fetched a token (gunicorn --preload, Celery
+        prefork), each logging in to PostgreSQL in a loop through several token lifetimes."""
+        from django_azure_pg import tokens
+        from django_azure_pg.login import TokenLogin
+
+        emu = self.stand.emulator
+        emu.lifetime = lifetime
+        emu.set_fault(latency=0.01)
+        saved = {k: os.environ.get(k) for k in emu.app_service_env()}
+        os.environ.update(emu.app_service_env())
+        tokens.reset()
+        login = TokenLogin.from_settings("default", {}, ROLE)
+        params = {
+            "host": self.stand.postgres.host,
+            "port": self.stand.postgres.port,
+            "dbname": DATABASE,
+            "sslmode": "require",
+        }
+        first = login.source.get_token()  # the master, before forking
+        before = self.calls()
+        emu.stats.peak_concurrent_requests = 0
+        children = []
+        for _ in range(processes):
+            read, write = os.pipe()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+            if pid == 0:  # the worker
+                report = "?"
+                try:
+                    import psycopg
+
+                    moments, logins, failures, seen = [], 0, 0, first
+                    deadline = time.time() + lifetime * refreshes + lifetime / 2
+                    while time.time() < deadline and len(moments) < refreshes:
+                        try:
+                            login.connect(psycopg.connect, params).close()
+                            logins += 1
+                        except Exception:
+                            failures += 1
+                        token = login.source.get_token()
+                        if token.value != seen.value:
+                            moments.append(token.obtained_at - seen.obtained_at)
+                            seen = token
+                        time.sleep(0.1)
+                    report = f"{logins};{failures};" + ",".join(f"{m:.2f}" for m in moments)
+                except BaseException as exc:
+                    report = "!" + repr(exc)[:200]
+                finally:
+                    os.write(write, report.encode())
+                    os._exit(0)
+            os.close(write)
+            children.append((pid, read))
+        reports = []
+        for pid, read in children:
+            with os.fdopen(read, "rb") as pipe:
+                reports.append(pipe.read().decode())
+            os.waitpid(pid, 0)
+        emu.clear_faults()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        broken = [r for r in reports if r.startswith(("!", "?"))]
+        parsed = [r.split(";") for r in reports if r not in broken]
+        logins = sum(int(p[0]) for p in parsed)
+        failures = sum(int(p[1]) for p in parsed) + len(broken)
+        moments = [float(m) for p in parsed for m in p[2].split(",") if m]
+        own = all(len(p[2].split(",")) == refreshes for p in parsed) and not broken
+        peak = emu.stats.peak_concurrent_requests
+        # Refresh moments, seconds into the life of the token being replaced, 0.25 s bins.
+        bins = collections.Counter(round(m * 4) / 4 for m in moments)
+        histogram = " ".join(f"{b:g}s:{n}" for b, n in sorted(bins.items()))
+        return self.record(
+            Row(
+                "forked workers refresh (gunicorn --preload)",
+                f"{processes} processes",
+                lifetime * refreshes,
+                logins,
+                failures,
+                0,
+                self.calls() - before,
+                f"token lifetime {lifetime:g} s, {refreshes} refreshes each; peak {peak} "
+                f"concurrent token requests; every worker refreshed on its own: "
+                f"{'yes' if own else 'NO'}; refresh moments (s into the token's life): {histogram}",
+                failures == 0 and own and peak <= 4,
+                {"histogram": dict(bins), "peak": peak},
+            )
+        )
+
+
+def _last_error(log: Path) -> str:
+    """The last django_azure_pg login error a site logged (gunicorn's error log)."""
+    text = log.read_text() if log.exists() else ""
+    found = re.findall(r"Database alias .*?(?:\n|$)", text)
+    return found[-1] if found else ""
+
+
+def _row_line(r: Row) -> str:
+    return (
+        f"| {r.scenario} | {r.mode} | {r.requests} | {r.failures} | {r.lost_writes} | "
+        f"{r.identity_calls} | {'pass' if r.passed else 'FAIL'} | {r.detail} |"
+    )
+
+
+def update_markdown(rows: list[Row], path: Path) -> None:
+    """Replace (or add) the rows of these scenarios in an existing table."""
+    lines = path.read_text().splitlines()
+    for row in rows:
+        key = f"| {row.scenario} | {row.mode} |"
+        at = [i for i, line in enumerate(lines) if line.startswith(key)]
+        if at:
+            lines[at[0]] = _row_line(row)
+        else:
+            last = max(i for i, line in enumerate(lines) if line.startswith("| "))
+            lines.insert(last + 1, _row_line(row))
+    path.write_text("\n".join(lines) + "\n")
+
 
 def write_markdown(rows: list[Row], params: str, path: Path) -> None:
     lines = [
@@ -307,11 +530,7 @@ def write_markdown(rows: list[Row], params: str, path: Path) -> None:
         "| scenario | mode | requests | failed | writes missing | identity calls | result | notes |",
         "|---|---|---:|---:|---:|---:|---|---|",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r.scenario} | {r.mode} | {r.requests} | {r.failures} | {r.lost_writes} | "
-            f"{r.identity_calls} | {'pass' if r.passed else 'FAIL'} | {r.detail} |"
-        )
+    lines += [_row_line(r) for r in rows]
     lines += [
         "",
         "Modes: `conn_max_age_0` — a new login per request; `persistent` — `CONN_MAX_AGE=600`",
@@ -324,6 +543,17 @@ def write_markdown(rows: list[Row], params: str, path: Path) -> None:
         "it is back). A revoked token must be retried with one identity call per worker process;",
         "concurrent first requests on a cold worker must share one identity call.",
         "",
+        "Being a good citizen of the identity endpoint: a second site whose `USER` is another",
+        "app's role, hammered next to the healthy site on the same identity, may cost at most one",
+        "token request per worker at start and one per worker per 30 s after (refusal-forced",
+        "refreshes are rate-limited per identity), its error must name `USER` and the token's",
+        "principal, and the healthy site must not fail a request. HTTP 429 with `Retry-After`",
+        "across the refresh point must fail no request, and no more requests may reach the",
+        "endpoint than honouring `Retry-After` allows. Sixteen processes forked after their",
+        "parent fetched a token (gunicorn `--preload`) must each refresh on their own, with",
+        "at most 4 token requests in flight at the endpoint at any moment (the histogram shows",
+        "when in the token's life they refreshed: the first half of the refresh window).",
+        "",
         "The identity-outage scenarios found a real azure-identity behaviour: after one failed",
         "request (HTTP 500) its App Service managed-identity credential keeps answering",
         "`CredentialUnavailableError` at once, even after the endpoint has recovered — a site",
@@ -334,27 +564,47 @@ def write_markdown(rows: list[Row], params: str, path: Path) -> None:
     path.write_text("\n".join(lines))
 
 
-def run(quick: bool = False) -> int:
+SCENARIOS = (
+    "rotation", "outage", "expiry", "restart", "revoked", "cold", "storm", "throttling", "forked",
+)  # fmt: skip
+
+
+def run(quick: bool = False, only: frozenset[str] = frozenset(SCENARIOS)) -> int:
     scale = 0.1 if quick else 1.0
     started = time.monotonic()
     print(f"django-azure-pg soak ({'quick' if quick else 'full'})", flush=True)
     with Stand(lifetime=60, workers=2, threads=4) as stand:
         soak = Soak(stand, scale, threads=6)
-        for mode in ("conn_max_age_0", "persistent", "pool"):
-            soak.rotation(mode, lifetime=3.0 if quick else 10.0, seconds=max(10.0, soak.s(180)))
-        for fault in ("error", "hang", "malformed"):
-            soak.outage_while_valid(fault, lifetime=16.0 if quick else 60.0)
-        soak.outage_after_expiry(lifetime=3.0 if quick else 8.0, outage=max(14.0, soak.s(30)))
-        for mode in ("persistent", "pool"):
-            soak.postgres_restart(mode, seconds=max(12.0, soak.s(45)))
-        soak.revoked(seconds=max(8.0, soak.s(30)))
-        soak.slow_cold_start(latency=2.0, concurrent=16)
+        if "rotation" in only:
+            for mode in ("conn_max_age_0", "persistent", "pool"):
+                soak.rotation(mode, lifetime=3.0 if quick else 10.0, seconds=max(10.0, soak.s(180)))
+        if "outage" in only:
+            for fault in ("error", "hang", "malformed"):
+                soak.outage_while_valid(fault, lifetime=16.0 if quick else 60.0)
+        if "expiry" in only:
+            soak.outage_after_expiry(lifetime=3.0 if quick else 8.0, outage=max(14.0, soak.s(30)))
+        if "restart" in only:
+            for mode in ("persistent", "pool"):
+                soak.postgres_restart(mode, seconds=max(12.0, soak.s(45)))
+        if "revoked" in only:
+            soak.revoked(seconds=max(8.0, soak.s(30)))
+        if "cold" in only:
+            soak.slow_cold_start(latency=2.0, concurrent=16)
+        if "storm" in only:
+            soak.storm(seconds=max(10.0, soak.s(60)))
+        if "throttling" in only:
+            soak.throttling(lifetime=24.0 if quick else 60.0, retry_after=2)
+        if "forked" in only:
+            soak.forked(processes=16, lifetime=8.0 if quick else 20.0, refreshes=3)
         params = f"{stand.workers} workers x {stand.threads} threads, 6 client threads"
     elapsed = time.monotonic() - started
     passed = all(r.passed for r in soak.rows)
-    if not quick:
+    if not quick and only == frozenset(SCENARIOS):
         write_markdown(soak.rows, params, DOCS)
         print(f"  table written to {DOCS.relative_to(DOCS.parent.parent)}")
+    elif not quick:
+        update_markdown(soak.rows, DOCS)
+        print(f"  rows updated in {DOCS.relative_to(DOCS.parent.parent)}")
     print(
         f"\n{sum(r.passed for r in soak.rows)} passed, {sum(not r.passed for r in soak.rows)} failed "
         f"({elapsed:.0f} s)"
@@ -365,7 +615,15 @@ def run(quick: bool = False) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short smoke run")
-    return run(parser.parse_args(argv).quick)
+    parser.add_argument(
+        "--only", help=f"comma-separated scenarios (default: all of {', '.join(SCENARIOS)})"
+    )
+    args = parser.parse_args(argv)
+    only = frozenset(args.only.split(",")) if args.only else frozenset(SCENARIOS)
+    unknown = only - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    return run(args.quick, only)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -58,3 +59,42 @@ class FakeCredential:
             return AccessToken(token, exp)
         finally:
             self.returned.set()
+
+
+class FetchLog(logging.Handler):
+    """Waits for the token cache to report finished fetches (its INFO/WARNING/ERROR lines).
+
+    Each fetch, foreground or background, logs exactly once after the cache
+    state is updated, so tests wait on the log instead of sleeping.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.done = 0
+        self.messages: list[str] = []
+        self._cond = threading.Condition()
+        self._logger = logging.getLogger("django_azure_pg.tokens")
+
+    def __enter__(self) -> FetchLog:
+        self._level = self._logger.level
+        self._logger.setLevel(logging.INFO)
+        self._logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self)
+        self._logger.setLevel(self._level)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+        if record.getMessage().startswith(("Fetched", "Refreshed", "Token refresh failed")) or (
+            record.levelno >= logging.ERROR
+        ):
+            with self._cond:
+                self.done += 1
+                self._cond.notify_all()
+
+    def wait(self, count: int, timeout: float = 5.0) -> None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.done >= count, timeout):
+                raise AssertionError(f"{self.done} fetches finished, expected {count}")

@@ -142,10 +142,40 @@ def test_postgres_refuses_expired_tokens_and_accepts_overlapping_ones(
     real_clock = emulator.clock
     emulator.clock = lambda: real_clock() + emulator.lifetime + 1
     try:
-        with pytest.raises(psycopg.OperationalError, match="LDAP authentication failed"):
+        # Azure's text, not PostgreSQL's "LDAP authentication failed": the kit's front sends it.
+        with pytest.raises(psycopg.OperationalError, match="The access token has expired"):
             login(new)
     finally:
         emulator.clock = real_clock
+
+
+def test_postgres_refusals_read_as_azure_sends_them(
+    emulator: IdentityEmulator, postgres: LocalPostgres
+) -> None:
+    token, _ = emulator.issue(emulator.system)
+    postgres.create_entra_role("aad_not_mine")  # an Entra role mapped to no one we issue for
+
+    def login(user: str, password: str) -> None:
+        psycopg.connect(
+            host=postgres.host,
+            port=postgres.port,
+            user=user,
+            password=password,
+            dbname="postgres",
+            sslmode="require",
+        ).close()
+
+    with pytest.raises(
+        psycopg.OperationalError, match='password authentication failed for user "aad_not_mine"'
+    ):
+        login("aad_not_mine", token)
+    with pytest.raises(psycopg.OperationalError, match='role "aad_nobody" does not exist'):
+        login("aad_nobody", token)
+    emulator.revoke_all()
+    with pytest.raises(
+        psycopg.OperationalError, match=f'password authentication failed for user "{ROLE}"'
+    ):
+        login(ROLE, token)
 
 
 def test_postgres_requires_password_for_other_roles(postgres: LocalPostgres) -> None:
@@ -174,12 +204,10 @@ def test_sticky_azure_identity_failure_is_recovered(
     stuck = factory()
     stuck.get_token(SCOPE)
     source = tokens.TokenSource(factory, SCOPE, label="ManagedIdentityCredential")
-    source.get()
     emulator.set_fault("error")
     try:
         with pytest.raises(Exception):  # noqa: B017 — azure-identity's own types
             stuck.get_token(SCOPE)
-        source.invalidate(source.get())
         with pytest.raises(tokens.TokenError):
             source.get()
     finally:

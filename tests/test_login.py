@@ -7,18 +7,22 @@ from typing import Any
 import psycopg
 import pytest
 
-from django_azure_pg.login import (
-    RoleNameUnknown,
-    TokenAcquisitionError,
-    TokenLogin,
-    is_refused_login,
-)
+from django_azure_pg import errors, tokens
+from django_azure_pg.login import RoleNameUnknown, TokenAcquisitionError, TokenLogin
 
-from .fakes import FakeCredential
+from .fakes import FakeClock, FakeCredential
 
 
 def login(cred: FakeCredential, user: str | None = "aad_app", **opts: Any) -> TokenLogin:
     return TokenLogin.from_settings("default", {"credential": cred, **opts}, user, environ={})
+
+
+def aged(lg: TokenLogin, clock: FakeClock, seconds: float = 600) -> TokenLogin:
+    """Give the login's source a cached token fetched ``seconds`` ago (not fetched for the login)."""
+    object.__setattr__(lg.source, "clock", clock)
+    lg.source.get_token()
+    clock.advance(seconds)
+    return lg
 
 
 class FakeConnect:
@@ -34,31 +38,9 @@ class FakeConnect:
 
 
 REFUSED = psycopg.OperationalError('FATAL:  password authentication failed for user "aad_app"')
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        'FATAL:  password authentication failed for user "x"',
-        "FATAL: The access token has expired. Please acquire a new token and retry.",
-        'FATAL:  LDAP authentication failed for user "x"',
-    ],
+EXPIRED = psycopg.OperationalError(
+    "FATAL:  The access token has expired. Please acquire a new token and retry."
 )
-def test_refusals_are_recognised(text: str) -> None:
-    assert is_refused_login(psycopg.OperationalError(text))
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        'FATAL:  role "x" does not exist',
-        "could not connect to server: Connection refused",
-        "SSL connection is required",
-        'database "x" does not exist',
-    ],
-)
-def test_other_failures_are_not_refusals(text: str) -> None:
-    assert not is_refused_login(psycopg.OperationalError(text))
 
 
 def test_token_and_user_injected_and_our_keys_removed() -> None:
@@ -74,18 +56,90 @@ def test_token_and_user_injected_and_our_keys_removed() -> None:
     assert "token_timeout" not in params and "client_id" not in params
 
 
-def test_refused_token_retried_exactly_once() -> None:
-    cred = FakeCredential()
+def test_stale_token_refused_is_refreshed_and_retried_once() -> None:
+    clock = FakeClock()
+    cred = FakeCredential(clock)
+    lg = aged(login(cred), clock)
     connect = FakeConnect(REFUSED)
-    assert login(cred).connect(connect, {}) == "connection"
+    assert lg.connect(connect, {}) == "connection"
     assert len(connect.calls) == 2
     assert connect.calls[0]["password"] != connect.calls[1]["password"]
     assert cred.calls == 2
 
+
+def test_expired_at_server_is_refreshed_and_retried_once() -> None:
+    clock = FakeClock()
+    cred = FakeCredential(clock)
+    lg = aged(login(cred), clock)
+    assert lg.connect(FakeConnect(EXPIRED), {}) == "connection"
+    assert cred.calls == 2
+
+
+def test_refused_again_after_refresh_is_a_configuration_error() -> None:
+    clock = FakeClock()
+    cred = FakeCredential(
+        clock, claims={"xms_mirid": "/x/userAssignedIdentities/my-uami", "oid": "o-1"}
+    )
+    lg = aged(login(cred, user="aad_typo"), clock)
     connect = FakeConnect(REFUSED, REFUSED, REFUSED)
-    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
-        login(FakeCredential()).connect(connect, {})
+    with pytest.raises(errors.TokenNotForRole) as info:
+        lg.connect(connect, {})
     assert len(connect.calls) == 2  # never a loop
+    text = str(info.value)
+    assert "'default'" in text and "USER 'aad_typo'" in text
+    assert "'my-uami'" in text and "o-1" in text  # the principal, from the claims
+    assert "create_aad_principal" in text and "aad_<connection name>" in text
+    for token in cred.issued:
+        assert token not in text
+
+
+def test_refusal_of_a_token_fetched_for_this_login_fails_fast() -> None:
+    cred = FakeCredential()
+    connect = FakeConnect(REFUSED)
+    with pytest.raises(errors.TokenNotForRole, match="USER 'aad_app'"):
+        login(cred).connect(connect, {})
+    assert len(connect.calls) == 1 and cred.calls == 1  # no second fetch, no retry
+
+
+def test_refusals_within_the_interval_do_not_fetch_again() -> None:
+    clock = FakeClock()
+    cred = FakeCredential(clock)
+    lg = aged(login(cred, user="aad_typo"), clock)
+    with pytest.raises(errors.TokenNotForRole):
+        lg.connect(FakeConnect(REFUSED, REFUSED), {})
+    assert cred.calls == 2
+    for _ in range(50):
+        clock.advance(0.5)
+        with pytest.raises(errors.TokenNotForRole):
+            lg.connect(FakeConnect(REFUSED), {})
+    assert cred.calls == 2  # 25 s of refusals: no more identity calls
+    clock.advance(tokens.REFUSAL_REFRESH_INTERVAL)
+    with pytest.raises(errors.TokenNotForRole):
+        lg.connect(FakeConnect(REFUSED, REFUSED), {})
+    assert cred.calls == 3  # one more per interval, at most
+
+
+@pytest.mark.parametrize(
+    ("text", "cause"),
+    [
+        ('FATAL:  role "aad_x" does not exist', errors.RoleMissing),
+        (
+            "FATAL:  Service Principals cannot generate AAD_AUTH_TOKENTYPE_APP_USER tokens "
+            "for role[aad_x]",
+            errors.RoleTypeMismatch,
+        ),
+        ("FATAL:  Service Principal oid mismatch for role[aad_x].", errors.TokenNotForRole),
+    ],
+)
+def test_refusals_no_token_cures_are_not_retried(text: str, cause: type[Exception]) -> None:
+    clock = FakeClock()
+    cred = FakeCredential(clock)
+    lg = aged(login(cred), clock)
+    connect = FakeConnect(psycopg.OperationalError(text))
+    with pytest.raises(cause) as info:
+        lg.connect(connect, {})
+    assert len(connect.calls) == 1 and cred.calls == 1
+    assert errors.ADVICE[cause].fix in str(info.value)
 
 
 def test_other_errors_not_retried() -> None:

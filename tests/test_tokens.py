@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-import logging
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
 from django_azure_pg import tokens
-from django_azure_pg.tokens import TokenError, TokenSource, TokenTimeout
+from django_azure_pg.tokens import TokenError, TokenSource, TokenThrottled, TokenTimeout
 
-from .fakes import FakeClock, FakeCredential
+from .fakes import FakeClock, FakeCredential, FetchLog
 
 SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
 
 
 def make(cred: FakeCredential, clock: FakeClock, **kw: float) -> TokenSource:
-    return TokenSource(lambda: cred, SCOPE, label="FakeCredential", clock=clock, **kw)
+    return TokenSource(
+        lambda: cred, SCOPE, label="FakeCredential", clock=clock, spread=lambda: 0.0, **kw
+    )
 
 
-def wait_for_refresh(source: TokenSource) -> None:
-    source.wait_idle(timeout=5)
+@pytest.fixture
+def fetches() -> Iterator[FetchLog]:
+    with FetchLog() as log:
+        yield log
 
 
 def test_32_threads_cold_share_one_fetch() -> None:
@@ -55,7 +60,7 @@ def test_warm_token_served_without_calls() -> None:
     assert cred.calls == 1
 
 
-def test_refresh_ahead_does_not_block_caller() -> None:
+def test_refresh_ahead_does_not_block_caller(fetches: FetchLog) -> None:
     clock = FakeClock()
     cred = FakeCredential(clock, lifetime=3600)
     source = make(cred, clock, refresh_margin=300)
@@ -65,12 +70,12 @@ def test_refresh_ahead_does_not_block_caller() -> None:
     assert source.get() == first  # returned at once, with the refresh under way
     assert cred.called.wait(5)
     cred.gate.set()
-    wait_for_refresh(source)
+    fetches.wait(2)
     assert cred.calls == 2
     assert source.get() != first
 
 
-def test_refresh_margin_is_capped_at_a_quarter_of_lifetime() -> None:
+def test_refresh_margin_is_capped_at_a_quarter_of_lifetime(fetches: FetchLog) -> None:
     clock = FakeClock()
     cred = FakeCredential(clock, lifetime=60)
     source = make(cred, clock, refresh_margin=300)
@@ -80,21 +85,20 @@ def test_refresh_margin_is_capped_at_a_quarter_of_lifetime() -> None:
     assert cred.calls == 1
     clock.advance(2)  # past three quarters of the lifetime
     source.get()
-    wait_for_refresh(source)
+    fetches.wait(2)
     assert cred.calls == 2
 
 
-def test_refresh_failure_while_valid_keeps_serving(caplog: pytest.LogCaptureFixture) -> None:
+def test_refresh_failure_while_valid_keeps_serving(fetches: FetchLog) -> None:
     clock = FakeClock()
     cred = FakeCredential(clock, lifetime=3600)
     source = make(cred, clock)
     first = source.get()
     clock.advance(3400)
     cred.error = RuntimeError("endpoint down")
-    with caplog.at_level(logging.WARNING, "django_azure_pg"):
-        assert source.get() == first
-        wait_for_refresh(source)
-    assert "still serving the cached token" in caplog.text
+    assert source.get() == first
+    fetches.wait(2)
+    assert "still serving the cached token" in fetches.messages[-1]
     assert source.get() == first  # no immediate retry storm
     assert cred.calls == 2
     clock.advance(300)  # expired: now it must fail
@@ -102,25 +106,26 @@ def test_refresh_failure_while_valid_keeps_serving(caplog: pytest.LogCaptureFixt
         source.get()
 
 
-def test_failed_refresh_retried_later_not_per_request() -> None:
+def test_failed_refresh_retried_later_not_per_request(fetches: FetchLog) -> None:
     clock = FakeClock()
     cred = FakeCredential(clock, lifetime=3600)
     source = make(cred, clock)
     source.get()
     clock.advance(3400)
     cred.error = RuntimeError("down")
+    source.get()
+    fetches.wait(2)
     for _ in range(50):
         source.get()
-        wait_for_refresh(source)
     assert cred.calls == 2
     clock.advance(60)  # the retry interval has passed
     cred.error = None
     source.get()
-    wait_for_refresh(source)
+    fetches.wait(3)
     assert cred.calls == 3
 
 
-def test_blocks_no_longer_than_timeout() -> None:
+def test_blocks_no_longer_than_timeout(fetches: FetchLog) -> None:
     clock = FakeClock()
     cred = FakeCredential(clock)
     cred.gate = threading.Event()
@@ -132,7 +137,7 @@ def test_blocks_no_longer_than_timeout() -> None:
         source.get()
     assert cred.calls == 1
     cred.gate.set()
-    wait_for_refresh(source)
+    fetches.wait(1)
     assert source.get()
 
 
@@ -145,25 +150,6 @@ def test_error_after_recovery_next_call_succeeds() -> None:
         source.get()
     cred.error = None
     assert source.get()
-
-
-def test_invalidate_once_for_a_burst() -> None:
-    clock = FakeClock()
-    cred = FakeCredential(clock)
-    built: list[FakeCredential] = []
-
-    def factory() -> FakeCredential:
-        built.append(cred)
-        return cred
-
-    source = TokenSource(factory, SCOPE, label="fake", clock=clock)
-    bad = source.get()
-    results = [source.invalidate(bad) for _ in range(16)]
-    assert results.count(True) == 1
-    fresh = {source.get() for _ in range(16)}
-    assert cred.calls == 2
-    assert fresh != {bad}
-    assert len(built) == 2  # the fetch after a refusal uses a new credential object
 
 
 def test_error_text_never_contains_a_token() -> None:
@@ -182,9 +168,9 @@ def test_error_text_never_contains_a_token() -> None:
 def test_repr_never_shows_the_token() -> None:
     clock = FakeClock()
     source = make(FakeCredential(clock), clock)
-    value = source.get()
-    assert value not in repr(source.cached())
-    assert value not in repr(source)
+    token = source.get_token()
+    assert token.value not in repr(token)
+    assert token.value not in repr(source)
 
 
 def test_registry_returns_one_source_per_key() -> None:
@@ -212,3 +198,189 @@ def test_failed_credential_is_replaced_for_the_next_attempt() -> None:
         source.get()
     assert source.get()  # a new credential object, which works
     assert len(built) == 2
+
+
+# -- refusals ---------------------------------------------------------------------
+
+
+def test_refusal_forces_one_refresh_per_interval_and_keeps_the_cache() -> None:
+    clock = FakeClock()
+    built: list[FakeCredential] = []
+
+    def factory() -> FakeCredential:
+        built.append(FakeCredential(clock))
+        return built[-1]
+
+    source = TokenSource(factory, SCOPE, label="fake", clock=clock)
+    old = source.get_token()
+    clock.advance(100)
+    fresh = source.refresh_after_refusal(old)
+    assert fresh is not None and fresh.value != old.value
+    assert len(built) == 2  # a new credential object: its cache cannot return the refused token
+    clock.advance(tokens.REFUSAL_REFRESH_INTERVAL - 1)
+    assert source.refresh_after_refusal(fresh) is None  # budget spent: no fetch
+    assert source.get() == fresh.value  # and the cached token is still served
+    assert sum(c.calls for c in built) == 2
+    clock.advance(2)
+    assert source.refresh_after_refusal(fresh) is not None
+    assert sum(c.calls for c in built) == 3
+
+
+def test_burst_of_refusals_shares_one_fetch_and_others_do_not_wait() -> None:
+    clock = FakeClock()
+    cred = FakeCredential(clock)
+    source = make(cred, clock)
+    old = source.get_token()
+    clock.advance(100)
+    cred.gate = threading.Event()
+    with ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(source.refresh_after_refusal, old) for _ in range(16)]
+        assert cred.called.wait(5)
+        # While the forced refresh hangs, everyone else still gets the cached token at once.
+        assert source.get() == old.value
+        cred.gate.set()
+        results = {f.result(timeout=10).value for f in futures}  # type: ignore[union-attr]
+    assert len(results) == 1 and old.value not in results
+    assert cred.calls == 2
+
+
+def test_refusal_of_an_old_token_returns_the_newer_cached_one() -> None:
+    clock = FakeClock()
+    cred = FakeCredential(clock)
+    source = make(cred, clock)
+    old = source.get_token()
+    clock.advance(100)
+    newer = source.refresh_after_refusal(old)
+    assert newer is not None
+    assert source.refresh_after_refusal(old) == newer  # no fetch: a newer token is cached
+    assert cred.calls == 2
+
+
+# -- spreading refreshes ------------------------------------------------------------
+
+
+def test_refresh_moment_is_random_inside_the_first_half_of_the_window() -> None:
+    clock = FakeClock()
+    moments = []
+    for spread in (0.0, 0.5, 0.999):
+        cred = FakeCredential(clock, lifetime=3600)
+        source = TokenSource(
+            lambda c=cred: c, SCOPE, label="x", clock=clock, spread=lambda s=spread: s
+        )
+        token = source.get_token()
+        moments.append(source._next_refresh - token.expires_on)
+    assert moments[0] == -300  # the window opens refresh_margin before expiry
+    assert moments[1] == -225
+    assert -150 - 1 < moments[2] < -150  # and the moment stays in its first half
+    assert usable_at(clock.now + 3600 - 150)
+
+
+def usable_at(when: float) -> bool:
+    token = tokens.Token("x", 1_000_000.0 + 3600, 1_000_000.0)
+    return token.usable(when)
+
+
+def test_processes_draw_different_moments() -> None:
+    clock = FakeClock()
+    cred = FakeCredential(clock, lifetime=3600)
+    moments = set()
+    for _ in range(20):
+        source = TokenSource(lambda: cred, SCOPE, label="x", clock=clock)
+        source.get()
+        moments.add(round(source._next_refresh, 3))
+    assert len(moments) > 10
+
+
+# -- throttling -------------------------------------------------------------------
+
+
+class Response:
+    def __init__(self, status: int, retry_after: str | None) -> None:
+        self.status_code = status
+        self.headers = {"Retry-After": retry_after} if retry_after else {}
+
+
+class ThrottledError(Exception):
+    """Like azure-core's HttpResponseError: carries the response."""
+
+    def __init__(self, retry_after: str | None = "120") -> None:
+        super().__init__("(too_many_requests) slow down")
+        self.response = Response(429, retry_after)
+        self.status_code = 429
+
+
+def test_throttled_refresh_keeps_serving_and_waits_for_retry_after(fetches: FetchLog) -> None:
+    clock = FakeClock()
+    cred = FakeCredential(clock, lifetime=3600)
+    source = make(cred, clock)
+    first = source.get()
+    clock.advance(3400)
+    cred.error = ThrottledError("120")
+    assert source.get() == first
+    fetches.wait(2)
+    for _ in range(100):
+        clock.advance(1)  # 100 s: still before Retry-After
+        assert source.get() == first
+    assert cred.calls == 2  # nothing asked before the endpoint said so
+    cred.error = None
+    clock.advance(21)
+    source.get()
+    fetches.wait(3)
+    assert cred.calls == 3
+    assert source.get() != first
+
+
+def test_throttled_with_no_token_fails_fast_saying_so() -> None:
+    clock = FakeClock()
+    cred = FakeCredential(clock)
+    cred.error = ThrottledError("120")
+    source = make(cred, clock, timeout=5)
+    with pytest.raises(TokenThrottled, match="throttled") as info:
+        source.get()
+    assert info.value.retry_after == 120
+    # Until Retry-After has passed, callers fail at once without asking the endpoint.
+    for _ in range(10):
+        with pytest.raises(TokenThrottled, match="throttled"):
+            source.get()
+    assert cred.calls == 1
+
+
+def test_throttled_retry_within_the_timeout_waits_then_fetches() -> None:
+    clock = FakeClock()
+    cred = FakeCredential(clock)
+    cred.error = ThrottledError("0.2")
+    source = make(cred, clock, timeout=5)
+    with pytest.raises(TokenThrottled):
+        source.get()
+    cred.error = None
+    assert source.get()  # waited out the 0.2 s the endpoint asked for, then fetched
+    assert cred.calls == 2
+
+
+class HookedCredential(FakeCredential):
+    """Reports its HTTP responses through the raw_response_hook, as azure-core does."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        if self.error is not None:
+            tokens.observe_response(Response(429, "90"))
+        return super().get_token(*scopes, **kwargs)
+
+
+def test_throttle_seen_through_the_response_hook() -> None:
+    clock = FakeClock()
+    cred = HookedCredential(clock)
+    cred.error = RuntimeError("App Service managed identity configuration not found")
+    source = make(cred, clock, timeout=5)
+    with pytest.raises(TokenThrottled, match="retry after 90 s"):
+        source.get()
+
+
+def test_slow_throttled_fetch_times_out_saying_throttled() -> None:
+    clock = FakeClock()
+    cred = HookedCredential(clock)
+    cred.error = RuntimeError("unavailable")
+    cred.gate = threading.Event()  # azure-identity still inside its own 429 retries
+    source = make(cred, clock, timeout=0.3)
+    with pytest.raises(TokenThrottled, match="throttled"):
+        source.get()
+    cred.gate.set()

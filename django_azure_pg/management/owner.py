@@ -18,7 +18,8 @@ from django.db import connections
 from django.db.utils import load_backend
 
 from ..env import ENGINE
-from ..options import CREDENTIAL_KEYS, one_off
+from ..options import CREDENTIAL_KEYS
+from . import one_off
 
 DEFAULT_PASSWORD_ENV = "AZURE_PG_OWNER_PASSWORD"  # noqa: S105 — a variable name
 MAX_NAME_BYTES = 63

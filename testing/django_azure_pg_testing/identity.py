@@ -60,6 +60,8 @@ class Stats:
     faulted_requests: int = 0
     logins_accepted: int = 0
     logins_refused: int = 0
+    peak_concurrent_requests: int = 0
+    """Most token requests in flight at once (reset it to measure a period)."""
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -97,6 +99,9 @@ class IdentityEmulator:
         self.fault: str | None = None
         self.retry_after = 5
         """Seconds the ``throttle`` fault asks for in ``Retry-After``."""
+        self.request_times: list[float] = []
+        """When each token request arrived (``clock()``; the last 10,000)."""
+        self._in_flight = 0
         self._unhang = threading.Event()
         self._lock = threading.Lock()
         self._issued: dict[str, _Issued] = {}
@@ -104,7 +109,7 @@ class IdentityEmulator:
         self._http = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         self._http.daemon_threads = True
         self._http.emulator = self  # type: ignore[attr-defined]
-        self._ldap = LdapServer(self.check_login, ldap_port)
+        self._ldap = LdapServer(self.check_login, ldap_port, why=self.refusal)
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -204,19 +209,26 @@ class IdentityEmulator:
             self.stats.tokens_issued += 1
         return token, expires_on
 
-    def check_login(self, role: str, token: str) -> bool:
-        """The LDAP bind decision: an issued, unrevoked, unexpired token for this role."""
+    def refusal(self, role: str, token: str) -> str | None:
+        """Why Azure would refuse this login: ``None`` (it would not), ``"expired"`` or
+        ``"refused"`` (unknown or revoked token, or a principal not mapped to the role)."""
         with self._lock:
             issued = self._issued.get(token)
-            ok = (
-                issued is not None
-                and not issued.revoked
-                and self.clock() < issued.expires_on
-                and (
-                    role == issued.identity.name
-                    or issued.identity.object_id in self._roles.get(role, ())
-                )
-            )
+            if issued is None or issued.revoked:
+                return "refused"
+            if not (
+                role == issued.identity.name
+                or issued.identity.object_id in self._roles.get(role, ())
+            ):
+                return "refused"
+            if self.clock() >= issued.expires_on:
+                return "expired"
+            return None
+
+    def check_login(self, role: str, token: str) -> bool:
+        """The LDAP bind decision: an issued, unrevoked, unexpired token for this role."""
+        ok = self.refusal(role, token) is None
+        with self._lock:
             if ok:
                 self.stats.logins_accepted += 1
             else:
@@ -259,6 +271,19 @@ class IdentityEmulator:
     ) -> tuple[int, dict[str, Any] | str]:
         with self._lock:
             self.stats.token_requests += 1
+            self._in_flight += 1
+            self.stats.peak_concurrent_requests = max(
+                self.stats.peak_concurrent_requests, self._in_flight
+            )
+            self.request_times.append(self.clock())
+            del self.request_times[:-10000]
+        try:
+            return self._answer(protocol, query)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _answer(self, protocol: str, query: dict[str, str]) -> tuple[int, dict[str, Any] | str]:
         if self.latency:
             time.sleep(self.latency)
         if self.fault:

@@ -25,6 +25,13 @@ _BIND_REQUEST, _BIND_RESPONSE, _UNBIND_REQUEST = 0x60, 0x61, 0x42
 Checker = Callable[[str, str], bool]
 """``check(role, password) -> accepted``."""
 
+Explainer = Callable[[str, str], str | None]
+"""``why(role, password) -> None | "expired" | "refused"`` — asked, never counted."""
+
+WHY_MARKER = ",ou=why,"
+"""A bind DN containing this asks why a login would be refused (the reason comes back as
+the diagnostic message), without counting it as a login."""
+
 
 def _read_exact(sock: socket.socket, n: int) -> bytes:
     data = b""
@@ -102,6 +109,11 @@ class _Handler(socketserver.BaseRequestHandler):
                 fields = _parse(body)
                 dn = fields[1][1].decode("utf-8", "replace")
                 password = fields[2][1].decode("utf-8", "replace") if len(fields) > 2 else ""
+                if WHY_MARKER in dn:
+                    reason = self.server.why(role_from_dn(dn), password)
+                    code = SUCCESS if reason is None else INVALID_CREDENTIALS
+                    sock.sendall(bind_response(message_id, code, reason or ""))
+                    continue
                 ok = bool(password) and self.server.check(role_from_dn(dn), password)
                 code = SUCCESS if ok else INVALID_CREDENTIALS
                 sock.sendall(bind_response(message_id, code, "" if ok else "token not accepted"))
@@ -113,8 +125,11 @@ class LdapServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, check: Checker, port: int = 0) -> None:
+    def __init__(self, check: Checker, port: int = 0, why: Explainer | None = None) -> None:
         self.check = check
+        self.why: Explainer = why or (
+            lambda role, password: None if check(role, password) else "refused"
+        )
         super().__init__(("127.0.0.1", port), _Handler)
         self._thread: threading.Thread | None = None
 
@@ -131,3 +146,16 @@ class LdapServer(socketserver.ThreadingTCPServer):
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
+
+
+def ask_why(port: int, role: str, password: str) -> str:
+    """Ask the responder on ``port`` why it refuses ``password`` for ``role`` ("" if it would not)."""
+    dn = f"cn={role}{WHY_MARKER}dc=emulator,dc=local".encode()
+    request = _encode(0x02, b"\x03") + _encode(0x04, dn) + _encode(0x80, password.encode())
+    message = _encode(0x30, _encode(0x02, b"\x01") + _encode(_BIND_REQUEST, request))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(message)
+        _, envelope = _read_tlv(sock)
+    _, body = _parse(envelope)[1]
+    fields = _parse(body)
+    return fields[2][1].decode() if len(fields) > 2 else ""

@@ -5,6 +5,10 @@
 * Members of the ``azure_ad_user`` group log in with an access token, checked
   by the identity emulator's LDAP responder; other roles need a password
   (scram-sha-256). The superuser ``postgres`` connects over the Unix socket.
+* With token logins, the public port is a :class:`~.front.PostgresFront`: a
+  refused login gets the text Azure sends (expired token, wrong token, missing
+  role), not PostgreSQL's "LDAP authentication failed"; the server itself
+  listens on ``backend_port``.
 * PostgreSQL refuses to run as root: when we are root, the cluster belongs to
   the ``postgres`` system user (or ``nobody``) and the server runs as it.
 """
@@ -25,6 +29,9 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+
+from .front import PostgresFront
+from .ldap import ask_why
 
 ENTRA_GROUP = "azure_ad_user"
 SUPERUSER = "postgres"
@@ -130,12 +137,18 @@ class LocalPostgres:
         max_connections: int = 200,
         settings: dict[str, str] | None = None,
         certificate: tuple[str | Path, str | Path] | None = None,
+        azure_texts: bool = True,
     ) -> None:
         """``certificate``: (cert, key) PEM files to serve instead of a self-signed one,
         e.g. one for an Azure-like host name signed by a test CA."""
         self.ldap_port = ldap_port
         self.certificate = certificate
         self.port = port or free_port()
+        # ``azure_texts``: refused logins answered with Azure's texts by a front on
+        # ``port`` (costs a hop: about 2-3 ms per TLS login on loopback); without it,
+        # PostgreSQL's own "LDAP authentication failed" and no hop.
+        self.azure_texts = bool(ldap_port) and azure_texts
+        self.backend_port = free_port() if self.azure_texts else self.port
         self.host = "127.0.0.1"
         self.tls = tls
         self.max_connections = max_connections
@@ -146,6 +159,8 @@ class LocalPostgres:
         self.datadir = self.root / "data"
         self.socket_dir = self.root / "sock"
         self.logfile = self.root / "postgres.log"
+        self._front: PostgresFront | None = None
+        self._roles: set[str] = set()
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -184,12 +199,31 @@ class LocalPostgres:
         self._configure()
         self._pg_ctl_start()
         self.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(ENTRA_GROUP)))
+        if self.ldap_port and self.azure_texts:
+            ldap_port = self.ldap_port
+            tls = self.tls
+            self._front = PostgresFront(
+                self.backend_port,
+                lambda role, token: ask_why(ldap_port, role, token) or "refused",
+                self.role_exists,
+                certfile=str(self.datadir / "server.crt") if tls else None,
+                keyfile=str(self.datadir / "server.key") if tls else None,
+                port=self.port,
+            ).start()
         return self
+
+    def role_exists(self, role: str) -> bool:
+        if role in self._roles:
+            return True
+        found = self.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+        if found:
+            self._roles.add(role)
+        return bool(found)
 
     def _configure(self) -> None:
         conf = {
             "listen_addresses": "'127.0.0.1'",
-            "port": str(self.port),
+            "port": str(self.backend_port),
             "unix_socket_directories": f"'{self.socket_dir}'",
             "max_connections": str(self.max_connections),
             "fsync": "off",
@@ -241,6 +275,9 @@ class LocalPostgres:
             raise RuntimeError(f"PostgreSQL did not start: {result.stderr}\n{log[-2000:]}")
 
     def stop(self, *, cleanup: bool = True) -> None:
+        if self._front is not None:
+            self._front.stop()
+            self._front = None
         if self.datadir.exists():
             self._run(
                 "pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop", check=False
@@ -265,7 +302,7 @@ class LocalPostgres:
         """A superuser connection over the Unix socket."""
         return psycopg.connect(
             host=str(self.socket_dir),
-            port=self.port,
+            port=self.backend_port,
             user=SUPERUSER,
             dbname=dbname,
             autocommit=True,

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
-from ... import doctor
+from .. import doctor
 
 
 class Command(BaseCommand):

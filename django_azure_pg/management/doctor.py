@@ -13,9 +13,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import claims, credentials, diagnosis, options, tls
-from .mixin import TokenLoginMixin
-from .redaction import redact
+from .. import claims, credentials, errors, tls
+from ..mixin import TokenLoginMixin
+from ..redaction import redact
+from . import one_off
 
 _SHOWN_VARS = (
     "IDENTITY_ENDPOINT", "MSI_ENDPOINT", "AZURE_CLIENT_ID", "AZURE_TENANT_ID",
@@ -34,12 +35,14 @@ class Step:
     cause: str | None = None
     fix: str | None = None
 
-    def failed(self, message: str) -> Step:
+    def failed(self, exc: BaseException) -> Step:
         self.status = "fail"
-        self.detail["error"] = redact(message)
-        found = diagnosis.diagnose(message)
-        if found:
-            self.cause, self.fix = found.cause, found.fix
+        self.detail["error"] = redact(str(exc))
+        return self.advise(errors.diagnose(exc))
+
+    def advise(self, advice: errors.Advice | None) -> Step:
+        if advice is not None:
+            self.cause, self.fix = advice.cause, advice.fix
         return self
 
 
@@ -76,7 +79,7 @@ def run(alias: str, entry: dict[str, Any], environ: Any = os.environ) -> Report:
 
     steps: list[Step] = []
     opts = entry.get("OPTIONS") or {}
-    entry = options.one_off(entry)
+    entry = one_off(entry)
     wrapper = load_backend(entry["ENGINE"]).DatabaseWrapper(entry, f"{alias}:doctor")
     params = wrapper.get_connection_params()
     steps.append(
@@ -116,7 +119,7 @@ def run(alias: str, entry: dict[str, Any], environ: Any = os.environ) -> Report:
         try:
             login = wrapper.azure_login
         except Exception as exc:
-            step.failed(str(exc))
+            step.failed(exc)
         else:
             assert login is not None
             step.detail |= {"credential": login.choice.name, "reason": login.choice.reason}
@@ -128,7 +131,7 @@ def run(alias: str, entry: dict[str, Any], environ: Any = os.environ) -> Report:
         try:
             token = login.source.get_token()
         except Exception as exc:
-            step.failed(f"could not get an Entra access token: {exc}")
+            step.failed(exc)
             steps.append(Step("connect", "skipped"))
             return Report(alias, steps)
         found = claims.decode(token.value)
@@ -144,7 +147,7 @@ def run(alias: str, entry: dict[str, Any], environ: Any = os.environ) -> Report:
         try:
             role = login.role_for(token.value)
         except Exception as exc:
-            role_step.failed(str(exc))
+            role_step.failed(exc)
             return Report(alias, steps)
         role_step.detail = {"role": role, "from": "USER" if entry.get("USER") else "token claims"}
 
@@ -157,7 +160,7 @@ def _connect(wrapper: Any) -> Step:
     try:
         wrapper.ensure_connection()
     except Exception as exc:
-        return step.failed(str(exc))
+        return step.failed(exc)
     try:
         conn = wrapper.connection
         row = conn.execute(
@@ -174,7 +177,9 @@ def _connect(wrapper: Any) -> Step:
         ).fetchone()[0]
         step.detail |= {"public_usage": usage, "public_create": create, "unusable_tables": unusable}
         if not usage:
-            step.failed("permission denied for schema public (no USAGE)")
+            step.status = "fail"
+            step.detail["error"] = "no USAGE on schema public"
+            step.advise(errors.ADVICE[errors.SchemaPrivileges])
         elif not create or unusable:
             step.status = "warning"
             if not create:

@@ -1,0 +1,481 @@
+"""What went wrong, as types — and the one table that says what to do about it.
+
+Errors raised by this package carry their cause as their type. Errors from
+elsewhere (the server, libpq, azure-identity) are classified here, in one
+place, by type and SQLSTATE first and by the text the server or libpq sent
+only where nothing else tells them apart. psycopg exposes no SQLSTATE for a
+failed *login* (the connection has no result to read it from), so the login
+texts Azure Database for PostgreSQL sends are matched here, and only here.
+Nothing matches the wording of this package's own messages.
+
+``ADVICE`` maps each cause type to its likely cause and fix; the error text
+users see (login failures), ``manage.py azure_pg_doctor`` and the table in
+docs/troubleshooting.md (checked by tests/test_errors.py) all come from it.
+No Django import.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+# -- errors this package raises ------------------------------------------------
+
+
+class TokenError(Exception):
+    """No token could be obtained. The message never contains a token."""
+
+
+class TokenTimeout(TokenError):
+    """The credential did not answer within the configured bound."""
+
+
+class TokenThrottled(TokenError):
+    """The identity endpoint answered HTTP 429 and no valid token is cached."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class LoginError(psycopg.OperationalError):
+    """A login with an access token failed; the subclass says why."""
+
+
+class TokenAcquisitionError(LoginError):
+    """No access token could be obtained for a login (the cause is chained)."""
+
+
+class RoleNameUnknown(LoginError):
+    """USER is not set and the token names no principal."""
+
+
+class LoginRefused(LoginError):
+    """The server refused a token login, and a refreshed token would not help."""
+
+    def __init__(self, message: str, server_message: str = "") -> None:
+        super().__init__(message)
+        self.server_message = server_message
+
+
+class TokenNotForRole(LoginRefused):
+    """The server refused a token fetched moments ago: USER is not this identity's role."""
+
+
+class RoleTypeMismatch(LoginRefused):
+    """The role was created for another kind of principal (user vs service)."""
+
+
+class TokenExpiredAtServer(LoginRefused):
+    """The server called a token expired although it was fetched moments ago."""
+
+
+class RoleMissing(LoginRefused):
+    """The role named by USER does not exist on the server."""
+
+
+# -- causes read from errors raised elsewhere (classified, never raised) ------
+
+
+class ServerCause(Exception):
+    """A cause read from a server, libpq or azure-identity error."""
+
+
+class SchemaPrivileges(ServerCause):
+    pass
+
+
+class ObjectPrivileges(ServerCause):
+    pass
+
+
+class DatabaseMissing(ServerCause):
+    pass
+
+
+class TlsRequired(ServerCause):
+    pass
+
+
+class TlsVerify(ServerCause):
+    pass
+
+
+class HostUnknown(ServerCause):
+    pass
+
+
+class Unreachable(ServerCause):
+    pass
+
+
+class NoIdentity(ServerCause):
+    pass
+
+
+class TokenRefusedByServer(ServerCause):
+    """A refusal the one retry with a fresh token did not cure (or not ours to retry)."""
+
+
+# -- server texts: the one place they are matched -----------------------------
+
+# Azure Database for PostgreSQL's login refusals. Sources:
+# - "The access token has expired. Please acquire a new token and retry." — the
+#   server's text for an expired token at login (/work/shared/AZURE_FACTS.md; also
+#   quoted as "... Acquire a new token and try again." in user reports);
+# - 'password authentication failed for user "…"' for a token that is invalid or
+#   not for this role, and 'role "…" does not exist' for a role never created —
+#   microsoft/GitHub-Copilot-for-Azure plugin/skills/azure-postgres/references/
+#   TROUBLESHOOTING.md;
+# - "Service Principals cannot generate AAD_AUTH_TOKENTYPE_APP_USER tokens for
+#   role[…]" — a managed identity logging in as a role created as a user
+#   (MicrosoftDocs/azure-docs issue #120133);
+# - "Service Principal oid mismatch for role[…]" — the role is mapped to another
+#   principal's object id (cyrilgdn/terraform-provider-postgresql issue #423).
+# Microsoft documents no SQLSTATE for these, and psycopg shows none for a failed
+# login; PostgreSQL's own password failure is 28P01.
+_EXPIRED = re.compile(r"access token has expired", re.I)
+_TOKEN_TYPE = re.compile(r"cannot generate \w+ tokens for role", re.I)
+_OID_MISMATCH = re.compile(r"oid mismatch for role", re.I)
+_PASSWORD_FAILED = re.compile(r"password authentication failed", re.I)
+_ROLE_MISSING = re.compile(r'role "[^"]*" does not exist', re.I)
+
+# PostgreSQL and libpq texts that carry no SQLSTATE on a failed connection.
+_LIBPQ: list[tuple[re.Pattern[str], type[ServerCause]]] = [
+    (re.compile(r'database "[^"]*" does not exist', re.I), DatabaseMissing),
+    (
+        re.compile(
+            r"no pg_hba\.conf entry.*no encryption|SSL off|server does not support SSL"
+            r"|SSL is required|SSL connection is required",
+            re.I,
+        ),
+        TlsRequired,
+    ),
+    (re.compile(r"certificate verify failed|root certificate file", re.I), TlsVerify),
+    (
+        re.compile(
+            r"could not translate host name|Name or service not known|nodename nor servname",
+            re.I,
+        ),
+        HostUnknown,
+    ),
+    (
+        re.compile(
+            r"Connection refused|timeout expired|timed out|No route to host"
+            r"|Network is unreachable",
+            re.I,
+        ),
+        Unreachable,
+    ),
+]
+
+# SQLSTATEs of errors raised after login (queries, migrate).
+_SQLSTATES: Mapping[str, type[ServerCause]] = {
+    "42501": ObjectPrivileges,  # insufficient_privilege (schema: see below)
+    "3D000": DatabaseMissing,  # invalid_catalog_name
+}
+
+
+def login_refusal(exc: BaseException) -> type[LoginRefused] | None:
+    """What a failed login's server message means, or ``None`` if it is no refusal.
+
+    :class:`LoginRefused` itself means "refused, reason not given": a token the
+    server stopped accepting (revoked, expired server-side) or a role mapped to
+    another principal — the caller tells them apart by the token's age.
+    """
+    if isinstance(exc, LoginError):
+        return None
+    text = str(exc)
+    if _EXPIRED.search(text):
+        return TokenExpiredAtServer
+    if _TOKEN_TYPE.search(text):
+        return RoleTypeMismatch
+    if _OID_MISMATCH.search(text):
+        return TokenNotForRole
+    if _ROLE_MISSING.search(text):
+        return RoleMissing
+    if getattr(exc, "sqlstate", None) == "28P01" or _PASSWORD_FAILED.search(text):
+        return LoginRefused
+    return None
+
+
+def server_message(exc: BaseException) -> str:
+    """The server's own line from a psycopg error (after libpq's "connection failed" prefix)."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    line = text.splitlines()[-1]
+    return line[line.find("FATAL:") :] if "FATAL:" in line else line
+
+
+# -- identity endpoint ----------------------------------------------------------
+
+# azure-identity's errors after HTTP 429 keep no response object for managed
+# identity; IMDS's text keeps the endpoint's error code.
+_THROTTLED = re.compile(r"too_many_requests|Too Many Requests", re.I)
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """``Retry-After`` (seconds or an HTTP date) from response headers, if any."""
+    if not headers:
+        return None
+    value = None
+    for name in ("Retry-After", "retry-after"):
+        try:
+            value = headers.get(name)
+        except AttributeError:
+            return None
+        if value:
+            break
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max((when - datetime.datetime.now(datetime.timezone.utc)).total_seconds(), 0.0)
+
+
+THROTTLE_FALLBACK = 30.0
+"""How long to leave a throttling endpoint alone when it named no ``Retry-After``."""
+
+
+def throttled_retry_after(exc: BaseException) -> float | None:
+    """Seconds to leave the identity endpoint alone if ``exc`` says it throttled (HTTP 429)."""
+    for err in chain(exc):
+        response = getattr(err, "response", None)
+        status = getattr(err, "status_code", None) or getattr(response, "status_code", None)
+        if status == 429:
+            return retry_after_seconds(getattr(response, "headers", None)) or THROTTLE_FALLBACK
+        if not _is_ours(err) and _THROTTLED.search(str(err)):
+            return THROTTLE_FALLBACK
+    return None
+
+
+# -- the table ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Advice:
+    seen: str
+    """What users see (for the docs)."""
+    cause: str
+    fix: str
+
+
+ADVICE: dict[type[BaseException], Advice] = {}
+"""Cause type → advice. Most specific types first; lookups follow the MRO."""
+
+
+def _advice(cause: type[BaseException], seen: str, why: str, fix: str) -> None:
+    ADVICE[cause] = Advice(seen, why, fix)
+
+
+_advice(
+    TokenNotForRole,
+    '`FATAL: password authentication failed for user "aad_x"` (or `Service Principal oid '
+    "mismatch for role[aad_x]`) for a token fetched moments ago",
+    "USER is not the PostgreSQL role mapped to this identity: a typo, another app's "
+    "`aad_*` role, or a role created for a different principal.",
+    "Set USER to the role created for this identity's object id, or create it as an Entra "
+    "admin: `manage.py create_aad_principal <name> --oid <object id> --type service`. "
+    "Service Connector names the role `aad_<connection name>`.",
+)
+_advice(
+    RoleTypeMismatch,
+    "`FATAL: Service Principals cannot generate AAD_AUTH_TOKENTYPE_APP_USER tokens for "
+    "role[aad_x]`",
+    "The role was created for a user, but a managed identity or service principal logs in as it.",
+    "Drop the role and create it again with `--type service` "
+    "(`pgaadauth_create_principal_with_oid(..., 'service', ...)`).",
+)
+_advice(
+    TokenExpiredAtServer,
+    "`FATAL: The access token has expired. Please acquire a new token and retry.`",
+    "The server received an expired token — one computed outside django-azure-pg (a "
+    "PASSWORD set in settings.py) or a machine clock far off.",
+    "Remove the hand-made PASSWORD and let the ENGINE fetch tokens; check the clock.",
+)
+_advice(
+    RoleMissing,
+    '`FATAL: role "aad_x" does not exist`',
+    "The server has no role with this name: the identity was never registered (Bicep/ARM "
+    "links create none), or USER is misspelt.",
+    "Create it as an Entra admin: `manage.py create_aad_principal <USER> --oid <object id> "
+    "--type service` (Service Connector does this when it creates the connection).",
+)
+_advice(
+    TokenRefusedByServer,
+    '`FATAL: password authentication failed for user "aad_x"`',
+    "The server refused the password or token for this role: the role is mapped to another "
+    "principal, USER names another identity's role, or the token is for another tenant or "
+    "cloud.",
+    "USER must be the role created for THIS identity (its object id); check `token_scope` "
+    "for sovereign clouds and that Entra authentication is enabled on the server.",
+)
+_advice(
+    RoleNameUnknown,
+    "`… USER is not set and the access token from … names no PostgreSQL role`",
+    "No claim holds the role name: a service principal's display name, a guest user's "
+    "`#EXT#` UPN and Service Connector's `aad_<connection>` are in no token (the message says "
+    "which case it saw).",
+    "Set USER — with Service Connector, its AZURE_POSTGRESQL_USER (`manage.py check` reports "
+    "the service-principal case as E005).",
+)
+
+
+_advice(
+    TokenThrottled,
+    "`… the identity endpoint throttled the requests (HTTP 429) …`",
+    "The identity endpoint is throttling this machine (too many token requests) and no "
+    "valid token is cached.",
+    "Find what requests tokens in a loop (a new credential per request, another app on the "
+    "machine); django-azure-pg asks again only after the endpoint's Retry-After.",
+)
+_advice(
+    TokenTimeout,
+    "`… returned no token … within 10 s (the identity endpoint is slow or not answering)`",
+    "The identity endpoint did not answer in time and no valid token is cached.",
+    "Check that the app has a managed identity and that IDENTITY_ENDPOINT / IMDS is "
+    "reachable; raise OPTIONS['token_timeout'] only if the endpoint is merely slow.",
+)
+_advice(
+    NoIdentity,
+    "`… CredentialUnavailableError …`",
+    "No identity is available to this process: no managed identity, no `az login`, no "
+    "service principal variables.",
+    "Enable a managed identity on the app (or set AZURE_POSTGRESQL_CLIENTID for a "
+    "user-assigned one); on a laptop run `az login`.",
+)
+_advice(
+    TokenAcquisitionError,
+    "`… could not get an Entra access token from …`",
+    "The credential failed to return a token.",
+    "Read the chained cause; `manage.py azure_pg_doctor` shows which credential was used and why.",
+)
+_advice(
+    SchemaPrivileges,
+    "`permission denied for schema public` (usually during `migrate`)",
+    "The role may not use or create objects in the schema (PostgreSQL 15+ gives non-owners "
+    "no CREATE on public; Service Connector grants nothing on schemas).",
+    "Run `manage.py grant_aad_privileges --migrate` as the schema's owner.",
+)
+_advice(
+    ObjectPrivileges,
+    "`permission denied for table …` / `for sequence …`",
+    "The role lacks privileges on objects owned by another role.",
+    "Run `manage.py grant_aad_privileges` as the objects' owner.",
+)
+_advice(
+    DatabaseMissing,
+    '`FATAL: database "x" does not exist`',
+    "NAME names a database that does not exist on this server.",
+    "Create it (`az postgres flexible-server db create`) or fix NAME.",
+)
+_advice(
+    TlsRequired,
+    "`no pg_hba.conf entry for host … no encryption` / `SSL connection is required`",
+    "TLS is off on one side: a password login with `sslmode=disable`, or a server (or "
+    "something in between) that does not offer TLS; Azure always offers TLS 1.2+.",
+    "Leave sslmode unset (Azure hosts get `verify-full`) or use `verify-full`/`require`.",
+)
+_advice(
+    TlsVerify,
+    "`certificate verify failed` / `root certificate file … does not exist`",
+    "The server certificate could not be verified: a name outside the certificate, a "
+    "TLS-inspecting proxy or a man-in-the-middle, or a root file libpq cannot read.",
+    "Connect with the server's own name; for Azure hosts leave `sslrootcert` unset (the "
+    "bundled Azure roots are used), else point it at a real CA file (the psycopg binary wheel "
+    "does not read /etc/ssl by itself). Never pin intermediates.",
+)
+_advice(
+    HostUnknown,
+    '`could not translate host name "…" to address`',
+    "The host name does not resolve.",
+    "Check HOST (`<server>.postgres.database.azure.com`) and, for private access, the private "
+    "DNS zone linked to the app's virtual network.",
+)
+_advice(
+    Unreachable,
+    "`Connection refused` / `timeout expired`",
+    "The server cannot be reached: firewall rule, network access mode, wrong port, or the "
+    "server is stopped.",
+    "Allow the app's outbound IPs (or 'Allow Azure services') in the server's networking "
+    "settings, or use VNet integration; check PORT (5432, or 6432 for PgBouncer).",
+)
+
+
+def chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and its causes, outermost first."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _is_ours(exc: BaseException) -> bool:
+    return isinstance(exc, (LoginError, TokenError))
+
+
+def classify(exc: BaseException) -> type[BaseException] | None:
+    """The cause type of ``exc``: our own error types first, then what others' errors say."""
+    errors = list(chain(exc))
+    for err in errors:
+        for klass in type(err).__mro__:
+            if klass in ADVICE and _is_ours(err):
+                return klass
+    for err in errors:
+        if _is_ours(err):
+            continue
+        cause = _foreign_cause(err)
+        if cause is not None:
+            return cause
+    return None
+
+
+def _foreign_cause(err: BaseException) -> type[BaseException] | None:
+    # azure.identity's type (not imported here); the token thread passes on only a
+    # frameless copy of what a credential raised, which keeps the type as exc_type.
+    kept = getattr(err, "exc_type", None)
+    names = {type(err).__name__, getattr(kept, "__name__", "")}
+    if "CredentialUnavailableError" in names:
+        return NoIdentity
+    refusal = login_refusal(err)
+    if refusal is LoginRefused:
+        return TokenRefusedByServer
+    if refusal is not None:
+        return refusal
+    state = getattr(err, "sqlstate", None)
+    if isinstance(state, str) and state in _SQLSTATES:
+        cause = _SQLSTATES[state]
+        if cause is ObjectPrivileges and "schema" in str(err):
+            return SchemaPrivileges
+        return cause
+    for pattern, found in _LIBPQ:
+        if pattern.search(str(err)):
+            return found
+    return None
+
+
+def diagnose(exc: BaseException) -> Advice | None:
+    cause = classify(exc)
+    return ADVICE.get(cause) if cause is not None else None
+
+
+def markdown_table() -> str:
+    """The "Errors you may see" table of docs/troubleshooting.md."""
+    rows = ["| What you see | Likely cause | Fix |", "|---|---|---|"]
+    rows += [f"| {a.seen} | {a.cause} | {a.fix} |" for a in ADVICE.values()]
+    return "\n".join(rows)

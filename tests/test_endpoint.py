@@ -1,0 +1,230 @@
+"""Being a good citizen of the identity endpoint, on the real stack.
+
+Real azure-identity credentials over HTTP to the emulator, real PostgreSQL
+behind the kit's front (which sends Azure's login texts): a wrong USER next to
+a healthy alias, a token revoked server-side, HTTP 429, and workers forked
+from one master refreshing on their own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from azure.identity import ManagedIdentityCredential
+from django.db import OperationalError
+
+from django_azure_pg import credentials, errors, tokens
+from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
+
+from .conftest import SCOPE, MakeWrapper
+
+pytestmark = pytest.mark.integration
+
+
+def login_once(wrapper: Any) -> None:
+    wrapper.ensure_connection()
+    wrapper.close()
+
+
+def test_wrong_user_storm_spares_the_endpoint_and_the_healthy_alias(
+    make_wrapper: MakeWrapper,
+    emulator: IdentityEmulator,
+    postgres: LocalPostgres,
+    identity: Identity,
+) -> None:
+    other_app = emulator.add_identity("another-app")
+    postgres.create_entra_role("aad_another_app")  # another app's role, mapped to another identity
+    emulator.allow_role("aad_another_app", other_app)
+    login_once(make_wrapper())  # the healthy alias has a cached token
+    before = emulator.stats.token_requests
+    wrong_errors: list[BaseException] = []
+    healthy_failures: list[BaseException] = []
+    healthy_logins = [0]
+    deadline = time.monotonic() + 10
+
+    def hammer() -> None:
+        wrapper = make_wrapper(USER="aad_another_app")
+        while time.monotonic() < deadline:
+            try:
+                login_once(wrapper)
+            except OperationalError as exc:
+                wrong_errors.append(exc)
+
+    def healthy() -> None:
+        wrapper = make_wrapper()
+        while time.monotonic() < deadline:
+            try:
+                login_once(wrapper)
+                healthy_logins[0] += 1
+            except Exception as exc:
+                healthy_failures.append(exc)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    threads += [threading.Thread(target=healthy) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    requests = emulator.stats.token_requests - before
+    print(
+        f"\nstorm: {len(wrong_errors)} refused logins, {requests} identity requests, "
+        f"{healthy_logins[0]} healthy logins, {len(healthy_failures)} healthy failures"
+    )
+    assert requests <= 2
+    assert healthy_failures == []
+    assert healthy_logins[0] > 0 and len(wrong_errors) > 50
+    cause = wrong_errors[-1].__cause__
+    assert isinstance(cause, errors.TokenNotForRole)
+    text = str(wrong_errors[-1])
+    assert "USER 'aad_another_app'" in text
+    assert identity.name in text and identity.object_id in text  # the token's principal
+    assert "create_aad_principal" in text
+    for token in emulator.issued_tokens():
+        assert token not in text
+
+
+def test_token_revoked_server_side_recovers_with_one_request(
+    make_wrapper: MakeWrapper, emulator: IdentityEmulator
+) -> None:
+    wrapper = make_wrapper()
+    login_once(wrapper)
+    emulator.revoke_all()
+    before = emulator.stats.token_requests
+    login_once(wrapper)
+    assert emulator.stats.token_requests - before == 1
+
+
+def test_missing_role_is_reported_without_a_refresh(
+    make_wrapper: MakeWrapper, emulator: IdentityEmulator
+) -> None:
+    login_once(make_wrapper())
+    before = emulator.stats.token_requests
+    with pytest.raises(OperationalError) as info:
+        login_once(make_wrapper(USER="aad_tests_typo"))
+    assert isinstance(info.value.__cause__, errors.RoleMissing)
+    assert emulator.stats.token_requests == before
+
+
+def no_retry_credential(identity: Identity) -> Callable[[], ManagedIdentityCredential]:
+    # azure-identity retries HTTP 429 itself (honouring Retry-After); without its retries
+    # each fetch is one request, so the endpoint's log shows our own schedule.
+    return lambda: ManagedIdentityCredential(
+        client_id=identity.client_id, retry_total=0, raw_response_hook=tokens.observe_response
+    )
+
+
+def test_throttled_while_a_token_is_cached(
+    make_wrapper: MakeWrapper,
+    emulator: IdentityEmulator,
+    identity: Identity,
+    short_tokens: Callable[[float], None],
+) -> None:
+    short_tokens(12)  # refresh window: the last 3 s
+    emulator.retry_after = 1
+    wrapper = make_wrapper(OPTIONS={"credential": no_retry_credential(identity)})
+    login_once(wrapper)
+    since, faulted = emulator.clock(), emulator.stats.faulted_requests
+    emulator.set_fault("throttle")
+    failures = 0
+    logins = 0
+    deadline = time.monotonic() + 14  # past the first token's expiry
+    try:
+        while time.monotonic() < deadline:
+            if emulator.fault and emulator.stats.faulted_requests > faulted:
+                emulator.clear_faults()  # the endpoint recovers after one throttled attempt
+            try:
+                login_once(wrapper)
+                logins += 1
+            except OperationalError:
+                failures += 1
+    finally:
+        emulator.clear_faults()
+        emulator.retry_after = 5
+    asked = [t for t in emulator.request_times if t >= since]
+    gaps = [b - a for a, b in itertools.pairwise(asked)]
+    print(f"\nthrottled: {logins} logins, {failures} failed, requests at gaps {gaps}")
+    assert failures == 0
+    assert len(asked) >= 2  # a throttled attempt, then the refresh
+    assert gaps[0] >= 1 - 0.05  # not asked again before Retry-After
+
+
+def test_throttled_with_nothing_cached_says_so_within_token_timeout(
+    make_wrapper: MakeWrapper, emulator: IdentityEmulator
+) -> None:
+    emulator.retry_after = 3
+    emulator.set_fault("throttle")
+    wrapper = make_wrapper(OPTIONS={"token_timeout": 2})  # the default credential choice
+    started = time.monotonic()
+    try:
+        with pytest.raises(OperationalError, match="throttled") as info:
+            login_once(wrapper)
+    finally:
+        elapsed = time.monotonic() - started
+        emulator.clear_faults()
+        emulator.retry_after = 5
+    print(f"\nnothing cached: failed after {elapsed:.2f} s (token_timeout 2 s): {info.value}")
+    assert isinstance(info.value.__cause__, errors.TokenAcquisitionError)
+    assert isinstance(info.value.__cause__.__cause__, errors.TokenThrottled)
+    assert elapsed < 2 + 0.5
+
+
+def test_forked_workers_refresh_on_their_own_and_not_together(
+    emulator: IdentityEmulator, identity: Identity, short_tokens: Callable[[float], None]
+) -> None:
+    workers, lifetime, refreshes = 16, 8.0, 3
+    short_tokens(lifetime)
+    emulator.set_fault(latency=0.01)
+    choice = credentials.choose({"client_id": identity.client_id}, os.environ)
+    source = tokens.get_source(choice.key(), choice.factory(), SCOPE, label=choice.name)
+    first = source.get_token()  # the master fetched a token before forking (gunicorn --preload)
+    emulator.stats.peak_concurrent_requests = 0
+    children = []
+    for _ in range(workers):
+        read, write = os.pipe()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads running
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover — runs in the child
+            report = b"?"
+            try:
+                seen = [first.value]
+                moments = []
+                deadline = time.time() + lifetime * refreshes + 1
+                while time.time() < deadline and len(moments) < refreshes:
+                    token = source.get_token()
+                    if token.value != seen[-1]:
+                        moments.append(token.obtained_at - first.obtained_at)
+                        seen.append(token.value)
+                    time.sleep(0.005)
+                report = ",".join(f"{m:.3f}" for m in moments).encode()
+            except BaseException as exc:
+                report = b"!" + repr(exc).encode()[:300]
+            finally:
+                os.write(write, report)
+                os._exit(0)
+        os.close(write)
+        children.append((pid, read))
+    reports = []
+    try:
+        for pid, read in children:
+            with os.fdopen(read, "rb") as pipe:
+                reports.append(pipe.read().decode())
+            os.waitpid(pid, 0)
+    finally:
+        emulator.clear_faults()
+    assert not [r for r in reports if r.startswith(("!", "?"))], reports
+    moments = [[float(m) for m in r.split(",")] for r in reports]
+    print(
+        f"\nforked: peak {emulator.stats.peak_concurrent_requests} concurrent token requests; "
+        f"first refresh after {sorted(round(m[0], 2) for m in moments)} s"
+    )
+    assert all(len(m) == refreshes for m in moments)  # every worker refreshed, on its own
+    assert emulator.stats.peak_concurrent_requests <= 4

@@ -1,0 +1,189 @@
+"""One table of causes: every rule, the server texts Azure sends, and the docs made from it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import psycopg
+import pytest
+from azure.core.exceptions import HttpResponseError
+from azure.identity import CredentialUnavailableError
+
+from django_azure_pg import errors
+from django_azure_pg.errors import (
+    ADVICE,
+    classify,
+    diagnose,
+    login_refusal,
+    retry_after_seconds,
+    throttled_retry_after,
+)
+from django_azure_pg.tokens import TokenError, TokenThrottled, TokenTimeout
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "troubleshooting.md"
+
+
+def op(text: str) -> psycopg.OperationalError:
+    return psycopg.OperationalError(
+        f'connection failed: connection to server at "h" failed: {text}'
+    )
+
+
+def with_state(exc: psycopg.Error, state: str) -> psycopg.Error:
+    exc.sqlstate = state  # type: ignore[misc]  # what psycopg sets from the server's error
+    return exc
+
+
+def wrapped(inner: BaseException) -> BaseException:
+    """As Django re-raises a driver error: a new exception with the original as its cause."""
+    try:
+        try:
+            raise inner
+        except BaseException as exc:
+            raise RuntimeError(str(exc)) from exc
+    except RuntimeError as outer:
+        return outer
+
+
+# One example per rule, written out here (not derived from the table), so that
+# removing a rule from errors.ADVICE or the classifier fails its case.
+EXAMPLES: list[tuple[BaseException, type[BaseException]]] = [
+    (errors.TokenNotForRole("x"), errors.TokenNotForRole),
+    (errors.RoleTypeMismatch("x"), errors.RoleTypeMismatch),
+    (errors.TokenExpiredAtServer("x"), errors.TokenExpiredAtServer),
+    (errors.RoleMissing("x"), errors.RoleMissing),
+    (op('FATAL:  password authentication failed for user "u"'), errors.TokenRefusedByServer),
+    (errors.RoleNameUnknown("x"), errors.RoleNameUnknown),
+    (TokenThrottled("x", 5), TokenThrottled),
+    (TokenTimeout("x"), TokenTimeout),
+    (CredentialUnavailableError("No managed identity endpoint found."), errors.NoIdentity),
+    (errors.TokenAcquisitionError("x"), errors.TokenAcquisitionError),
+    (
+        with_state(
+            psycopg.errors.InsufficientPrivilege("permission denied for schema public"), "42501"
+        ),
+        errors.SchemaPrivileges,
+    ),
+    (
+        with_state(psycopg.errors.InsufficientPrivilege("permission denied for table t"), "42501"),
+        errors.ObjectPrivileges,
+    ),
+    (op('FATAL:  database "nope" does not exist'), errors.DatabaseMissing),
+    (
+        op('FATAL:  no pg_hba.conf entry for host "1.2.3.4", user "u", no encryption'),
+        errors.TlsRequired,
+    ),
+    (op("SSL error: certificate verify failed"), errors.TlsVerify),
+    (
+        op('could not translate host name "x" to address: Name or service not known'),
+        errors.HostUnknown,
+    ),
+    (op("Connection refused\n\tIs the server running on that host"), errors.Unreachable),
+]
+
+
+@pytest.mark.parametrize(("exc", "cause"), EXAMPLES, ids=[c.__name__ for _, c in EXAMPLES])
+def test_every_rule(exc: BaseException, cause: type[BaseException]) -> None:
+    assert classify(exc) is cause
+    assert classify(wrapped(exc)) is cause  # found through Django's re-raise too
+    advice = diagnose(exc)
+    assert advice is ADVICE[cause]
+
+
+def test_every_table_entry_has_an_example() -> None:
+    assert set(ADVICE) == {cause for _, cause in EXAMPLES}
+
+
+# The texts Azure Database for PostgreSQL sends at login (errors.py cites the sources).
+AZURE_LOGIN_TEXTS = [
+    (
+        "FATAL:  The access token has expired. Please acquire a new token and retry.",
+        errors.TokenExpiredAtServer,
+    ),
+    ('FATAL:  password authentication failed for user "aad_app"', errors.LoginRefused),
+    ('FATAL:  role "aad_ghost" does not exist', errors.RoleMissing),
+    (
+        "FATAL:  Service Principals cannot generate AAD_AUTH_TOKENTYPE_APP_USER tokens for role[app]",
+        errors.RoleTypeMismatch,
+    ),
+    ("FATAL:  Service Principal oid mismatch for role[aad_app].", errors.TokenNotForRole),
+]
+
+
+@pytest.mark.parametrize(("text", "cause"), AZURE_LOGIN_TEXTS)
+def test_azure_login_texts(text: str, cause: type[BaseException]) -> None:
+    assert login_refusal(op(text)) is cause
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Connection refused",
+        'database "x" does not exist',
+        "SSL connection is required",
+        "server closed the connection unexpectedly",
+    ],
+)
+def test_other_failures_are_not_refusals(text: str) -> None:
+    assert login_refusal(op(text)) is None
+
+
+def test_sqlstate_28p01_is_a_refusal_whatever_the_text() -> None:
+    assert (
+        login_refusal(with_state(psycopg.OperationalError("localised text"), "28P01"))
+        is errors.LoginRefused
+    )
+
+
+def test_what_the_token_thread_passes_on_keeps_the_type() -> None:
+    # The token thread hands on a frameless copy of a credential's exception (tokens.py).
+    from django_azure_pg.tokens import _safe_cause
+
+    copy = _safe_cause(CredentialUnavailableError("No managed identity endpoint found."))
+    assert classify(TokenError("x").with_traceback(None)) is None
+    err = TokenError("x")
+    err.__cause__ = copy
+    assert classify(err) is errors.NoIdentity
+
+
+def test_our_own_wording_is_never_read() -> None:
+    # Our errors are classified by type only: text that would match a server rule changes nothing.
+    mimic = 'password authentication failed for user "x"; permission denied for schema public'
+    assert classify(TokenError(mimic)) is None
+    assert classify(errors.TokenAcquisitionError(mimic)) is errors.TokenAcquisitionError
+    assert login_refusal(errors.TokenNotForRole(mimic)) is None
+    assert throttled_retry_after(TokenError("too_many_requests")) is None
+
+
+def test_throttle_read_from_azure_core_errors() -> None:
+    class Response:
+        status_code = 429
+        headers = {"Retry-After": "17"}
+        reason = "Too Many Requests"
+
+        def text(self) -> str:
+            return ""
+
+    err = HttpResponseError(message="throttled", response=Response())  # type: ignore[arg-type]
+    assert throttled_retry_after(err) == 17
+    imds = CredentialUnavailableError("Token request error: (too_many_requests) Too many requests.")
+    assert throttled_retry_after(imds) == errors.THROTTLE_FALLBACK
+    assert throttled_retry_after(RuntimeError("HTTP 500")) is None
+
+
+def test_retry_after_forms() -> None:
+    assert retry_after_seconds({"Retry-After": "5"}) == 5
+    assert retry_after_seconds({"retry-after": "0.5"}) == 0.5
+    assert retry_after_seconds({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0
+    assert retry_after_seconds({}) is None
+    assert retry_after_seconds({"Retry-After": "soon"}) is None
+
+
+def test_troubleshooting_doc_is_the_table() -> None:
+    text = DOCS.read_text()
+    match = re.search(r"<!-- errors table.*?-->\n(.*?)\n<!-- /errors table -->", text, re.S)
+    assert match, "docs/troubleshooting.md lost its generated errors table"
+    assert match.group(1).strip() == errors.markdown_table(), (
+        "docs/troubleshooting.md is out of date: python -m scripts.troubleshooting_table"
+    )

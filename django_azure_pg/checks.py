@@ -13,10 +13,6 @@ from . import credentials, options, tls
 
 _DJANGO_KEYS = {"pool", "isolation_level", "assume_role", "server_side_binding"}
 """Keys Django's postgresql backend reads itself (not introspectable)."""
-_IDENTITY_HINTS = (
-    "IDENTITY_ENDPOINT", "MSI_ENDPOINT", "AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE",
-    "AZURE_POD_IDENTITY_AUTHORITY_HOST", "WEBSITE_SITE_NAME", "AZURE_TOKEN_CREDENTIALS",
-)  # fmt: skip
 
 
 # W001 must stay quiet where the Instance Metadata Service answers, and IMDS sets no
@@ -124,7 +120,7 @@ def check_alias(alias: str, entry: dict[str, Any], environ: Any) -> list[CheckMe
         return out
     if (
         choice.kind == "default"
-        and not any(environ.get(v) for v in _IDENTITY_HINTS)
+        and not any(environ.get(v) for v in credentials.IDENTITY_HINTS)
         and shutil.which("az") is None
         and not _may_have_imds(environ)
     ):

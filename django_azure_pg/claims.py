@@ -122,7 +122,8 @@ def missing_role_hint(claims: dict[str, Any]) -> str:
             "resource id: a service principal's role is its display name, or the name "
             "it was created with, which no claim carries."
         )
-    return "No xms_mirid, upn, preferred_username or unique_name claim names a principal."
+    names = ("xms_mirid", *NAME_CLAIMS)
+    return f"No {', '.join(names[:-1])} or {names[-1]} claim names a principal."
 
 
 SERVICE_CONNECTOR_NOTE = (

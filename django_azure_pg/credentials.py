@@ -64,6 +64,12 @@ AUTHORITY_HOST_VAR = "AZURE_AUTHORITY_HOST"
 SERVICE_CONNECTOR_PREFIX = "AZURE_POSTGRESQL_"
 CLIENT_ID, CLIENT_SECRET, TENANT_ID = "CLIENTID", "CLIENTSECRET", "TENANTID"
 FEDERATED_TOKEN_FILE = "AZURE_FEDERATED_TOKEN_FILE"  # noqa: S105 — a variable name
+IDENTITY_HINTS = (
+    "IDENTITY_ENDPOINT", "MSI_ENDPOINT", "AZURE_CLIENT_ID", FEDERATED_TOKEN_FILE,
+    "AZURE_POD_IDENTITY_AUTHORITY_HOST", "WEBSITE_SITE_NAME", "AZURE_TOKEN_CREDENTIALS",
+)  # fmt: skip
+"""Variables through which azure-identity finds an identity (or App Service announces one).
+IMDS on VMs and AKS nodes sets none: their absence proves nothing there."""
 
 
 class CredentialConfigError(ValueError):

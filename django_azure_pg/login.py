@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from . import claims, credentials, errors, options, tls, tokens
+from . import claims, clouds, credentials, errors, options, tls, tokens
 from .errors import LoginRefused, RoleNameUnknown, TokenAcquisitionError
 from .redaction import redact
 
@@ -54,7 +54,7 @@ class TokenLogin:
         host: str | None = None,
     ) -> TokenLogin:
         options.check(opts)
-        scope = credentials.scope_for(opts.get("token_scope"), host)
+        scope = clouds.scope_for(opts.get("token_scope"), host)
         choice = credentials.choose(opts, environ, scope)
         source = tokens.get_source(
             choice.key(),

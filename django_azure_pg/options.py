@@ -76,7 +76,7 @@ def flag(options: Mapping[str, Any], key: str) -> bool:
 
 def problems(options: Mapping[str, Any]) -> list[OptionError]:
     """Every unusable value among our keys (and the TLS keys we act on)."""
-    from . import credentials, tls
+    from . import clouds, credentials, tls
 
     found: list[OptionError] = []
 
@@ -92,7 +92,7 @@ def problems(options: Mapping[str, Any]) -> list[OptionError]:
         run(number, options, key, 0.0)
     for key in TRANSPORT_KEYS:
         run(flag, options, key)
-    for key in ("client_id", "client_secret", "tenant_id"):
+    for key in CREDENTIAL_KEYS[1:]:  # the string ones
         if options.get(key) is not None and not isinstance(options[key], str):
             found.append(
                 OptionError(
@@ -101,7 +101,7 @@ def problems(options: Mapping[str, Any]) -> list[OptionError]:
             )
     scope = options.get("token_scope")
     if scope is not None and not (
-        isinstance(scope, str) and (scope in credentials.SCOPES or scope.startswith("https://"))
+        isinstance(scope, str) and (scope in clouds.SCOPES or scope.startswith("https://"))
     ):
         found.append(
             OptionError(

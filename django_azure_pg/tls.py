@@ -40,18 +40,17 @@ from typing import Any
 
 import psycopg
 
+from . import clouds
+
 logger = logging.getLogger("django_azure_pg.tls")
 
 AZURE_HOST_SUFFIXES = (
-    # Flexible Server, per cloud: azure-cli's postgresql_server_endpoint suffixes
-    # (Azure/azure-cli, src/azure-cli-core/azure/cli/core/cloud.py). Private-link
+    # Flexible Server in every cloud (clouds.py). Private-link
     # (<server>.privatelink.postgres.database.azure.com) and private-DNS zones,
     # which "must end with postgres.database.azure.com", share the suffix
     # (azure-databases-docs: flexible-server/concepts-networking-private-link.md,
     # concepts-networking-private.md).
-    ".postgres.database.azure.com",
-    ".postgres.database.chinacloudapi.cn",
-    ".postgres.database.usgovcloudapi.net",
+    *clouds.HOST_SUFFIXES,
     # Azure Cosmos DB for PostgreSQL documents Entra token logins (preview;
     # MicrosoftDocs/azure-docs, articles/cosmos-db/postgresql/how-to-configure-authentication.md).
     ".postgres.cosmos.azure.com",

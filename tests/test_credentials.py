@@ -9,12 +9,8 @@ from azure.identity import (
     ManagedIdentityCredential,
 )
 
-from django_azure_pg.credentials import (
-    PUBLIC_SCOPE,
-    CredentialConfigError,
-    choose,
-    scope_for,
-)
+from django_azure_pg.clouds import PUBLIC_SCOPE, scope_for
+from django_azure_pg.credentials import CredentialConfigError, choose
 
 from .fakes import FakeCredential
 

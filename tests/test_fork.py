@@ -1,7 +1,7 @@
 """After fork(), a child shares no lock, no fetch in flight and no socket with its parent.
 
 Every test here fails with the at-fork handlers removed (tokens._after_fork_in_child,
-credentials._after_fork_in_child): the child deadlocks on a lock held at fork
+forksafe._after_fork_in_child): the child deadlocks on a lock held at fork
 time, waits for a fetch that will never finish, or talks to the identity
 endpoint over its parent's keep-alive connection.
 """
@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from azure.identity import ManagedIdentityCredential
 
-from django_azure_pg import credentials, tokens
+from django_azure_pg import credentials, forksafe, tokens
 from django_azure_pg_testing import Identity, IdentityEmulator
 
 from .conftest import SCOPE
@@ -207,5 +207,5 @@ def test_a_transport_we_cannot_renew_is_reported_once(caplog: pytest.LogCaptureF
         answer = in_child(child)
     finally:
         holder.sock.close()
-        credentials._explicit_objects.pop(id(holder), None)
+        forksafe._explicit_objects.pop(id(holder), None)
     assert "HoldsASocket" in answer and answer.count("may share") == 1

@@ -11,7 +11,8 @@ import pytest
 from azure.core.exceptions import ClientAuthenticationError
 from azure.core.pipeline.transport import RequestsTransport
 
-from django_azure_pg.credentials import SCOPES, choose, scope_for
+from django_azure_pg.clouds import SCOPES, scope_for
+from django_azure_pg.credentials import choose
 from django_azure_pg.login import TokenLogin
 
 CHINA_HOST = "shop.postgres.database.chinacloudapi.cn"

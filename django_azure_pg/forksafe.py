@@ -1,0 +1,115 @@
+"""Fork safety for credential objects we did not build.
+
+A credential we build is rebuilt in a forked child (tokens.py). An object the
+settings hand us (or a dotted path to an instance) cannot be rebuilt, so in the
+child every ``requests.Session`` inside it gets new connection pools: the child
+never reads or writes the parent's keep-alive socket to the identity endpoint.
+The old pools are kept, untouched, so no finalizer takes a lock a parent thread
+may have held at fork time. A transport we do not know how to renew is reported
+once, at runtime. No Django import here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import types
+from typing import Any
+
+logger = logging.getLogger("django_azure_pg.credentials")
+
+_explicit_objects: dict[int, Any] = {}
+_retired: list[Any] = []
+_warned: set[str] = set()
+_MAX_NODES = 5000
+
+
+def watch(credential: Any) -> None:
+    """Renew ``credential``'s connections in every forked child of this process."""
+    _explicit_objects.setdefault(id(credential), credential)
+
+
+def _transports(root: Any) -> tuple[list[Any], list[str]]:
+    """The requests sessions inside ``root``, and names of transports we cannot renew."""
+    try:
+        import requests
+    except ImportError:  # pragma: no cover — azure-core depends on requests
+        requests = None  # type: ignore[assignment]
+    import http.client
+
+    sessions: list[Any] = []
+    unknown: list[str] = []
+    seen: set[int] = set()
+    stack: list[tuple[Any, int]] = [(root, 0)]
+    leaves = (str, bytes, int, float, complex, bool, type(None), type, types.ModuleType,
+              types.FunctionType, types.BuiltinFunctionType, types.MethodType)  # fmt: skip
+    while stack and len(seen) < _MAX_NODES:
+        obj, depth = stack.pop()
+        if id(obj) in seen or isinstance(obj, leaves) or depth > 10:
+            continue
+        seen.add(id(obj))
+        if requests is not None and isinstance(obj, requests.Session):
+            sessions.append(obj)
+            continue
+        module = type(obj).__module__ or ""
+        if isinstance(obj, (socket.socket, http.client.HTTPConnection)) or module.split(".")[0] in (
+            "httpx",
+            "aiohttp",
+            "urllib3",
+            "httpcore",
+        ):
+            unknown.append(f"{module}.{type(obj).__qualname__}")
+            continue
+        if isinstance(obj, dict):
+            children: Any = obj.values()
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            children = obj
+        else:
+            try:
+                children = vars(obj).values()
+            except TypeError:
+                continue
+        stack.extend((child, depth + 1) for child in list(children))
+    return sessions, unknown
+
+
+def _renew(session: Any) -> None:
+    for adapter in list(session.adapters.values()):
+        if not hasattr(adapter, "init_poolmanager"):
+            continue
+        _retired.append((adapter.poolmanager, adapter.proxy_manager))
+        adapter.proxy_manager = {}
+        adapter.init_poolmanager(
+            adapter._pool_connections, adapter._pool_maxsize, block=adapter._pool_block
+        )
+
+
+def make_fork_safe(credential: Any) -> bool:
+    """In a forked child: give ``credential`` connections of its own; False if we cannot."""
+    sessions, unknown = _transports(credential)
+    for session in sessions:
+        _renew(session)
+    return not unknown
+
+
+def _after_fork_in_child() -> None:
+    for credential in list(_explicit_objects.values()):
+        try:
+            safe = make_fork_safe(credential)
+        except Exception:  # never break the child over this
+            safe = False
+        name = type(credential).__qualname__
+        if not safe and name not in _warned:
+            _warned.add(name)
+            logger.warning(
+                "After fork(), the credential object %s in OPTIONS['credential'] may share its "
+                "parent's connection to the identity endpoint: it holds a transport "
+                "django-azure-pg cannot renew. Pass its class, a factory or a dotted path to "
+                "one instead, so each process builds its own.",
+                name,
+            )
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -169,16 +169,22 @@ def _transport(
                 id="django_azure_pg.E006",
             )
         ]
-    if route.azure and route.sslmode not in tls.VERIFIED:
+    if route.azure and not route.verified:
+        if route.sslmode == "verify-ca":
+            risk = (
+                "the issuer is checked but not the name, so any certificate a public CA "
+                "issued passes and a man-in-the-middle receives the password or token."
+            )
+        elif route.sslmode in tls.ENCRYPTED:
+            risk = (
+                "encrypted, but the server is not verified, so a man-in-the-middle "
+                "receives the password or token."
+            )
+        else:
+            risk = "the password may travel unencrypted."
         return [
             Warning(
-                f"{where} connects to Azure with sslmode={route.sslmode!r}: "
-                + (
-                    "encrypted, but the server is not verified, so a man-in-the-middle "
-                    "receives the password or token."
-                    if route.sslmode in tls.ENCRYPTED
-                    else "the password may travel unencrypted."
-                ),
+                f"{where} connects to Azure with sslmode={route.sslmode!r}: {risk}",
                 hint="Remove sslmode: Azure hosts then get 'verify-full' with Azure's root "
                 "certificates (Microsoft recommends verify-full).",
                 id="django_azure_pg.W002",

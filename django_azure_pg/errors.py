@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from azure.identity import CredentialUnavailableError
 
 # -- errors this package raises ------------------------------------------------
 
@@ -46,6 +47,10 @@ class TokenThrottled(TokenError):
 
 class LoginError(psycopg.OperationalError):
     """A login with an access token failed; the subclass says why."""
+
+
+class InsecureTransport(LoginError):
+    """A token login would send the token over a path TLS does not protect (nothing was sent)."""
 
 
 class TokenAcquisitionError(LoginError):
@@ -335,6 +340,17 @@ _advice(
 
 
 _advice(
+    InsecureTransport,
+    "`refusing to send an access token to host '…' with sslmode='prefer'` (or `allow`, "
+    "`disable`)",
+    "A token login would go over a path TLS does not protect: an explicit weak sslmode, "
+    "`PGSSLMODE`, or a service file's sslmode, to a host that is not on this machine. Nothing "
+    "was fetched or sent.",
+    "Remove `sslmode` (Azure hosts get `verify-full`) or use `verify-full`/`require`. Only if "
+    'something else protects the path (a TLS-terminating sidecar), set `OPTIONS["allow_'
+    'plaintext_token"] = True`. `manage.py check` reports it as E006.',
+)
+_advice(
     TokenThrottled,
     "`… the identity endpoint throttled the requests (HTTP 429) …`",
     "The identity endpoint is throttling this machine (too many token requests) and no "
@@ -344,7 +360,8 @@ _advice(
 )
 _advice(
     TokenTimeout,
-    "`… returned no token … within 10 s (the identity endpoint is slow or not answering)`",
+    "`… returned no token … within 10 s (the identity endpoint is slow or not answering)` "
+    "(10 s is the default `token_timeout`)",
     "The identity endpoint did not answer in time and no valid token is cached.",
     "Check that the app has a managed identity and that IDENTITY_ENDPOINT / IMDS is "
     "reachable; raise OPTIONS['token_timeout'] only if the endpoint is merely slow.",
@@ -446,11 +463,12 @@ def classify(exc: BaseException) -> type[BaseException] | None:
 
 
 def _foreign_cause(err: BaseException) -> type[BaseException] | None:
-    # azure.identity's type (not imported here); the token thread passes on only a
-    # frameless copy of what a credential raised, which keeps the type as exc_type.
+    # The token thread passes on only a frameless copy of what a credential raised,
+    # which keeps the original type as exc_type.
     kept = getattr(err, "exc_type", None)
-    names = {type(err).__name__, getattr(kept, "__name__", "")}
-    if "CredentialUnavailableError" in names:
+    if isinstance(err, CredentialUnavailableError) or (
+        isinstance(kept, type) and issubclass(kept, CredentialUnavailableError)
+    ):
         return NoIdentity
     refusal = login_refusal(err)
     if refusal is LoginRefused:

@@ -38,9 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from . import clouds
+from .errors import InsecureTransport
 
 logger = logging.getLogger("django_azure_pg.tls")
 
@@ -64,10 +63,6 @@ OPT_IN = "allow_plaintext_token"
 """OPTIONS key: send the token even where TLS does not protect it (you protect the path)."""
 
 _ROOTS = Path(__file__).with_name("certs") / "azure-roots.pem"
-
-
-class InsecureTransport(psycopg.OperationalError):
-    """A token login would send the token over a path TLS does not protect."""
 
 
 def azure_roots() -> str:
@@ -122,9 +117,19 @@ class Route:
         )
 
     @property
+    def verified(self) -> bool:
+        """The server proved who it is.
+
+        ``verify-ca`` checks the issuer, not the name: fine with a private CA of your
+        own, but with Azure's public roots any certificate those CAs issued, for any
+        name, would pass. So an Azure host counts as verified only with ``verify-full``.
+        """
+        return self.sslmode == "verify-full" or (self.sslmode == "verify-ca" and not self.azure)
+
+    @property
     def retry_safe(self) -> bool:
         """A second, fresh token may follow a refused one: the server was verified (or is local)."""
-        return self.sslmode in VERIFIED or self.local
+        return self.verified or self.local
 
     @property
     def protected(self) -> bool:

@@ -211,3 +211,11 @@ def test_checks_follow_the_token_login_not_the_engine_name(
     monkeypatch.setenv("IDENTITY_ENDPOINT", MI_ENV["IDENTITY_ENDPOINT"])
     found = [m.id for m in check_databases()]
     assert found == (["django_azure_pg.W002"] if checked else [])
+
+
+def test_verify_ca_to_an_azure_host_warns() -> None:
+    messages = check_alias(
+        "default", {"HOST": AZ, "USER": "u", "OPTIONS": {"sslmode": "verify-ca"}}, MI_ENV
+    )
+    assert [m.id for m in messages] == ["django_azure_pg.W002"]
+    assert "not the name" in messages[0].msg

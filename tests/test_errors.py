@@ -59,6 +59,7 @@ EXAMPLES: list[tuple[BaseException, type[BaseException]]] = [
     (TokenTimeout("x"), TokenTimeout),
     (CredentialUnavailableError("No managed identity endpoint found."), errors.NoIdentity),
     (errors.TokenAcquisitionError("x"), errors.TokenAcquisitionError),
+    (errors.InsecureTransport("x"), errors.InsecureTransport),
     (
         with_state(
             psycopg.errors.InsufficientPrivilege("permission denied for schema public"), "42501"

@@ -347,3 +347,14 @@ def test_refused_login_log_names_the_route(
     with caplog.at_level("WARNING", logger="django_azure_pg.login"):
         wrapper.ensure_connection()
     assert "host 'localhost' dialled at 127.0.0.1, sslmode=require" in caplog.text
+
+
+def test_verify_ca_is_not_verification_for_azure_hosts() -> None:
+    """With Azure's public roots, verify-ca accepts any certificate those CAs issued, for any
+    name: no second token after a refusal, and W002 says why."""
+    azure = tls.resolve({"host": "srv.postgres.database.azure.com", "sslmode": "verify-ca"}, {})
+    assert not azure.verified and not azure.retry_safe
+    own = tls.resolve({"host": "db.internal.example", "sslmode": "verify-ca"}, {})
+    assert own.verified  # a private CA of the user's own
+    full = tls.resolve({"host": "srv.postgres.database.azure.com", "sslmode": "verify-full"}, {})
+    assert full.verified and full.retry_safe

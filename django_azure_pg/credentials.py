@@ -24,6 +24,7 @@ from azure import identity
 from azure.core.credentials import TokenCredential
 
 from . import clouds, forksafe
+from .options import SERVICE_CONNECTOR_SUFFIXES
 from .redaction import install_log_redaction
 from .tokens import CredentialFactory, observe_response
 
@@ -33,7 +34,6 @@ _OBSERVED: dict[str, Any] = {"raw_response_hook": observe_response}
 logger = logging.getLogger("django_azure_pg.credentials")
 
 SERVICE_CONNECTOR_PREFIX = "AZURE_POSTGRESQL_"
-CLIENT_ID, CLIENT_SECRET, TENANT_ID = "CLIENTID", "CLIENTSECRET", "TENANTID"
 FEDERATED_TOKEN_FILE = "AZURE_FEDERATED_TOKEN_FILE"  # noqa: S105 — a variable name
 IDENTITY_HINTS = (
     "IDENTITY_ENDPOINT", "MSI_ENDPOINT", "AZURE_CLIENT_ID", FEDERATED_TOKEN_FILE,
@@ -110,8 +110,9 @@ class CredentialChoice:
         return lambda: identity.DefaultAzureCredential(**cloud, **_OBSERVED)
 
 
-def env_names(prefix: str = SERVICE_CONNECTOR_PREFIX) -> tuple[str, str, str]:
-    return prefix + CLIENT_ID, prefix + CLIENT_SECRET, prefix + TENANT_ID
+def env_names(prefix: str = SERVICE_CONNECTOR_PREFIX) -> dict[str, str]:
+    """Credential key → the Service Connector variable standing for it."""
+    return {key: prefix + suffix for key, suffix in SERVICE_CONNECTOR_SUFFIXES.items()}
 
 
 def choose(
@@ -139,33 +140,23 @@ def _choose(options: Mapping[str, Any], environ: Mapping[str, str]) -> Credentia
             )
         return CredentialChoice("explicit", "OPTIONS['credential'] is set", explicit=explicit)
 
-    from_options = {k: options.get(k) for k in ("client_id", "client_secret", "tenant_id")}
-    if any(from_options.values()):
-        client_id, secret, tenant = (
-            from_options[k] for k in ("client_id", "client_secret", "tenant_id")
-        )
-        where = "OPTIONS"
-        names = {
-            "client_id": "client_id",
-            "client_secret": "client_secret",
-            "tenant_id": "tenant_id",
-        }
-    else:
-        id_var, secret_var, tenant_var = env_names()
-        client_id, secret, tenant = (
-            environ.get(id_var),
-            environ.get(secret_var),
-            environ.get(tenant_var),
-        )
-        where = "environment"
-        names = {"client_id": id_var, "client_secret": secret_var, "tenant_id": tenant_var}
+    # Key by key: OPTIONS wins, Service Connector's variable fills what OPTIONS leaves out.
+    names: dict[str, str] = {}
+    values: dict[str, str | None] = {}
+    for key, var in env_names().items():
+        if options.get(key):
+            names[key], values[key] = f"OPTIONS[{key!r}]", options[key]
+        elif environ.get(var):
+            names[key], values[key] = var, environ[var]
+        else:
+            names[key], values[key] = f"{key} (OPTIONS[{key!r}] or {var})", None
+    client_id, secret, tenant = values["client_id"], values["client_secret"], values["tenant_id"]
 
     if secret and not (client_id and tenant):
         missing = [names[k] for k, v in (("client_id", client_id), ("tenant_id", tenant)) if not v]
         raise CredentialConfigError(
             f"A client secret is set ({names['client_secret']}) but {' and '.join(missing)} "
-            f"{'is' if len(missing) == 1 else 'are'} missing from the {where}; a service principal "
-            "needs all three"
+            f"{'is' if len(missing) == 1 else 'are'} not set; a service principal needs all three"
         )
     if client_id and secret and tenant:
         return CredentialChoice(
@@ -190,7 +181,8 @@ def _choose(options: Mapping[str, Any], environ: Mapping[str, str]) -> Credentia
         )
     return CredentialChoice(
         "default",
-        f"no credential in OPTIONS and none of {', '.join(env_names())} in the environment",
+        "no credential, client_id, client_secret or tenant_id in OPTIONS and none of "
+        f"{', '.join(env_names().values())} in the environment",
     )
 
 

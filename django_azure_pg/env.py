@@ -30,16 +30,12 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from .credentials import CLIENT_ID, CLIENT_SECRET, SERVICE_CONNECTOR_PREFIX, TENANT_ID
+from .credentials import SERVICE_CONNECTOR_PREFIX
+from .options import FALSE_WORDS, SERVICE_CONNECTOR_SUFFIXES, TRUE_WORDS
 
 ENGINE = "django_azure_pg"
 URL_SCHEMES = ("azure-postgres", "azure-postgresql")
 
-_CREDENTIAL_VARS = (
-    (CLIENT_ID, "client_id"),
-    (CLIENT_SECRET, "client_secret"),
-    (TENANT_ID, "tenant_id"),
-)
 _CONNINFO_SETTINGS = {
     "dbname": "NAME",
     "host": "HOST",
@@ -47,8 +43,6 @@ _CONNINFO_SETTINGS = {
     "user": "USER",
     "password": "PASSWORD",
 }
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
 
 def from_env(
@@ -104,7 +98,7 @@ def from_env(
     sslmode = _sslmode(prefix + "SSL", ssl) if ssl is not None else None
     if sslmode is not None:
         entry["OPTIONS"].setdefault("sslmode", sslmode)
-    for suffix, option in _CREDENTIAL_VARS:
+    for option, suffix in SERVICE_CONNECTOR_SUFFIXES.items():
         value = get(suffix)
         if value is not None:
             entry["OPTIONS"][option] = value
@@ -198,7 +192,7 @@ def _suffix_ok(suffix: str) -> bool:
     """A variable of this connection, not of a named one sharing the prefix."""
     return suffix in {
         "HOST", "NAME", "DATABASE", "USER", "USERNAME", "PORT", "SSL", "PASSWORD",
-        "CONNECTIONSTRING", CLIENT_ID, CLIENT_SECRET, TENANT_ID,
+        "CONNECTIONSTRING", *SERVICE_CONNECTOR_SUFFIXES.values(),
     }  # fmt: skip
 
 
@@ -213,9 +207,9 @@ def _sslmode(name: str, value: str) -> str | None:
     """``_SSL=true`` asks for TLS: leave sslmode to the backend's default, which is
     ``verify-full`` for Azure hosts (``require`` for others); ``false`` is ``disable``."""
     lowered = value.strip().lower()
-    if lowered in _TRUE:
+    if lowered in TRUE_WORDS:
         return None
-    if lowered in _FALSE:
+    if lowered in FALSE_WORDS:
         return "disable"
     raise _improperly(f"{name} must be true or false, got {value!r}")
 

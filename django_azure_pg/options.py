@@ -11,7 +11,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-CREDENTIAL_KEYS = ("credential", "client_id", "client_secret", "tenant_id")
+SERVICE_CONNECTOR_SUFFIXES = {"client_id": "CLIENTID", "client_secret": "CLIENTSECRET", "tenant_id": "TENANTID"}
+"""Each credential key, and the suffix of the Service Connector variable that stands for it
+(``AZURE_POSTGRESQL_CLIENTID`` …): OPTIONS wins key by key, the variable fills the rest."""
+CREDENTIAL_KEYS = ("credential", *SERVICE_CONNECTOR_SUFFIXES)
 TOKEN_KEYS = ("token_scope", "token_refresh_margin", "token_timeout")
 TRANSPORT_KEYS = ("allow_plaintext_token",)
 OUR_KEYS = frozenset(CREDENTIAL_KEYS + TOKEN_KEYS + TRANSPORT_KEYS)
@@ -23,8 +26,8 @@ RANGES = {
 }
 """Exclusive lower, inclusive upper bound, in seconds."""
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off"}
 
 
 class OptionError(ValueError):
@@ -69,8 +72,8 @@ def flag(options: Mapping[str, Any], key: str) -> bool:
     value = options.get(key, False)
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
+    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
+        return value.strip().lower() in TRUE_WORDS
     raise OptionError(key, f"OPTIONS[{key!r}] must be True or False, not a {type(value).__name__}")
 
 
@@ -92,7 +95,7 @@ def problems(options: Mapping[str, Any]) -> list[OptionError]:
         run(number, options, key, 0.0)
     for key in TRANSPORT_KEYS:
         run(flag, options, key)
-    for key in CREDENTIAL_KEYS[1:]:  # the string ones
+    for key in SERVICE_CONNECTOR_SUFFIXES:
         if options.get(key) is not None and not isinstance(options[key], str):
             found.append(
                 OptionError(

@@ -66,14 +66,23 @@ def test_options_win_over_environment() -> None:
 @pytest.mark.parametrize(
     ("env", "missing"),
     [
-        ({SC + "CLIENTSECRET": "s"}, "AZURE_POSTGRESQL_CLIENTID and AZURE_POSTGRESQL_TENANTID"),
-        ({SC + "CLIENTSECRET": "s", SC + "CLIENTID": "c"}, "AZURE_POSTGRESQL_TENANTID is missing"),
+        ({SC + "CLIENTSECRET": "s"}, "AZURE_POSTGRESQL_CLIENTID\\) and tenant_id"),
+        ({SC + "CLIENTSECRET": "s", SC + "CLIENTID": "c"}, "AZURE_POSTGRESQL_TENANTID\\) is not set"),
     ],
 )
 def test_contradictory_variables_are_named(env: dict[str, str], missing: str) -> None:
     with pytest.raises(CredentialConfigError, match=missing) as info:
         choose({}, env)
     assert "'s'" not in str(info.value)
+
+
+def test_options_win_key_by_key_and_variables_fill_the_rest() -> None:
+    env = {SC + "CLIENTID": "from-env", SC + "CLIENTSECRET": "s", SC + "TENANTID": "t-env"}
+    choice = choose({"tenant_id": "t-opt"}, env)
+    assert choice.kind == "service_principal"
+    assert (choice.client_id, choice.tenant_id) == ("from-env", "t-opt")
+    assert "OPTIONS['tenant_id']" in choice.reason and SC + "CLIENTID" in choice.reason
+    assert choose({"client_id": "mine"}, {SC + "CLIENTID": "theirs"}).client_id == "mine"
 
 
 def test_explicit_object_callable_and_path() -> None:

@@ -247,7 +247,7 @@ def test_wrong_role_reads_differently_from_token_failure(make_wrapper: MakeWrapp
 
 def test_misconfigured_credential_is_improperly_configured(make_wrapper: MakeWrapper) -> None:
     wrapper = make_wrapper(OPTIONS={"client_secret": "x"})
-    with pytest.raises(ImproperlyConfigured, match="tenant_id .* is not set"):
+    with pytest.raises(ImproperlyConfigured, match=r"tenant_id .* is not set"):
         wrapper.ensure_connection()
 
 

@@ -219,7 +219,7 @@ def test_misconfigured_postgis_alias_is_improperly_configured(
     wrapper = make_wrapper(
         ENGINE="django_azure_pg.postgis", NAME=ITEST_DB, OPTIONS={"client_secret": "x"}
     )
-    with pytest.raises(ImproperlyConfigured, match="tenant_id .* is not set"):
+    with pytest.raises(ImproperlyConfigured, match=r"tenant_id .* is not set"):
         wrapper.ensure_connection()
 
 

@@ -224,6 +224,11 @@ def _from_conninfo(conninfo: str, name: str) -> dict[str, Any]:
     except ProgrammingError:
         # libpq's message may quote the string, password included: do not chain it.
         raise _improperly(f"{name} is not a valid libpq connection string") from None
+    if params.get("sslmode") == "require":
+        # Service Connector writes sslmode=require into every connection string: it asks
+        # for TLS, like _SSL=true, so the backend's default applies (verify-full for Azure
+        # hosts: require alone does not check the certificate). Any other mode is kept.
+        del params["sslmode"]
     entry: dict[str, Any] = {"OPTIONS": {}}
     for key, setting in _CONNINFO_SETTINGS.items():
         if key in params:

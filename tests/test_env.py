@@ -79,7 +79,12 @@ def test_python_client_type_connection_string_with_quotes_and_spaces() -> None:
     assert entry["PORT"] == "5432"
     assert entry["USER"] == "aad_conn"
     assert entry["PASSWORD"] == "pa ss'word"
-    assert entry["OPTIONS"] == {"sslmode": "require", "application_name": "my app"}
+    # Service Connector's sslmode=require means "TLS on": Azure hosts get verify-full.
+    assert entry["OPTIONS"] == {"application_name": "my app"}
+    other = from_env(
+        environ={"AZURE_POSTGRESQL_CONNECTIONSTRING": f"host={HOST} dbname=d sslmode=verify-ca"}
+    )
+    assert other["OPTIONS"] == {"sslmode": "verify-ca"}  # any other mode is kept
 
 
 def test_bad_connection_string_does_not_echo_it() -> None:

@@ -29,6 +29,9 @@ _FIELD = re.compile(
 MASK = "[redacted]"
 LOGGER_PREFIXES = ("azure.identity", "azure.core", "msal")
 """Loggers (and their children) that get a :class:`RedactingFilter`."""
+_KEEP_EXCEPTIONS = ("azure.core",)
+"""Shared by every Azure SDK client in the process: their exceptions stay attached to the
+record (error trackers want them) unless the traceback's text held a token."""
 OPT_OUT_VARIABLE = "DJANGO_AZURE_PG_LOG_REDACTION"
 
 
@@ -41,9 +44,15 @@ class RedactingFilter(logging.Filter):
     """Rewrites a record's message (and traceback text) with tokens masked; drops nothing.
 
     The traceback is rendered to redacted text and ``exc_info`` removed, so no
-    handler can print the frames' locals either. Usable on any handler in
-    ``LOGGING`` too: ``"()": "django_azure_pg.redaction.RedactingFilter"``.
+    handler can print the frames' locals either — always for azure-identity's and
+    msal's records (their frames hold the endpoint's response), and for others only
+    when the traceback's text held a token. Usable on any handler in ``LOGGING``
+    too: ``"()": "django_azure_pg.redaction.RedactingFilter"``.
     """
+
+    def __init__(self, name: str = "", *, keep_clean_exceptions: bool = False) -> None:
+        super().__init__(name)
+        self.keep_clean_exceptions = keep_clean_exceptions
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -51,18 +60,24 @@ class RedactingFilter(logging.Filter):
         except Exception:  # a malformed record: let logging report it as usual
             return True
         record.msg, record.args = redact(message), None
-        if record.exc_info:
-            if not record.exc_text:
-                record.exc_text = logging.Formatter().formatException(record.exc_info)
-            record.exc_info = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            cleaned = redact(record.exc_text)
+            if record.exc_info and (cleaned != record.exc_text or not self.keep_clean_exceptions):
+                record.exc_info = None
+            record.exc_text = cleaned
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
         return True
 
 
 _FILTER = RedactingFilter()
+_CORE_FILTER = RedactingFilter(keep_clean_exceptions=True)
+
+
+def _filter_for(logger_name: str) -> RedactingFilter:
+    return _CORE_FILTER if logger_name.startswith(_KEEP_EXCEPTIONS) else _FILTER
 _lock = threading.Lock()
 _seen_loggers = -1
 _disabled = False
@@ -83,15 +98,11 @@ def install_log_redaction() -> None:
         return
     with _lock:
         names = list(manager.loggerDict)
-        for name in names:
+        for name in [*names, *LOGGER_PREFIXES]:  # the roots too, even before they log
             if name.startswith(LOGGER_PREFIXES):
-                logger = logging.getLogger(name)
-                if _FILTER not in logger.filters:
-                    logger.addFilter(_FILTER)
-        for name in LOGGER_PREFIXES:  # the roots, even before their modules log
-            logger = logging.getLogger(name)
-            if _FILTER not in logger.filters:
-                logger.addFilter(_FILTER)
+                logger, wanted = logging.getLogger(name), _filter_for(name)
+                if wanted not in logger.filters:
+                    logger.addFilter(wanted)
         _seen_loggers = len(manager.loggerDict)
 
 
@@ -103,5 +114,6 @@ def uninstall_log_redaction() -> None:
         _seen_loggers = -1
         for name in list(logging.Logger.manager.loggerDict):
             logger = logging.getLogger(name)
-            if _FILTER in logger.filters:
-                logger.removeFilter(_FILTER)
+            for installed in (_FILTER, _CORE_FILTER):
+                if installed in logger.filters:
+                    logger.removeFilter(installed)

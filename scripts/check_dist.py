@@ -68,6 +68,11 @@ def main(dist: str) -> int:
     problems += [f"testing wheel lacks {n}" for n in REQUIRED_IN_KIT if n not in kit_names]
     if "pytest11" not in entry_points:
         problems.append("testing wheel registers no pytest plugin")
+    version = wheel.name.split("-")[1]
+    with zipfile.ZipFile(kit) as zf:
+        metadata = next(zf.read(n).decode() for n in kit_names if n.endswith("METADATA"))
+    if f"Requires-Dist: django-azure-pg=={version}" not in metadata:
+        problems.append(f"testing wheel does not require django-azure-pg=={version} (its release)")
     sdist = next(p for p in folder.glob("*.tar.gz") if p.name.startswith("django_azure_pg-"))
     with tarfile.open(sdist) as tar:
         members = tar.getnames()

@@ -117,6 +117,23 @@ def test_azure_login_texts(text: str, cause: type[BaseException]) -> None:
     assert login_refusal(op(text)) is cause
 
 
+def test_the_kits_login_texts_are_the_ones_recognised() -> None:
+    """The testing kit's front sends these; what it sends must be what the matcher reads."""
+    from django_azure_pg_testing.front import AZURE_TEXTS
+
+    expected = {
+        "expired": errors.TokenExpiredAtServer,
+        "refused": errors.LoginRefused,
+        "role_missing": errors.RoleMissing,
+    }
+    assert set(AZURE_TEXTS) == set(expected)
+    for reason, (_sqlstate, message) in AZURE_TEXTS.items():
+        assert login_refusal(op("FATAL:  " + message.format(role="aad_app"))) is expected[reason]
+        assert (f"FATAL:  {message.format(role='aad_app')}", expected[reason]) in [
+            (t.replace("aad_ghost", "aad_app"), c) for t, c in AZURE_LOGIN_TEXTS
+        ]
+
+
 @pytest.mark.parametrize(
     "text",
     [

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from django_azure_pg.redaction import MASK, redact
+import logging
+import sys
+
+from django_azure_pg.redaction import MASK, RedactingFilter, redact
 from django_azure_pg_testing import jwt
 
 
@@ -12,3 +15,30 @@ def test_jwts_and_token_fields_are_masked() -> None:
     )
     assert redact("password=hunter2 host=x") == f"password={MASK} host=x"
     assert redact("nothing secret") == "nothing secret"
+
+
+def _record(name: str, exc: BaseException) -> logging.LogRecord:
+    try:
+        raise exc
+    except BaseException:
+        return logging.getLogger(name).makeRecord(
+            name, logging.WARNING, __file__, 1, "failed: %s", (exc,), sys.exc_info()
+        )
+
+
+def test_identity_records_lose_their_frames_and_tokens() -> None:
+    token = jwt.mint({"a": 1})
+    record = _record("azure.identity._internal", ValueError(f"body {token}"))
+    assert RedactingFilter().filter(record)
+    assert record.exc_info is None  # frames (and their locals) are gone for every handler
+    assert token not in record.getMessage() and token not in (record.exc_text or "")
+
+
+def test_other_sdk_records_keep_a_clean_exception() -> None:
+    keep = RedactingFilter(keep_clean_exceptions=True)
+    clean = _record("azure.core.pipeline", ValueError("timeout"))
+    assert keep.filter(clean) and clean.exc_info is not None  # error trackers still get it
+    token = jwt.mint({"b": 2})
+    dirty = _record("azure.core.pipeline", ValueError(f"reply {token}"))
+    assert keep.filter(dirty) and dirty.exc_info is None
+    assert token not in (dirty.exc_text or "")

@@ -13,12 +13,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .. import claims, credentials, errors, tls
+from .. import claims, clouds, credentials, errors, tls
 from ..mixin import TokenLoginMixin
 from ..redaction import redact
 from . import one_off
 
-_SHOWN_VARS = (*credentials.IDENTITY_HINTS, "AZURE_TENANT_ID", "AZURE_AUTHORITY_HOST")
+_SHOWN_VARS = (*credentials.IDENTITY_HINTS, "AZURE_TENANT_ID", clouds.AUTHORITY_HOST_VAR)
 _PRESENCE_ONLY = ("IDENTITY_HEADER", "MSI_SECRET", "AZURE_CLIENT_SECRET", "PGPASSWORD")
 _SECRET_SUFFIXES = ("PASSWORD", "CLIENTSECRET", "CONNECTIONSTRING", "SECRET")
 

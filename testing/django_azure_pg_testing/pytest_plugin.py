@@ -31,6 +31,8 @@ from typing import Any
 
 import pytest
 
+from django_azure_pg.env import ENGINE
+
 from .identity import IdentityEmulator
 from .postgres import LocalPostgres
 
@@ -67,7 +69,7 @@ def azure_pg_server(azure_pg_emulator: IdentityEmulator) -> Iterator[LocalPostgr
 @pytest.fixture(scope="session")
 def azure_pg_database(azure_pg_server: LocalPostgres) -> dict[str, Any]:
     return {
-        "ENGINE": "django_azure_pg",
+        "ENGINE": ENGINE,
         "HOST": azure_pg_server.host,
         "PORT": str(azure_pg_server.port),
         "NAME": APP_DATABASE,

@@ -14,7 +14,7 @@ from typing import Any
 from django.core.management.commands.migrate import Command as MigrateCommand
 from django.db import connections
 
-# One fixed 64-bit key for "this project's migrations" (any constant works).
+# One fixed key for "this project's migrations" (any constant works; pg_advisory_lock takes a bigint).
 LOCK_KEY = zlib.crc32(b"restaurants:migrate")
 
 

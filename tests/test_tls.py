@@ -17,9 +17,10 @@ from django.db import OperationalError
 from django_azure_pg import tls
 from django_azure_pg.mixin import _HAS_POOL
 from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
+from django_azure_pg_testing.certs import make_ca, make_server_cert
 
 from .conftest import ITEST_DB, ROLE, MakeWrapper
-from .fake_pg import FakePostgres, make_ca, make_server_cert
+from .fake_pg import FakePostgres
 
 AZ_NAME = "evil.postgres.database.azure.com"
 

@@ -41,6 +41,8 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 
+from .wire import recv_exact
+
 logger = logging.getLogger("django_azure_pg_testing.front")
 
 _SSL_REQUEST, _GSSENC_REQUEST, _CANCEL_REQUEST = 80877103, 80877104, 80877102
@@ -67,21 +69,11 @@ def error_response(sqlstate: str, message: str) -> bytes:
     return b"E" + struct.pack("!I", len(body) + 4) + body
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise EOFError
-        data += chunk
-    return data
-
-
 def _read_message(sock: socket.socket) -> tuple[bytes, bytes]:
     """One typed protocol message: (type byte, whole raw message)."""
-    head = _recv_exact(sock, 5)
+    head = recv_exact(sock, 5)
     (length,) = struct.unpack("!I", head[1:])
-    return head[:1], head + _recv_exact(sock, length - 4)
+    return head[:1], head + recv_exact(sock, length - 4)
 
 
 def _startup_params(packet: bytes) -> dict[str, str]:
@@ -180,7 +172,7 @@ class PostgresFront:
         backend.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls:
             backend.sendall(struct.pack("!II", 8, _SSL_REQUEST))
-            if _recv_exact(backend, 1) != b"S":
+            if recv_exact(backend, 1) != b"S":
                 raise EOFError
             backend = self._client_tls.wrap_socket(backend)
         return backend
@@ -206,9 +198,9 @@ class PostgresFront:
         tls = False
         dialing = None
         while True:
-            head = _recv_exact(client, 8)
+            head = recv_exact(client, 8)
             length, code = struct.unpack("!II", head)
-            packet = head + _recv_exact(client, length - 8)
+            packet = head + recv_exact(client, length - 8)
             if code == _SSL_REQUEST and not tls:
                 if self._server_tls is None:
                     client.sendall(b"N")

@@ -17,6 +17,8 @@ import socketserver
 import threading
 from collections.abc import Callable
 
+from .wire import recv_exact
+
 logger = logging.getLogger("django_azure_pg_testing.ldap")
 
 SUCCESS, INVALID_CREDENTIALS, PROTOCOL_ERROR = 0, 49, 2
@@ -33,21 +35,11 @@ WHY_MARKER = ",ou=why,"
 the diagnostic message), without counting it as a login."""
 
 
-def _read_exact(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise EOFError
-        data += chunk
-    return data
-
-
 def _read_tlv(sock: socket.socket) -> tuple[int, bytes]:
-    tag = _read_exact(sock, 1)[0]
-    first = _read_exact(sock, 1)[0]
-    length = first if first < 128 else int.from_bytes(_read_exact(sock, first & 127), "big")
-    return tag, _read_exact(sock, length)
+    tag = recv_exact(sock, 1)[0]
+    first = recv_exact(sock, 1)[0]
+    length = first if first < 128 else int.from_bytes(recv_exact(sock, first & 127), "big")
+    return tag, recv_exact(sock, length)
 
 
 def _parse(data: bytes) -> list[tuple[int, bytes]]:

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime
 import glob
 import os
 import pwd
@@ -30,6 +29,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from .certs import make_server_cert
 from .front import PostgresFront
 from .ldap import ask_why
 
@@ -73,38 +73,6 @@ def _run_as() -> str | None:
             pwd.getpwnam(name)
             return name
     raise RuntimeError("running as root and no 'postgres' or 'nobody' user to run PostgreSQL as")
-
-
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=7))
-        .sign(key, hashes.SHA256())
-    )
-    crt, pem = directory / "server.crt", directory / "server.key"
-    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    pem.chmod(0o600)
-    return crt, pem
 
 
 _PGAADAUTH_STAND_IN = """
@@ -234,13 +202,11 @@ class LocalPostgres:
             **self.settings,
         }
         if self.tls:
-            if self.certificate:
-                crt, key = self.datadir / "server.crt", self.datadir / "server.key"
-                shutil.copyfile(self.certificate[0], crt)
-                shutil.copyfile(self.certificate[1], key)
-                key.chmod(0o600)
-            else:
-                crt, key = _self_signed(self.datadir)
+            crt, key = self.datadir / "server.crt", self.datadir / "server.key"
+            made = self.certificate or make_server_cert(self.root, "localhost")
+            shutil.copyfile(made[0], crt)
+            shutil.copyfile(made[1], key)
+            key.chmod(0o600)
             if self.user:
                 uid = pwd.getpwnam(self.user).pw_uid
                 os.chown(crt, uid, -1)

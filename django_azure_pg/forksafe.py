@@ -4,15 +4,17 @@ A credential we build is rebuilt in a forked child (tokens.py). An object the
 settings hand us (or a dotted path to an instance) cannot be rebuilt, so in the
 child every ``requests.Session`` inside it gets new connection pools: the child
 never reads or writes the parent's keep-alive socket to the identity endpoint.
-The old pools are kept, untouched, so no finalizer takes a lock a parent thread
-may have held at fork time. A transport we do not know how to renew is reported
-once, at runtime. No Django import here.
+What a child replaces (credential objects, connection pools) is kept alive,
+untouched, in one list (:func:`retire`), so no finalizer takes a lock a parent
+thread may have held at fork time. A transport we do not know how to renew is
+reported once, at runtime. The package has one at-fork handler
+(``tokens._after_fork_in_child``); it calls :func:`after_fork_in_child`. No
+Django import here.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import types
 from typing import Any
@@ -23,6 +25,11 @@ _explicit_objects: dict[int, Any] = {}
 _retired: list[Any] = []
 _warned: set[str] = set()
 _MAX_NODES = 5000
+
+
+def retire(obj: Any) -> None:
+    """Keep ``obj``, inherited from the parent, alive and untouched in a forked child."""
+    _retired.append(obj)
 
 
 def watch(credential: Any) -> None:
@@ -78,7 +85,7 @@ def _renew(session: Any) -> None:
     for adapter in list(session.adapters.values()):
         if not hasattr(adapter, "init_poolmanager"):
             continue
-        _retired.append((adapter.poolmanager, adapter.proxy_manager))
+        retire((adapter.poolmanager, adapter.proxy_manager))
         adapter.proxy_manager = {}
         adapter.init_poolmanager(
             adapter._pool_connections, adapter._pool_maxsize, block=adapter._pool_block
@@ -93,7 +100,8 @@ def make_fork_safe(credential: Any) -> bool:
     return not unknown
 
 
-def _after_fork_in_child() -> None:
+def after_fork_in_child() -> None:
+    """Renew the transports of the credential objects :func:`watch` was given."""
     for credential in list(_explicit_objects.values()):
         try:
             safe = make_fork_safe(credential)
@@ -109,7 +117,3 @@ def _after_fork_in_child() -> None:
                 "one instead, so each process builds its own.",
                 name,
             )
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -9,7 +9,9 @@ mapped to the identity: no number of fetches helps, and each one costs a call
 to a throttled identity endpoint). A token fetched for this very login cannot
 be stale, so its refusal is reported at once as a configuration error; so is
 the refusal of a token that a refusal-forced refresh fetched moments ago
-(``tokens.REFUSAL_REFRESH_INTERVAL``).
+(``tokens.REFUSAL_REFRESH_INTERVAL``). A forced refresh that fails is reported
+as what it is — no token could be had (``TokenAcquisitionError``) — never as a
+wrong USER.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ __all__ = ["LoginRefused", "RoleNameUnknown", "TokenAcquisitionError", "TokenLog
 logger = logging.getLogger("django_azure_pg.login")
 
 C = TypeVar("C")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -67,25 +70,21 @@ class TokenLogin:
             timeout=options.number(opts, "token_timeout", tokens.DEFAULT_TIMEOUT),
             rebuild_after_fork=choice.rebuilds,
         )
-        return cls(
-            alias, choice, scope, user or None, source, options.flag(opts, tls.OPT_IN)
-        )
+        return cls(alias, choice, scope, user or None, source, options.flag(opts, tls.OPT_IN))
 
     def token(self) -> str:
         return self._token().value
 
     def _token(self) -> tokens.Token:
-        try:
-            return self.source.get_token()
-        except tokens.TokenError as exc:
-            raise TokenAcquisitionError(
-                f"Database alias {self.alias!r}: could not get an Entra access token "
-                f"from {self.choice.name} for scope {self.scope!r}. {exc}"
-            ) from exc
+        return self._acquired(self.source.get_token)
 
     def _refreshed(self, refused: tokens.Token) -> tokens.Token | None:
+        return self._acquired(lambda: self.source.refresh_after_refusal(refused))
+
+    def _acquired(self, fetch: Callable[[], T]) -> T:
+        """``fetch()``; a token that could not be had becomes a login error naming the alias."""
         try:
-            return self.source.refresh_after_refusal(refused)
+            return fetch()
         except tokens.TokenError as exc:
             raise TokenAcquisitionError(
                 f"Database alias {self.alias!r}: could not get an Entra access token "

@@ -106,6 +106,16 @@ def install_log_redaction() -> None:
         _seen_loggers = len(manager.loggerDict)
 
 
+def after_fork_in_child() -> None:
+    """A new lock in a forked child (called by tokens' at-fork handler).
+
+    ``install_log_redaction`` runs in the token thread; a fork while that
+    thread held the lock would leave it held forever in the child.
+    """
+    global _lock
+    _lock = threading.Lock()
+
+
 def uninstall_log_redaction() -> None:
     """Remove the filter and stop installing it (the documented opt-out, from code)."""
     global _disabled, _seen_loggers

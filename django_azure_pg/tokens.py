@@ -11,6 +11,9 @@ time breaks a day later. A :class:`TokenSource` sits in between:
 * a refresh that fails while the token is still valid is logged and retried
   later; callers block only when no valid token is left, and then no longer
   than ``timeout`` seconds;
+* a fetch that hangs (no answer after ``TokenSource.stuck_after``) is
+  abandoned and the next caller asks again with a new credential object; the
+  late answer of the abandoned one never overwrites newer state;
 * each process picks its refresh moment at random inside the refresh window
   (again after ``fork()``), so workers sharing a token do not call the
   identity endpoint together;
@@ -18,7 +21,8 @@ time breaks a day later. A :class:`TokenSource` sits in between:
   before the time it named; a valid cached token keeps being served meanwhile;
 * a token the server refused forces a refresh at most once per
   ``REFUSAL_REFRESH_INTERVAL`` per identity, and never discards the cached
-  token other aliases are using;
+  token other aliases are using; if that refresh fails, the caller is told
+  that no token could be had (never handed the refused token back);
 * after ``fork()`` the child gets fresh locks and a fresh credential object, so
   it never shares an HTTP connection with its parent.
 
@@ -42,6 +46,7 @@ from typing import Any
 
 from azure.core.credentials import TokenCredential
 
+from . import forksafe, redaction
 from .errors import THROTTLE_FALLBACK, retry_after_seconds, throttled_retry_after
 from .errors import TokenError as TokenError
 from .errors import TokenThrottled as TokenThrottled
@@ -60,6 +65,9 @@ _MAX_RETRY_INTERVAL = 30.0
 
 REFUSAL_REFRESH_INTERVAL = 30.0
 """At most one refresh per identity per this many seconds because the server refused a token."""
+
+STUCK_FETCH_AFTER = 90.0
+"""A fetch in flight this long (or three times ``timeout``, if longer) is abandoned: see ``_running``."""
 
 
 CredentialFactory = Callable[[], TokenCredential]
@@ -106,8 +114,43 @@ def _retry_interval(token: Token | None, now: float) -> float:
     return min(_MAX_RETRY_INTERVAL, max(remaining / 4, 0.05))
 
 
+@dataclass(eq=False)
+class _Fetch:
+    """One call to the credential, run in its own thread, and the callers waiting for it."""
+
+    started: float  # by the source's clock
+    generation: int  # the source's state generation when it started (see TokenSource._forget)
+    refused: str | None = field(default=None, repr=False)  # set for a refusal-forced refresh
+    after: _Fetch | None = None  # a fetch in flight that a forced refresh waits for first
+    future: Future[Token] = field(default_factory=Future)
+    seen: _Throttle = field(default_factory=lambda: _Throttle())  # HTTP 429s it met
+
+    @property
+    def forced(self) -> bool:
+        return self.refused is not None
+
+    def throttled(self) -> _Throttle | None:
+        for fetch in (self, self.after):
+            if fetch is not None and fetch.seen.count:
+                return fetch.seen
+        return None
+
+
+def _ready(token: Token, now: float) -> _Fetch:
+    fetch = _Fetch(now, 0)
+    fetch.future.set_result(token)
+    return fetch
+
+
 class TokenSource:
-    """Tokens for one credential and one scope, shared by every thread."""
+    """Tokens for one credential and one scope, shared by every thread.
+
+    State changes only under ``_lock``, and only the fetch in flight
+    (``_inflight``) may change it: a fetch that was abandoned (hung too long,
+    ``reset()``) or displaced (by a forced refresh) still answers its own
+    callers but leaves the cache alone, so a late answer never overwrites a
+    newer one.
+    """
 
     def __init__(
         self,
@@ -118,6 +161,7 @@ class TokenSource:
         refresh_margin: float = DEFAULT_REFRESH_MARGIN,
         timeout: float = DEFAULT_TIMEOUT,
         clock: Clock = time.time,
+        sleep: Callable[[float], None] = time.sleep,
         rebuild_after_fork: bool = True,
         spread: Callable[[], float] = random.random,
     ) -> None:
@@ -126,6 +170,7 @@ class TokenSource:
         self.refresh_margin = refresh_margin
         self.timeout = timeout
         self.clock = clock
+        self.sleep = sleep  # waits measured by ``clock``: tests inject both
         self._factory = credential_factory
         self._rebuild_after_fork = rebuild_after_fork
         self._spread = spread
@@ -133,16 +178,21 @@ class TokenSource:
         self._fresh_credential = False
         self._lock = threading.Lock()
         self._token: Token | None = None
-        self._inflight: Future[Token] | None = None
+        self._inflight: _Fetch | None = None
         self._next_refresh = 0.0
         self._throttled_until = 0.0
-        self._throttle_seen: _Throttle | None = None  # 429s seen by the fetch under way
         self._forced_at = -REFUSAL_REFRESH_INTERVAL  # last refresh forced by a refusal
-        self._forced: Future[Token] | None = None
+        self._last_forced: _Fetch | None = None
+        self._generation = 0
         _all_sources.add(self)
 
     def __repr__(self) -> str:
         return f"<TokenSource {self.label} scope={self.scope!r}>"
+
+    @property
+    def stuck_after(self) -> float:
+        """After this many seconds a fetch in flight is abandoned and another one started."""
+        return max(3 * self.timeout, STUCK_FETCH_AFTER)
 
     # -- public API ---------------------------------------------------------
 
@@ -160,17 +210,7 @@ class TokenSource:
         wait = self._throttled_until - now
         if wait >= self.timeout:
             raise self._throttled_error(wait)
-        future = self._start_fetch(background=False)
-        try:
-            return future.result(timeout=self.timeout)
-        except FutureTimeout:
-            seen = self._throttle_seen
-            if seen is not None and seen.count:
-                raise self._throttled_error(seen.retry_after) from None
-            raise TokenTimeout(
-                f"{self.label} returned no token for scope {self.scope!r} within "
-                f"{self.timeout:g} s (the identity endpoint is slow or not answering)"
-            ) from None
+        return self._wait(self._start_fetch(background=False))
 
     def refresh_after_refusal(self, refused: Token) -> Token | None:
         """A token worth one more login after the server refused ``refused``.
@@ -183,29 +223,37 @@ class TokenSource:
         ``REFUSAL_REFRESH_INTERVAL``: ``None`` means the budget is spent,
         i.e. a token fetched moments ago was refused as well, and another
         fetch would only hammer the identity endpoint.
+
+        A forced refresh that fails raises :class:`TokenError` (within the
+        interval, again without a new fetch): the refused token is never
+        handed back as if it were new, so the caller reports "no token", not
+        "wrong USER".
         """
         now = self.clock()
         with self._lock:
             current = self._token
             if current is not None and current.value != refused.value and current.usable(now):
                 return current
-            forced = self._forced
-            if forced is None or forced.done():
+            fetch = self._running(now)
+            if fetch is None or not fetch.forced:
                 if now - self._forced_at < REFUSAL_REFRESH_INTERVAL:
+                    self._raise_forced_failure()
                     return None
+                wait = self._throttled_until - now
+                if wait >= self.timeout:
+                    raise self._throttled_error(wait)
                 self._forced_at = now
-                self._fresh_credential = True
-                forced = self._forced = self._start_fetch_locked()
+                if fetch is None:
+                    self._fresh_credential = True
+                else:
+                    # A fetch in flight on the old credential object (whose own cache may
+                    # hold the refused token): wait for it, then ask a new object.
+                    self._credential = None
+                fetch = self._last_forced = self._begin(now, refused=refused.value, after=fetch)
         logger.warning(
             "Access token from %s was refused by the server; fetching a new one", self.label
         )
-        try:
-            token = forced.result(timeout=self.timeout)
-        except FutureTimeout:
-            raise TokenTimeout(
-                f"{self.label} returned no token for scope {self.scope!r} within "
-                f"{self.timeout:g} s (the identity endpoint is slow or not answering)"
-            ) from None
+        token = self._wait(fetch)
         return token if token.value != refused.value else None
 
     # -- internals ----------------------------------------------------------
@@ -218,27 +266,93 @@ class TokenSource:
             retry_after,
         )
 
-    def _start_fetch(self, *, background: bool) -> Future[Token]:
+    def _timeout_error(self) -> TokenTimeout:
+        return TokenTimeout(
+            f"{self.label} returned no token for scope {self.scope!r} within "
+            f"{self.timeout:g} s (the identity endpoint is slow or not answering)"
+        )
+
+    def _raise_forced_failure(self) -> None:
+        """Within the refusal interval: the last forced refresh's failure, raised again."""
+        last = self._last_forced
+        if last is None or not last.future.done():
+            return
+        failure = last.future.exception()
+        if failure is None:
+            return
+        again: TokenError
+        if isinstance(failure, TokenThrottled):
+            again = self._throttled_error(max(self._throttled_until - self.clock(), 0.0))
+        else:
+            again = (
+                type(failure)(*failure.args)
+                if isinstance(failure, TokenError)
+                else TokenError(str(failure))
+            )
+        raise again from failure.__cause__
+
+    def _wait(self, fetch: _Fetch) -> Token:
+        try:
+            return fetch.future.result(timeout=self.timeout)
+        except FutureTimeout:
+            seen = fetch.throttled()
+            if seen is not None:
+                raise self._throttled_error(seen.retry_after) from None
+            raise self._timeout_error() from None
+
+    def _running(self, now: float) -> _Fetch | None:
+        """The fetch in flight, unless it has run longer than ``stuck_after`` (under the lock).
+
+        azure-core's HTTP read timeout is 300 s by default, per attempt, and it
+        retries (azure-core ``ConnectionConfiguration``, ``RetryPolicy``:
+        sdk/core/azure-core/azure/core/configuration.py and pipeline/policies/
+        _retry.py in Azure/azure-sdk-for-python; azure-core 1.41.0): a hung
+        endpoint would keep every caller waiting for a token for many minutes.
+        So a fetch older than the bound is abandoned: its thread runs on with
+        its own credential object (never closed under it), the next caller
+        starts a new fetch with a new object. The bound (at least 90 s) lets
+        azure-identity's longest own retry schedule finish: IMDS answering 410
+        is retried for about 75 s (``ImdsRetryPolicy``, sdk/identity/
+        azure-identity/azure/identity/_credentials/imds.py; azure-identity 1.27.0).
+        """
+        fetch = self._inflight
+        if fetch is None or now - fetch.started < self.stuck_after:
+            return fetch
+        logger.warning(
+            "Token fetch from %s has not returned after %.0f s; abandoning it and asking "
+            "again with a new credential object",
+            self.label,
+            now - fetch.started,
+        )
+        self._inflight = None
+        self._credential = None
+        return None
+
+    def _start_fetch(self, *, background: bool) -> _Fetch:
         with self._lock:
-            if self._inflight is not None:
-                return self._inflight
+            now = self.clock()
+            running = self._running(now)
+            if running is not None:
+                return running
             # Another thread may have finished a fetch between our check and the lock.
-            now, token = self.clock(), self._token
+            token = self._token
             usable = token is not None and token.usable(now)
             if usable and (not background or now < self._next_refresh):
-                return _done(token)
-            return self._start_fetch_locked()
+                assert token is not None
+                return _ready(token, now)
+            return self._begin(now)
 
-    def _start_fetch_locked(self) -> Future[Token]:
-        if self._inflight is not None:
-            return self._inflight
-        future: Future[Token] = Future()
-        self._inflight = future
+    def _begin(
+        self, now: float, *, refused: str | None = None, after: _Fetch | None = None
+    ) -> _Fetch:
+        """Start a fetch in its own thread; it becomes the one in flight (under the lock)."""
+        fetch = _Fetch(now, self._generation, refused=refused, after=after)
+        self._inflight = fetch
         thread = threading.Thread(
-            target=self._fetch, args=(future,), name="django-azure-pg-token", daemon=True
+            target=self._run, args=(fetch,), name="django-azure-pg-token", daemon=True
         )
         thread.start()
-        return future
+        return fetch
 
     def _credential_for_fetch(self) -> TokenCredential:
         with self._lock:
@@ -248,62 +362,86 @@ class TokenSource:
                 self._fresh_credential = False
             credential = self._credential
         if replaced is not None and replaced is not credential:
-            # Single flight: nothing else is using it. Release its HTTP session.
+            # No fetch uses it: one abandoned or displaced keeps its own object, and
+            # ``_credential`` is cleared then. Release its HTTP session.
             with contextlib.suppress(Exception):
                 replaced.close()  # type: ignore[attr-defined]
         return credential
 
-    def _fetch(self, future: Future[Token]) -> None:
-        previous = self._token
+    def _run(self, fetch: _Fetch) -> None:
+        started = time.monotonic()
+        try:
+            token = self._obtain(fetch)
+        except BaseException as exc:
+            self._failed(fetch, exc, time.monotonic() - started)
+        else:
+            self._succeeded(fetch, token, time.monotonic() - started)
+
+    def _obtain(self, fetch: _Fetch) -> Token:
+        if fetch.after is not None:
+            # The fetch already in flight may bring a token other than the refused one:
+            # then no second call is needed.
+            with contextlib.suppress(Exception):
+                earlier = fetch.after.future.result(timeout=self.stuck_after)
+                if earlier.value != fetch.refused and earlier.usable(self.clock()):
+                    return earlier
         # Never ask a throttling endpoint before the time it named. Callers are
         # only made to wait here when that time falls within their timeout.
         delay = self._throttled_until - self.clock()
         if delay > 0:
-            time.sleep(delay)
-        seen = self._throttle_seen = _Throttle()
-        _observing.throttle = seen
-        started = time.monotonic()
-        install_log_redaction()
+            self.sleep(delay)
+        _observing.throttle = fetch.seen
         try:
-            token = self._call_credential()
-        except BaseException as exc:
-            self._fetch_failed(future, exc, previous, time.monotonic() - started, seen)
-            return
+            install_log_redaction()
+            access = self._credential_for_fetch().get_token(self.scope)
         finally:
             _observing.throttle = None
-        elapsed = time.monotonic() - started
-        now = self.clock()
-        with self._lock:
-            self._token = token
-            self._next_refresh = max(
-                token.refresh_at(self.refresh_margin, self._spread()),
-                now + _retry_interval(token, now),
-            )
-            self._inflight = None
-        logger.info(
-            "%s access token from %s in %.0f ms; expires in %.0f s",
-            "Refreshed" if previous is not None else "Fetched",
-            self.label,
-            elapsed * 1000,
-            token.expires_on - now,
-        )
-        future.set_result(token)
-
-    def _call_credential(self) -> Token:
-        credential = self._credential_for_fetch()
-        access = credential.get_token(self.scope)
         return Token(access.token, float(access.expires_on), self.clock())
 
-    def _fetch_failed(
-        self,
-        future: Future[Token],
-        exc: BaseException,
-        previous: Token | None,
-        elapsed: float,
-        seen: _Throttle,
-    ) -> None:
+    def _succeeded(self, fetch: _Fetch, token: Token, elapsed: float) -> None:
         now = self.clock()
-        retry_after = seen.retry_after if seen.count else throttled_retry_after(exc)
+        with self._lock:
+            current = self._inflight is fetch
+            previous = self._token
+            if current:
+                self._inflight = None
+                if previous is not None and previous.value == token.value:
+                    # The credential's own cache answered: the same token, of the same age.
+                    token = previous
+                self._token = token
+                self._next_refresh = max(
+                    token.refresh_at(self.refresh_margin, self._spread()),
+                    now + _retry_interval(token, now),
+                )
+                next_refresh = self._next_refresh
+        if not current:
+            logger.info(
+                "An abandoned token fetch from %s returned after %.0f ms; the cache keeps "
+                "the newer state",
+                self.label,
+                elapsed * 1000,
+            )
+        elif token is previous:
+            logger.info(
+                "%s returned the token it had given before (expires in %.0f s); asking "
+                "again in %.0f s",
+                self.label,
+                token.expires_on - now,
+                next_refresh - now,
+            )
+        else:
+            logger.info(
+                "%s access token from %s in %.0f ms; expires in %.0f s",
+                "Refreshed" if previous is not None else "Fetched",
+                self.label,
+                elapsed * 1000,
+                token.expires_on - now,
+            )
+        fetch.future.set_result(token)
+
+    def _failed(self, fetch: _Fetch, exc: BaseException, elapsed: float) -> None:
+        now = self.clock()
+        retry_after = fetch.seen.retry_after if fetch.seen.count else throttled_retry_after(exc)
         if retry_after is not None:
             error: TokenError = self._throttled_error(retry_after)
         else:
@@ -314,51 +452,72 @@ class TokenSource:
         # Only a frameless, redacted copy of the credential's exception leaves this thread.
         error.__cause__ = _safe_cause(exc)
         with self._lock:
-            self._inflight = None
-            # azure-identity's managed-identity credentials stay "unavailable" after the
-            # endpoint failed once, even when it has recovered: the next attempt gets a new one.
-            self._fresh_credential = True
-            still_valid = previous is not None and previous is self._token and previous.usable(now)
-            self._next_refresh = now + _retry_interval(self._token, now)
-            if retry_after is not None:
-                self._throttled_until = now + retry_after
-                self._next_refresh = max(self._next_refresh, self._throttled_until)
-        if still_valid:
-            assert previous is not None
+            if retry_after is not None and fetch.generation == self._generation:
+                # What the endpoint said holds whichever fetch heard it.
+                self._throttled_until = max(self._throttled_until, now + retry_after)
+            if self._inflight is fetch:
+                self._inflight = None
+                # azure-identity's managed-identity credentials stay "unavailable" after the
+                # endpoint failed once, even when it has recovered: the next attempt gets a
+                # new one.
+                self._fresh_credential = True
+                self._next_refresh = max(
+                    now + _retry_interval(self._token, now), self._throttled_until
+                )
+            cached = self._token
+        # A refusal-forced refresh never falls back to the token that was refused.
+        if cached is not None and cached.usable(now) and cached.value != fetch.refused:
             logger.warning(
                 "Token refresh failed; still serving the cached token (expires in %.0f s): %s",
-                previous.expires_on - now,
+                cached.expires_on - now,
                 error,
             )
-            future.set_result(previous)
+            fetch.future.set_result(cached)
         else:
             logger.error("%s", error)
-            future.set_exception(error)
+            fetch.future.set_exception(error)
 
-    def _reschedule(self) -> None:
-        """A new random refresh moment for the inherited token (after ``fork()``)."""
-        token = self._token
-        if token is not None:
-            self._next_refresh = token.refresh_at(self.refresh_margin, self._spread())
+    def _forget(self) -> None:
+        """Drop the cached token and every fetch, refusal and throttle record (``reset()``)."""
+        with self._lock:
+            self._token = None
+            if self._inflight is not None:
+                self._inflight = None
+                self._credential = None  # the abandoned fetch keeps using it
+            else:
+                self._fresh_credential = True  # its own cache would hand the old token back
+            self._next_refresh = 0.0
+            self._throttled_until = 0.0
+            self._forced_at = -REFUSAL_REFRESH_INTERVAL
+            self._last_forced = None
+            self._generation += 1
 
     def _after_fork(self) -> None:
-        # In the child: the parent's threads are gone, so a lock they held stays held
-        # and a fetch they ran never completes; the credential's HTTP connection is
-        # the parent's. Fresh locks, no fetch in flight, and a new credential.
+        """In a forked child: a fresh lock, no fetch, a new credential, its own refresh moment.
+
+        The parent's threads are gone, so a lock they held stays held and a
+        fetch they ran never completes; the credential's HTTP connection is the
+        parent's. A refusal-forced refresh of the parent is not this process's:
+        its budget starts afresh. A ``Retry-After`` the endpoint gave is kept.
+        Every child draws its own refresh moment for the token it inherited, so
+        workers forked from one master (gunicorn --preload, Celery prefork) do
+        not call the identity endpoint at the same instant (``random`` reseeds
+        itself in the child).
+        """
         self._lock = threading.Lock()
-        self._inflight = self._latest = None
+        self._inflight = None
+        self._forced_at = -REFUSAL_REFRESH_INTERVAL
+        self._last_forced = None
         if self._rebuild_after_fork and self._credential is not None:
             # Keep the old object alive: its finalizers must not run (or take a
             # lock a parent thread held) in the child.
-            _retired.append(self._credential)
+            forksafe.retire(self._credential)
             self._credential = None
-
-
-def _done(token: Token | None) -> Future[Token]:
-    future: Future[Token] = Future()
-    if token is not None:
-        future.set_result(token)
-    return future
+        token = self._token
+        if token is not None:
+            self._next_refresh = max(
+                token.refresh_at(self.refresh_margin, self._spread()), self._throttled_until
+            )
 
 
 # -- what the identity endpoint said ------------------------------------------
@@ -416,9 +575,6 @@ def _safe_cause(exc: BaseException, depth: int = 0) -> CredentialFailure:
     return safe
 
 
-_retired: list[TokenCredential] = []
-
-
 # -- process-wide registry ------------------------------------------------
 
 _all_sources: weakref.WeakSet[TokenSource] = weakref.WeakSet()
@@ -457,28 +613,28 @@ def get_source(
 
 
 def reset() -> None:
-    """Forget every cached token (tests, and after settings change)."""
+    """Forget every cached token (tests, and after settings change).
+
+    The registry is emptied, and every live source — also those that wrappers
+    and pools still hold — drops its token, the fetch in flight, its refusal
+    budget and throttle record, and builds a new credential object for its
+    next fetch (whose own cache cannot hand the old token back).
+    """
     with _registry_lock:
         _registry.clear()
+    for source in list(_all_sources):
+        source._forget()
 
 
 def _after_fork_in_child() -> None:
+    """The package's one at-fork handler: every lock, fetch and transport a child inherits."""
     global _registry_lock
     _registry_lock = threading.Lock()
+    redaction.after_fork_in_child()
+    forksafe.after_fork_in_child()
     for source in list(_all_sources):
         source._after_fork()
 
 
-def _spread_after_fork_in_child() -> None:
-    # Every child draws its own refresh moment for the token it inherited, so
-    # workers forked from one master (gunicorn --preload, Celery prefork) do not
-    # all call the identity endpoint at the same instant. (``random`` reseeds
-    # itself in the child.)
-    for source in list(_all_sources):
-        source._forced = None
-        source._reschedule()
-
-
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-    os.register_at_fork(after_in_child=_spread_after_fork_in_child)

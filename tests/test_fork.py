@@ -147,7 +147,7 @@ def _refresh_in_child_then_parent(
         assert source.get() == first  # served at once, the refresh runs in the background
         running = source._inflight
         assert running is not None
-        return running.result(timeout=10).value
+        return running.future.result(timeout=10).value
 
     def child() -> str:
         return "ok" if refreshed() != first else "not refreshed"

@@ -1,14 +1,16 @@
 """After fork(), a child shares no lock, no fetch in flight and no socket with its parent.
 
-Every test here fails with the at-fork handlers removed (tokens._after_fork_in_child,
-forksafe._after_fork_in_child): the child deadlocks on a lock held at fork
-time, waits for a fetch that will never finish, or talks to the identity
-endpoint over its parent's keep-alive connection.
+Every test here fails with the package's one at-fork handler
+(tokens._after_fork_in_child) removed: the child deadlocks on a lock held at
+fork time, waits for a fetch that will never finish, is refused a refresh its
+parent spent, or talks to the identity endpoint over its parent's keep-alive
+connection.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import signal
@@ -21,7 +23,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from azure.identity import ManagedIdentityCredential
 
-from django_azure_pg import credentials, forksafe, tokens
+from django_azure_pg import credentials, forksafe, redaction, tokens
 from django_azure_pg_testing import Identity, IdentityEmulator
 
 from .conftest import SCOPE
@@ -82,6 +84,48 @@ def test_a_fetch_in_flight_in_the_parent_is_not_awaited_by_the_child() -> None:
         answer = in_child(child)
     finally:
         credential.gate.set()
+        waiter.join()
+    assert answer == "ok"
+
+
+def test_a_redaction_lock_held_at_fork_does_not_block_the_childs_fetch() -> None:
+    source = tokens.TokenSource(lambda: FakeCredential(), SCOPE, timeout=3)
+
+    def child() -> str:
+        # A logger the filter is not on yet: this fetch installs it, under the lock.
+        logging.getLogger(f"azure.identity.fork_test_{os.getpid()}")
+        return "ok" if source.get() else "no token"
+
+    with redaction._lock:  # as the parent's token thread would, installing the filter
+        answer = in_child(child, timeout=10)
+    assert answer == "ok"
+
+
+def test_a_forced_refresh_in_flight_in_the_parent_does_not_bind_the_child() -> None:
+    clock = FakeClock()
+    hanging = FakeCredential(clock)
+    hanging.gate = threading.Event()  # the parent's forced refresh hangs
+    built: list[FakeCredential] = []
+
+    def factory() -> FakeCredential:
+        built.append(hanging if len(built) == 1 else FakeCredential(clock))
+        return built[-1]
+
+    source = tokens.TokenSource(factory, SCOPE, clock=clock, timeout=3)
+    old = source.get_token()
+    clock.advance(100)
+    waiter = threading.Thread(target=source.refresh_after_refusal, args=(old,))
+    waiter.start()
+    assert hanging.called.wait(5)
+
+    def child() -> str:
+        fresh = source.refresh_after_refusal(old)  # the child's own forced refresh
+        return "ok" if fresh is not None and fresh.value != old.value else f"got {fresh!r}"
+
+    try:
+        answer = in_child(child)
+    finally:
+        hanging.gate.set()
         waiter.join()
     assert answer == "ok"
 

@@ -119,6 +119,23 @@ def test_refusals_within_the_interval_do_not_fetch_again() -> None:
     assert cred.calls == 3  # one more per interval, at most
 
 
+def test_a_failed_forced_refresh_is_no_token_not_a_wrong_user() -> None:
+    clock = FakeClock()
+    cred = FakeCredential(clock)
+    lg = aged(login(cred), clock)
+    cred.error = RuntimeError("HTTP 500 emulated outage")
+    connect = FakeConnect(REFUSED, REFUSED)
+    with pytest.raises(TokenAcquisitionError, match="emulated outage") as info:
+        lg.connect(connect, {})
+    assert not isinstance(info.value, errors.LoginRefused)
+    assert "'default'" in str(info.value) and "FakeCredential" in str(info.value)
+    assert len(connect.calls) == 1  # no second login without a new token
+    clock.advance(5)
+    with pytest.raises(TokenAcquisitionError, match="emulated outage"):
+        lg.connect(FakeConnect(REFUSED), {})  # within the refusal interval: said again
+    assert cred.calls == 2  # without another identity call
+
+
 @pytest.mark.parametrize(
     ("text", "cause"),
     [

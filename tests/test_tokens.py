@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from azure.core.credentials import AccessToken
 
 from django_azure_pg import tokens
 from django_azure_pg.tokens import TokenError, TokenSource, TokenThrottled, TokenTimeout
@@ -17,7 +19,22 @@ from .fakes import FakeClock, FakeCredential, FetchLog
 SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
 
 
-def make(cred: FakeCredential, clock: FakeClock, **kw: float) -> TokenSource:
+class Response:
+    def __init__(self, status: int, retry_after: str | None) -> None:
+        self.status_code = status
+        self.headers = {"Retry-After": retry_after} if retry_after else {}
+
+
+class ThrottledError(Exception):
+    """Like azure-core's HttpResponseError: carries the response."""
+
+    def __init__(self, retry_after: str | None = "120") -> None:
+        super().__init__("(too_many_requests) slow down")
+        self.response = Response(429, retry_after)
+        self.status_code = 429
+
+
+def make(cred: FakeCredential, clock: FakeClock, **kw: Any) -> TokenSource:
     return TokenSource(
         lambda: cred, SCOPE, label="FakeCredential", clock=clock, spread=lambda: 0.0, **kw
     )
@@ -256,6 +273,191 @@ def test_refusal_of_an_old_token_returns_the_newer_cached_one() -> None:
     assert cred.calls == 2
 
 
+class Failing:
+    """A credential factory: the first object works, every later one fails with ``error``."""
+
+    def __init__(self, clock: FakeClock, error: BaseException) -> None:
+        self.clock = clock
+        self.error = error
+        self.built: list[FakeCredential] = []
+
+    def __call__(self) -> FakeCredential:
+        cred = FakeCredential(self.clock)
+        if self.built:
+            cred.error = self.error
+        self.built.append(cred)
+        return cred
+
+    @property
+    def calls(self) -> int:
+        return sum(c.calls for c in self.built)
+
+
+@pytest.mark.parametrize(
+    ("error", "raised"),
+    [
+        (RuntimeError("HTTP 500 emulated outage"), TokenError),
+        (ThrottledError("120"), TokenThrottled),
+    ],
+)
+def test_a_failed_forced_refresh_raises_and_never_returns_the_refused_token(
+    error: BaseException, raised: type[TokenError]
+) -> None:
+    clock = FakeClock()
+    factory = Failing(clock, error)
+    source = TokenSource(factory, SCOPE, label="fake", clock=clock)
+    old = source.get_token()  # still valid locally, but the server refused it
+    clock.advance(100)
+    with pytest.raises(raised):
+        source.refresh_after_refusal(old)
+    assert factory.calls == 2
+    # Within the refusal interval: the same failure again, without another identity call.
+    clock.advance(tokens.REFUSAL_REFRESH_INTERVAL - 1)
+    with pytest.raises(raised):
+        source.refresh_after_refusal(old)
+    assert factory.calls == 2
+    assert source.get() == old.value  # the cached token still serves other aliases
+
+
+class CachingCredential(FakeCredential):
+    """Hands back its last token while it has more than 5 minutes left, as azure-identity does."""
+
+    def __init__(self, clock: FakeClock, lifetime: float = 3600) -> None:
+        super().__init__(clock, lifetime)
+        self.last: AccessToken | None = None
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        last = self.last
+        if last is not None and last.expires_on - self.clock() > 300:
+            with self._lock:
+                self.calls += 1
+            self.called.set()
+            if self.gate is not None:
+                self.gate.wait(30)
+            return last
+        self.last = super().get_token(*scopes, **kwargs)
+        return self.last
+
+
+class Said(logging.Handler):
+    """Sets an event when the token cache logs a line containing ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.event = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.event.set()
+
+
+def test_a_forced_refresh_does_not_join_a_fetch_on_the_old_credential() -> None:
+    clock = FakeClock()
+    built: list[CachingCredential] = []
+
+    def factory() -> CachingCredential:
+        built.append(CachingCredential(clock))
+        return built[-1]
+
+    source = TokenSource(
+        factory, SCOPE, label="fake", clock=clock, refresh_margin=600, spread=lambda: 0
+    )
+    old = source.get_token()
+    clock.advance(3600 - 599)  # refresh due: a background fetch on the same credential object
+    built[0].gate = threading.Event()
+    built[0].called.clear()
+    assert source.get() == old.value
+    assert built[0].called.wait(5)
+    said = Said("refused by the server")
+    log = logging.getLogger("django_azure_pg.tokens")
+    log.addHandler(said)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            refreshed = pool.submit(source.refresh_after_refusal, old)
+            assert said.event.wait(5)
+            built[0].gate.set()  # the background fetch returns the refused token, from its cache
+            fresh = refreshed.result(timeout=10)
+    finally:
+        log.removeHandler(said)
+    assert fresh is not None and fresh.value != old.value
+    assert len(built) == 2  # asked a new credential object, after the old one had answered
+
+
+def test_a_hung_fetch_is_abandoned_after_the_bound_and_its_late_answer_ignored() -> None:
+    clock = FakeClock()
+    built: list[FakeCredential] = []
+
+    def factory() -> FakeCredential:
+        cred = FakeCredential(clock)
+        if not built:
+            cred.gate = threading.Event()  # the first call hangs
+        built.append(cred)
+        return cred
+
+    source = TokenSource(factory, SCOPE, label="fake", clock=clock, timeout=0.2, spread=lambda: 0)
+    assert source.stuck_after == tokens.STUCK_FETCH_AFTER  # 3 x 0.2 s is less
+    with pytest.raises(TokenTimeout):
+        source.get()
+    hung = source._inflight
+    assert hung is not None
+    clock.advance(source.stuck_after - 1)
+    with pytest.raises(TokenTimeout):
+        source.get()  # still within the bound: joins the hung fetch
+    assert len(built) == 1
+    clock.advance(2)
+    token = source.get_token()  # past it: a new fetch, with a new credential object
+    assert len(built) == 2
+    gate = built[0].gate
+    assert gate is not None
+    gate.set()  # the hung call answers at last
+    late = hung.future.result(timeout=5)
+    assert late.value != token.value
+    assert source.get_token() is token  # the late answer did not replace the newer token
+    assert source._inflight is None
+
+
+def test_the_same_token_from_the_credentials_cache_keeps_its_age(fetches: FetchLog) -> None:
+    clock = FakeClock()
+    cred = CachingCredential(clock)
+    source = make(cred, clock, refresh_margin=600)  # our window opens before its cache refreshes
+    first = source.get_token()
+    clock.advance(3600 - 599)
+    assert source.get_token() is first
+    running = source._inflight
+    assert running is not None
+    assert running.future.result(timeout=5) is first  # the same object: same obtained_at
+    assert source.get_token() is first
+    assert cred.calls == 2
+    assert not [m for m in fetches.messages if m.startswith("Refreshed")]
+    for _ in range(29):  # and no tight loop: the next attempt waits the retry interval
+        clock.advance(1)
+        source.get()
+    assert cred.calls == 2
+    clock.advance(1)
+    source.get()
+    running = source._inflight
+    assert running is not None
+    running.future.result(timeout=5)
+    assert cred.calls == 3
+
+
+def test_reset_forgets_what_live_sources_know() -> None:
+    clock = FakeClock()
+    cred = FakeCredential(clock)
+    source = make(cred, clock)  # held by a wrapper or pool, not only the registry
+    old = source.get_token()
+    clock.advance(100)
+    fresh = source.refresh_after_refusal(old)
+    assert fresh is not None
+    assert source.refresh_after_refusal(fresh) is None  # the refusal budget is spent
+    tokens.reset()
+    assert source._token is None
+    newer = source.refresh_after_refusal(fresh)  # a budget again: a new test, a new start
+    assert newer is not None and newer.value != fresh.value
+    assert cred.calls == 3
+
+
 # -- spreading refreshes ------------------------------------------------------------
 
 
@@ -294,21 +496,6 @@ def test_processes_draw_different_moments() -> None:
 # -- throttling -------------------------------------------------------------------
 
 
-class Response:
-    def __init__(self, status: int, retry_after: str | None) -> None:
-        self.status_code = status
-        self.headers = {"Retry-After": retry_after} if retry_after else {}
-
-
-class ThrottledError(Exception):
-    """Like azure-core's HttpResponseError: carries the response."""
-
-    def __init__(self, retry_after: str | None = "120") -> None:
-        super().__init__("(too_many_requests) slow down")
-        self.response = Response(429, retry_after)
-        self.status_code = 429
-
-
 def test_throttled_refresh_keeps_serving_and_waits_for_retry_after(fetches: FetchLog) -> None:
     clock = FakeClock()
     cred = FakeCredential(clock, lifetime=3600)
@@ -345,15 +532,22 @@ def test_throttled_with_no_token_fails_fast_saying_so() -> None:
     assert cred.calls == 1
 
 
-def test_throttled_retry_within_the_timeout_waits_then_fetches() -> None:
+def test_throttled_retry_within_the_timeout_waits_on_the_injected_clock() -> None:
     clock = FakeClock()
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.advance(seconds)
+
     cred = FakeCredential(clock)
-    cred.error = ThrottledError("0.2")
-    source = make(cred, clock, timeout=5)
+    cred.error = ThrottledError("4")
+    source = make(cred, clock, timeout=5, sleep=sleep)
     with pytest.raises(TokenThrottled):
         source.get()
     cred.error = None
-    assert source.get()  # waited out the 0.2 s the endpoint asked for, then fetched
+    assert source.get()  # waited out the 4 s the endpoint asked for (on the clock), then fetched
+    assert slept == [4]
     assert cred.calls == 2
 
 

@@ -8,6 +8,7 @@ from one master refreshing on their own.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
@@ -24,6 +25,7 @@ from django_azure_pg import credentials, errors, tokens
 from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
 
 from .conftest import SCOPE, MakeWrapper
+from .fakes import FakeClock
 
 pytestmark = pytest.mark.integration
 
@@ -100,6 +102,81 @@ def test_token_revoked_server_side_recovers_with_one_request(
     before = emulator.stats.token_requests
     login_once(wrapper)
     assert emulator.stats.token_requests - before == 1
+
+
+def test_a_failed_forced_refresh_says_no_token_not_wrong_user(
+    make_wrapper: MakeWrapper, emulator: IdentityEmulator, identity: Identity
+) -> None:
+    wrapper = make_wrapper(OPTIONS={"credential": no_retry_credential(identity)})
+    login_once(wrapper)
+    emulator.revoke_all()  # the cached token is refused now
+    emulator.set_fault("error")  # and the refresh that refusal forces gets HTTP 500
+    try:
+        with pytest.raises(OperationalError) as info:
+            login_once(wrapper)
+    finally:
+        emulator.clear_faults()
+    print(f"\nforced refresh failed: {info.value}")
+    assert isinstance(info.value.__cause__, errors.TokenAcquisitionError)
+    assert not isinstance(info.value.__cause__, errors.LoginRefused)
+    assert isinstance(info.value.__cause__.__cause__, tokens.TokenError)
+
+
+def until(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)  # the emulator counts a request when its thread gets to it
+    return condition()
+
+
+def test_a_hung_identity_endpoint_is_asked_again_after_the_bound(
+    emulator: IdentityEmulator, identity: Identity
+) -> None:
+    choice = credentials.choose({"client_id": identity.client_id}, os.environ)
+    clock = FakeClock(time.time())
+    source = tokens.TokenSource(
+        choice.factory(), SCOPE, label=choice.name, clock=clock, timeout=0.5
+    )
+    before = emulator.stats.token_requests
+    emulator.set_fault("hang")
+    try:
+        with pytest.raises(tokens.TokenTimeout):
+            source.get()
+        first = source._inflight
+        assert until(lambda: emulator.stats.token_requests - before == 1)
+        clock.advance(source.stuck_after - 1)
+        with pytest.raises(tokens.TokenTimeout):
+            source.get()  # within the bound: waits for the hung fetch, asks nothing
+        clock.advance(2)
+        with pytest.raises(tokens.TokenTimeout):
+            source.get()  # past it: asks again, with a new credential object (and hangs too)
+        second = source._inflight
+        assert until(lambda: emulator.stats.token_requests - before == 2)
+    finally:
+        emulator.clear_faults()
+    assert first is not None and second is not None and second is not first
+    token = second.future.result(timeout=10)  # the endpoint answers again
+    with contextlib.suppress(Exception):
+        first.future.result(timeout=10)  # so does (or fails) the abandoned one, late
+    assert source.get_token() is token  # whose answer did not replace the newer one
+
+
+def test_azure_pg_faults_leaves_no_spent_refusal_budget_behind(
+    request: pytest.FixtureRequest, make_wrapper: MakeWrapper, emulator: IdentityEmulator
+) -> None:
+    wrapper = make_wrapper()
+    login_once(wrapper)
+    emulator.revoke_all()
+    login_once(wrapper)  # refused, refreshed, retried: the refusal budget is spent for 30 s
+
+    def next_test() -> None:
+        # A user's next test, moments later: tokens rotated server-side again.
+        emulator.revoke_all()
+        login_once(wrapper)
+
+    # Finalizers run last-in first-out: this one after azure_pg_faults' teardown.
+    request.addfinalizer(next_test)
+    request.getfixturevalue("azure_pg_faults")
 
 
 def test_missing_role_is_reported_without_a_refresh(

@@ -416,7 +416,7 @@ class TokenSource:
                 next_refresh = self._next_refresh
         if not current:
             logger.info(
-                "An abandoned token fetch from %s returned after %.0f ms; the cache keeps "
+                "A superseded token fetch from %s returned after %.0f ms; the cache keeps "
                 "the newer state",
                 self.label,
                 elapsed * 1000,
@@ -455,7 +455,8 @@ class TokenSource:
             if retry_after is not None and fetch.generation == self._generation:
                 # What the endpoint said holds whichever fetch heard it.
                 self._throttled_until = max(self._throttled_until, now + retry_after)
-            if self._inflight is fetch:
+            current = self._inflight is fetch
+            if current:
                 self._inflight = None
                 # azure-identity's managed-identity credentials stay "unavailable" after the
                 # endpoint failed once, even when it has recovered: the next attempt gets a
@@ -466,15 +467,21 @@ class TokenSource:
                 )
             cached = self._token
         # A refusal-forced refresh never falls back to the token that was refused.
-        if cached is not None and cached.usable(now) and cached.value != fetch.refused:
-            logger.warning(
-                "Token refresh failed; still serving the cached token (expires in %.0f s): %s",
-                cached.expires_on - now,
-                error,
-            )
+        fallback = cached is not None and cached.usable(now) and cached.value != fetch.refused
+        if not current:
+            logger.info("A superseded token fetch from %s failed: %s", self.label, error)
+        if fallback:
+            assert cached is not None
+            if current:
+                logger.warning(
+                    "Token refresh failed; still serving the cached token (expires in %.0f s): %s",
+                    cached.expires_on - now,
+                    error,
+                )
             fetch.future.set_result(cached)
         else:
-            logger.error("%s", error)
+            if current:
+                logger.error("%s", error)
             fetch.future.set_exception(error)
 
     def _forget(self) -> None:

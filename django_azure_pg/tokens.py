@@ -484,16 +484,16 @@ class TokenSource:
                 logger.error("%s", error)
             fetch.future.set_exception(error)
 
-    def _forget(self) -> None:
-        """Drop the cached token and every fetch, refusal and throttle record (``reset()``)."""
+    def _forget(self, *, keep_token: bool = False) -> None:
+        """Drop the fetch in flight, refusal and throttle records and the token (``reset()``)."""
         with self._lock:
-            self._token = None
             if self._inflight is not None:
                 self._inflight = None
                 self._credential = None  # the abandoned fetch keeps using it
-            else:
+            if not keep_token:
+                self._token = None
+                self._next_refresh = 0.0
                 self._fresh_credential = True  # its own cache would hand the old token back
-            self._next_refresh = 0.0
             self._throttled_until = 0.0
             self._forced_at = -REFUSAL_REFRESH_INTERVAL
             self._last_forced = None
@@ -619,18 +619,24 @@ def get_source(
         return source
 
 
-def reset() -> None:
+def reset(*, keep_tokens: bool = False) -> None:
     """Forget every cached token (tests, and after settings change).
 
     The registry is emptied, and every live source — also those that wrappers
     and pools still hold — drops its token, the fetch in flight, its refusal
     budget and throttle record, and builds a new credential object for its
     next fetch (whose own cache cannot hand the old token back).
+
+    ``keep_tokens=True`` (the end of an ``azure_pg_faults`` test): sources and
+    their still-valid tokens stay, as in a running process; only what the
+    test's faults left behind — fetches in flight, a spent refusal budget, a
+    ``Retry-After`` — is forgotten.
     """
-    with _registry_lock:
-        _registry.clear()
+    if not keep_tokens:
+        with _registry_lock:
+            _registry.clear()
     for source in list(_all_sources):
-        source._forget()
+        source._forget(keep_token=keep_tokens)
 
 
 def _after_fork_in_child() -> None:

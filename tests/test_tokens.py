@@ -444,8 +444,13 @@ def test_the_same_token_from_the_credentials_cache_keeps_its_age(fetches: FetchL
 
 def test_reset_forgets_what_live_sources_know() -> None:
     clock = FakeClock()
-    cred = FakeCredential(clock)
-    source = make(cred, clock)  # held by a wrapper or pool, not only the registry
+    built: list[FakeCredential] = []
+
+    def factory() -> FakeCredential:
+        built.append(FakeCredential(clock))
+        return built[-1]
+
+    source = TokenSource(factory, SCOPE, label="fake", clock=clock)  # held by a wrapper or pool
     old = source.get_token()
     clock.advance(100)
     fresh = source.refresh_after_refusal(old)
@@ -453,7 +458,25 @@ def test_reset_forgets_what_live_sources_know() -> None:
     assert source.refresh_after_refusal(fresh) is None  # the refusal budget is spent
     tokens.reset()
     assert source._token is None
-    newer = source.refresh_after_refusal(fresh)  # a budget again: a new test, a new start
+    again = source.get_token()
+    assert len(built) == 3  # a new credential object: its own cache cannot hand back `fresh`
+    newer = source.refresh_after_refusal(again)  # and a budget again: a new test, a new start
+    assert newer is not None and newer.value != again.value
+
+
+def test_reset_keeping_tokens_forgets_only_what_faults_left() -> None:
+    clock = FakeClock()
+    cred = FakeCredential(clock)
+    source = make(cred, clock)
+    old = source.get_token()
+    clock.advance(100)
+    fresh = source.refresh_after_refusal(old)
+    assert fresh is not None
+    assert source.refresh_after_refusal(fresh) is None
+    tokens.reset(keep_tokens=True)  # the end of an azure_pg_faults test
+    assert source.get_token() is fresh  # still warm: no fetch
+    assert cred.calls == 2
+    newer = source.refresh_after_refusal(fresh)  # but the refusal budget is there again
     assert newer is not None and newer.value != fresh.value
     assert cred.calls == 3
 

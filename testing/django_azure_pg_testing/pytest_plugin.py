@@ -12,9 +12,10 @@ automatically. Every fixture is lazy: nothing starts unless a test asks for it.
   for the role ``aad_app`` on that server.
 * ``azure_pg_faults`` — the emulator, with faults and token lifetime restored
   after the test (``set_fault("error"|"hang"|"malformed"|"throttle")``,
-  ``latency``, ``revoke_all()``, ``stats``), and django-azure-pg's token cache
-  forgotten (``tokens.reset()``: cached tokens, refusal budget, throttle
-  record), so the next test starts as a fresh process would.
+  ``latency``, ``revoke_all()``, ``stats``), and what the faults left in
+  django-azure-pg's token cache forgotten (``tokens.reset(keep_tokens=True)``:
+  fetches in flight, the refusal budget, a ``Retry-After``), so the next test
+  does not inherit them; still-valid cached tokens stay.
 
 A user's ``conftest.py`` needs five lines::
 
@@ -88,8 +89,9 @@ def azure_pg_faults(azure_pg_emulator: IdentityEmulator) -> Iterator[IdentityEmu
     finally:
         azure_pg_emulator.clear_faults()
         azure_pg_emulator.lifetime = lifetime
-        # A test that revoked tokens spent the refusal budget of the sources its
-        # wrappers hold; the next test must not inherit that (or the tokens).
+        # A test that revoked tokens spent the refusal budget of the token sources
+        # its connections hold, one that throttled left a Retry-After: the next test
+        # must not inherit them. Still-valid tokens stay, as in a running process.
         from django_azure_pg import tokens
 
-        tokens.reset()
+        tokens.reset(keep_tokens=True)

@@ -78,6 +78,8 @@ _CORE_FILTER = RedactingFilter(keep_clean_exceptions=True)
 
 def _filter_for(logger_name: str) -> RedactingFilter:
     return _CORE_FILTER if logger_name.startswith(_KEEP_EXCEPTIONS) else _FILTER
+
+
 _lock = threading.Lock()
 _seen_loggers = -1
 _disabled = False

@@ -69,7 +69,13 @@ class TokenLoginMixin(_Base):
     def get_connection_params(self) -> dict[str, Any]:
         if not _HAS_POOL and self.settings_dict["OPTIONS"].get("pool"):
             raise ImproperlyConfigured("OPTIONS['pool'] needs Django 5.1 or later")
-        return tls.apply_defaults(options.strip(super().get_connection_params()), os.environ)
+        params = options.strip(super().get_connection_params())
+        if _HAS_POOL and self._connection_pools.get(self.alias) is not None:  # type: ignore[attr-defined]
+            # Django calls this on every pool checkout and drops the result (the pool
+            # hands out its own connections, opened with the TLS defaults worked out
+            # when it was built): skip the route resolution on that hot path.
+            return params
+        return tls.apply_defaults(params, os.environ)
 
     @sensitive_variables()
     def connect(self) -> None:

@@ -178,6 +178,28 @@ def test_pool_true(make_wrapper: MakeWrapper) -> None:
     assert query(wrapper, "SELECT current_user") == (ROLE,)
 
 
+@requires_pool
+def test_pool_checkout_skips_the_tls_route_once_the_pool_exists(
+    make_wrapper: MakeWrapper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Django calls get_connection_params() on every checkout and drops the result: the
+    route (service files, PG* variables) is worked out once, when the pool is built."""
+    pytest.importorskip("psycopg_pool")
+    from django_azure_pg import tls
+
+    wrapper = make_wrapper(OPTIONS={"pool": True})
+    query(wrapper, "SELECT 1")  # builds the pool, with the TLS defaults
+    wrapper.close()
+
+    def resolved(*args: object, **kwargs: object) -> None:
+        raise AssertionError("route resolved on a pool checkout")
+
+    monkeypatch.setattr(tls, "resolve", resolved)
+    for _ in range(3):
+        assert query(wrapper, "SELECT current_user") == (ROLE,)
+        wrapper.close()
+
+
 def test_32_threads_one_credential_call(
     emulator: IdentityEmulator, make_wrapper: MakeWrapper
 ) -> None:

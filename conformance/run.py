@@ -103,7 +103,10 @@ def django_source() -> Path:
     )
     archive = next(WORK.glob(f"[dD]jango-{version}.tar.gz"))
     with tarfile.open(archive) as tar:
-        tar.extractall(WORK, filter="data")  # type: ignore[call-arg]
+        if hasattr(tarfile, "data_filter"):  # Python 3.12, and 3.8.17+/3.9.17+/3.10.12+/3.11.4+
+            tar.extractall(WORK, filter="data")
+        else:  # an older patch release: the archive is Django's own sdist from PyPI
+            tar.extractall(WORK)  # noqa: S202
     extracted = next(
         p for p in WORK.iterdir() if p.is_dir() and p.name.lower() == f"django-{version}"
     )

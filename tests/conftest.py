@@ -197,3 +197,25 @@ def add_alias(postgres: LocalPostgres, django_db_blocker: Any) -> Iterator[Calla
                 delattr(connections._connections, alias)
             connections.settings.pop(alias, None)
             settings.DATABASES.pop(alias, None)
+
+
+BAD_OPTIONS: list[tuple[dict[str, Any], str]] = [
+    ({"token_timeout": float("inf")}, "token_timeout"),
+    ({"token_timeout": 1e300}, "token_timeout"),
+    ({"token_timeout": float("nan")}, "token_timeout"),
+    ({"token_timeout": "abc"}, "token_timeout"),
+    ({"token_timeout": -1}, "token_timeout"),
+    ({"token_timeout": True}, "token_timeout"),
+    ({"token_refresh_margin": "inf"}, "token_refresh_margin"),
+    ({"credential": "no.such.Mod"}, "credential"),
+    ({"credential": "os.path.join"}, "credential"),
+    ({"credential": "json.JSONDecoder"}, "credential"),
+    ({"credential": "nodots"}, "credential"),
+    ({"token_scope": 42}, "token_scope"),
+    ({"client_id": 42}, "client_id"),
+    ({"allow_plaintext_token": "maybe"}, "allow_plaintext_token"),
+    ({"sslmode": "verify_full"}, "sslmode"),
+    ({"token_refresh_margin": 0}, "token_refresh_margin"),
+]
+"""OPTIONS values that must be refused, at check time (E007) and at first use, with the key
+named: (options, key)."""

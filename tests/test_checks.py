@@ -11,6 +11,8 @@ from django.core.management.base import SystemCheckError
 
 from django_azure_pg.checks import check_alias
 
+from .conftest import BAD_OPTIONS
+
 AZ = "myserver.postgres.database.azure.com"
 MI_ENV = {"IDENTITY_ENDPOINT": "http://127.0.0.1:1/msi/token"}
 
@@ -77,23 +79,7 @@ def test_unverified_azure_is_a_warning() -> None:
 
 @pytest.mark.parametrize(
     ("opts", "key"),
-    [
-        ({"token_timeout": float("inf")}, "token_timeout"),
-        ({"token_timeout": 1e300}, "token_timeout"),
-        ({"token_timeout": float("nan")}, "token_timeout"),
-        ({"token_timeout": "abc"}, "token_timeout"),
-        ({"token_timeout": -1}, "token_timeout"),
-        ({"token_timeout": True}, "token_timeout"),
-        ({"token_refresh_margin": "inf"}, "token_refresh_margin"),
-        ({"credential": "no.such.Mod"}, "credential"),
-        ({"credential": "os.path.join"}, "credential"),
-        ({"credential": "json.JSONDecoder"}, "credential"),
-        ({"credential": "nodots"}, "credential"),
-        ({"token_scope": 42}, "token_scope"),
-        ({"client_id": 42}, "client_id"),
-        ({"allow_plaintext_token": "maybe"}, "allow_plaintext_token"),
-        ({"sslmode": "verify_full"}, "sslmode"),
-    ],
+    BAD_OPTIONS,
 )
 def test_bad_option_values_name_alias_and_key(opts: dict[str, Any], key: str) -> None:
     messages = [m for m in check_alias("reports", {"HOST": AZ, "USER": "u", "OPTIONS": opts}, MI_ENV) if m.id == "django_azure_pg.E007"]

@@ -11,6 +11,8 @@ from django.db.utils import ConnectionHandler
 from django_azure_pg import options
 from django_azure_pg.base import DatabaseWrapper
 
+from .conftest import BAD_OPTIONS
+
 
 def wrapper(alias: str, **opts: Any) -> DatabaseWrapper:
     entry = {
@@ -27,16 +29,7 @@ def wrapper(alias: str, **opts: Any) -> DatabaseWrapper:
 
 @pytest.mark.parametrize(
     ("opts", "key"),
-    [
-        ({"token_timeout": float("inf")}, "token_timeout"),
-        ({"token_timeout": 1e300}, "token_timeout"),
-        ({"token_timeout": float("nan")}, "token_timeout"),
-        ({"token_timeout": "abc"}, "token_timeout"),
-        ({"token_refresh_margin": 0}, "token_refresh_margin"),
-        ({"credential": "no.such.Mod"}, "credential"),
-        ({"credential": "os.path.join"}, "credential"),
-        ({"allow_plaintext_token": "perhaps"}, "allow_plaintext_token"),
-    ],
+    BAD_OPTIONS,
 )
 def test_first_use_names_alias_and_key(opts: dict[str, Any], key: str) -> None:
     with pytest.raises(ImproperlyConfigured) as info:

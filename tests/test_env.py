@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import dj_database_url
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -181,10 +184,11 @@ def test_contradictions() -> None:
         )
 
 
-def test_url_scheme() -> None:
-    entry = dj_database_url.parse(
-        f"azure-postgres://aad_conn@{HOST}:5432/restaurant?sslmode=verify-full&client_id=cid"
-    )
+URL = f"azure-postgres://aad_conn@{HOST}:5432/restaurant?sslmode=verify-full&client_id=cid"
+
+
+def assert_url_entry(entry: Mapping[str, Any]) -> None:
+    """What both dj-database-url and django-environ must make of URL."""
     assert entry["ENGINE"] == "django_azure_pg"
     assert (entry["HOST"], entry["PORT"], entry["NAME"], entry["USER"]) == (
         HOST,
@@ -193,6 +197,11 @@ def test_url_scheme() -> None:
         "aad_conn",
     )
     assert entry["OPTIONS"] == {"sslmode": "verify-full", "client_id": "cid"}
+
+
+def test_url_scheme() -> None:
+    entry = dj_database_url.parse(URL)
+    assert_url_entry(entry)
     assert "PASSWORD" not in entry or not entry["PASSWORD"]
     assert dj_database_url.parse("azure-postgresql://u@h/d?currentSchema=app")["OPTIONS"] == {
         "options": "-c search_path=app"
@@ -245,19 +254,9 @@ def test_bad_database_url_names_the_variable_not_the_url(url: str) -> None:
 def test_url_scheme_with_django_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     environ = pytest.importorskip("environ")
     # The registration happened when django_azure_pg was imported; env.db() sees it.
-    monkeypatch.setenv(
-        "DATABASE_URL",
-        f"azure-postgres://aad_conn@{HOST}:5432/restaurant?sslmode=verify-full&client_id=cid",
-    )
+    monkeypatch.setenv("DATABASE_URL", URL)
     entry = environ.Env().db()
-    assert entry["ENGINE"] == "django_azure_pg"
-    assert (entry["HOST"], entry["PORT"], entry["NAME"], entry["USER"]) == (
-        HOST,
-        5432,
-        "restaurant",
-        "aad_conn",
-    )
-    assert entry["OPTIONS"] == {"sslmode": "verify-full", "client_id": "cid"}
+    assert_url_entry(entry)
     assert not entry["PASSWORD"]
     assert environ.Env.db_url_config("azure-postgresql://u@h/d")["ENGINE"] == "django_azure_pg"
     # Parsed as PostgreSQL: several hosts for libpq's failover list.

@@ -78,7 +78,7 @@ class RoleTypeMismatch(LoginRefused):
 
 
 class TokenExpiredAtServer(LoginRefused):
-    """The server called a token expired although it was fetched moments ago."""
+    """The token ran out of time at login, again with a fresh token or a token just fetched."""
 
 
 class RoleMissing(LoginRefused):
@@ -307,9 +307,12 @@ _advice(
 _advice(
     TokenExpiredAtServer,
     "`FATAL: The access token has expired. Please acquire a new token and retry.`",
-    "The server received an expired token — one computed outside django-azure-pg (a "
-    "PASSWORD set in settings.py) or a machine clock far off.",
-    "Remove the hand-made PASSWORD and let the ENGINE fetch tokens; check the clock.",
+    "The token had run out of time when the server checked it, and a fresh token did no "
+    "better: the app's clock and the server's disagree, logins take longer than the "
+    "hand-out margin (a tenth of the token's lifetime, at most 60 s), or the token was "
+    "computed outside django-azure-pg (a PASSWORD set in settings.py).",
+    "Check the machine's clock (NTP) and what slows logins; remove a hand-made PASSWORD and "
+    "let the ENGINE fetch tokens.",
 )
 _advice(
     RoleMissing,

@@ -3,15 +3,24 @@
 Shared by the plain connection path (``DatabaseWrapper.get_new_connection``)
 and the pool's connection class. No Django import here.
 
-A refused token is either stale (revoked or expired server-side: one refresh
-and one retry cure it) or the wrong token for this role (USER is not the role
-mapped to the identity: no number of fetches helps, and each one costs a call
-to a throttled identity endpoint). A token fetched for this very login cannot
-be stale, so its refusal is reported at once as a configuration error; so is
-the refusal of a token that a refusal-forced refresh fetched moments ago
-(``tokens.REFUSAL_REFRESH_INTERVAL``). A forced refresh that fails is reported
-as what it is — no token could be had (``TokenAcquisitionError``) — never as a
-wrong USER.
+A refused token is one of three things:
+
+* **out of time** — the server said it expired, or by our clock it was in
+  its last moments (``Token.ran_out_during_login``) when the login reached
+  the server (a slow login, a server clock ahead of ours): one fresh token
+  and one retry; refused as expired again, it is reported as an expiry
+  (``TokenExpiredAtServer``), never as a wrong USER, and it spends nothing of
+  the refusal budget;
+* **stale** — revoked server-side: one refresh and one retry cure it;
+* **the wrong token for this role** — USER is not the role mapped to the
+  identity: no number of fetches helps, and each one costs a call to a
+  throttled identity endpoint. A token fetched for this very login cannot be
+  stale, so its refusal is reported at once as a configuration error; so is
+  the refusal of a token that a refusal-forced refresh fetched moments ago
+  (``TokenSource.refresh_after_refusal``).
+
+A forced refresh that fails is reported as what it is — no token could be had
+(``TokenAcquisitionError``) — never as a wrong USER.
 """
 
 from __future__ import annotations
@@ -78,8 +87,8 @@ class TokenLogin:
     def _token(self) -> tokens.Token:
         return self._acquired(self.source.get_token)
 
-    def _refreshed(self, refused: tokens.Token) -> tokens.Token | None:
-        return self._acquired(lambda: self.source.refresh_after_refusal(refused))
+    def _refreshed(self, refused: tokens.Token, timed: bool) -> tokens.Token | None:
+        return self._acquired(lambda: self.source.refresh_after_refusal(refused, timed=timed))
 
     def _acquired(self, fetch: Callable[[], T]) -> T:
         """``fetch()``; a token that could not be had becomes a login error naming the alias."""
@@ -112,7 +121,8 @@ class TokenLogin:
         local) server.
         """
         route = tls.guard(self.alias, params, allow_plaintext=self.allow_plaintext)
-        asked = self.source.clock()
+        clock = self.source.clock
+        asked = clock()
         token = self._token()
         try:
             return connect(**self._with_token(params, token.value))
@@ -120,14 +130,20 @@ class TokenLogin:
             refusal = errors.login_refusal(exc)
             if refusal is None:
                 raise
-            stale = refusal in (LoginRefused, errors.TokenExpiredAtServer)
-            if not stale or token.obtained_at >= asked:
+            late = token.ran_out_during_login(clock())
+            timed = late or refusal is errors.TokenExpiredAtServer
+            fresh_for_this_login = token.obtained_at >= asked
+            if timed and fresh_for_this_login and not late:
+                # The server calls a token we just fetched, with time to spare by our
+                # clock, expired: its clock is ahead. A fresh one would fare no better.
+                raise self._refused(errors.TokenExpiredAtServer, token, exc) from exc
+            if not timed and (refusal is not LoginRefused or fresh_for_this_login):
                 # Not about the token's age, or the token was fetched for this very
                 # login and cannot be stale: a fresh one would be refused too.
                 raise self._refused(refusal, token, exc) from exc
             if not route.retry_safe:
                 raise
-            fresh = self._refreshed(token)
+            fresh = self._refreshed(token, timed)
             if fresh is None:
                 raise self._refused(errors.TokenNotForRole, token, exc) from exc
             logger.warning(
@@ -146,6 +162,8 @@ class TokenLogin:
             refusal = errors.login_refusal(exc)
             if refusal is None:
                 raise
+            if fresh.ran_out_during_login(clock()):
+                refusal = errors.TokenExpiredAtServer  # out of time twice: an expiry
             raise self._refused(refusal, fresh, exc) from exc
 
     def _refused(
@@ -160,10 +178,17 @@ class TokenLogin:
         said = redact(errors.server_message(exc))
         role = self.user or claims.role_name(found)
         advice = errors.ADVICE[cause]
+        verdict = "a fresh token would be refused too"
+        if cause is errors.TokenExpiredAtServer:
+            left = token.expires_on - self.source.clock()
+            verdict = (
+                f"by this machine's clock the token ({token.lifetime:.0f} s long) "
+                + (f"had {left:.1f} s left" if left >= 0 else f"had expired {-left:.1f} s before")
+            )
         return cause(
             f"Database alias {self.alias!r}: the server refused the login as USER {role!r} "
             f"with an access token from {self.choice.name} for principal {principal!r} "
-            f"(object id {oid}); a fresh token would be refused too. The server said: {said}. "
+            f"(object id {oid}); {verdict}. The server said: {said}. "
             f"Likely cause: {advice.cause} Fix: {advice.fix}",
             said,
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 SERVICE_CONNECTOR_SUFFIXES = {"client_id": "CLIENTID", "client_secret": "CLIENTSECRET", "tenant_id": "TENANTID"}
 """Each credential key, and the suffix of the Service Connector variable that stands for it
@@ -19,6 +19,8 @@ TOKEN_KEYS = ("token_scope", "token_refresh_margin", "token_timeout")
 TRANSPORT_KEYS = ("allow_plaintext_token",)
 OUR_KEYS = frozenset(CREDENTIAL_KEYS + TOKEN_KEYS + TRANSPORT_KEYS)
 """Removed from the connection parameters before psycopg sees them."""
+
+D = TypeVar("D", bound=float | None)
 
 RANGES = {
     "token_refresh_margin": (0.0, 86_400.0),  # up to a day: managed-identity token lifetime
@@ -45,7 +47,7 @@ def strip(params: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def number(options: Mapping[str, Any], key: str, default: float) -> float:
+def number(options: Mapping[str, Any], key: str, default: D) -> float | D:
     """A finite number of seconds within ``RANGES[key]`` (numeric strings allowed: URLs)."""
     value = options.get(key)
     if value is None:

@@ -6,23 +6,29 @@ one that is valid *now*. Fetching one per connection is slow (an HTTP call or an
 time breaks a day later. A :class:`TokenSource` sits in between:
 
 * one fetch at a time per (credential, scope) — concurrent callers share it;
-* a still-valid token is served at once and refreshed ahead of expiry in a
-  background thread, so warm processes never wait;
-* a refresh that fails while the token is still valid is logged and retried
-  later; callers block only when no valid token is left, and then no longer
-  than ``timeout`` seconds;
+* a still-valid token is served at once and refreshed in a background
+  thread from half its lifetime (or when the credential recommends,
+  ``refresh_on``), so warm processes never wait and an identity outage of up
+  to about half a token's lifetime goes unnoticed (rules: :mod:`.timing`);
+* a refresh that fails, or brings back the token already held (the
+  credential's or the endpoint's own cache), while the token is still usable
+  is retried after half the usable time left; callers block only when no
+  usable token is left, and then no longer than ``timeout`` seconds;
 * a fetch that hangs (no answer after ``TokenSource.stuck_after``) is
   abandoned and the next caller asks again with a new credential object; the
   late answer of the abandoned one never overwrites newer state;
-* each process picks its refresh moment at random inside the refresh window
-  (again after ``fork()``), so workers sharing a token do not call the
-  identity endpoint together;
+* each process has its own place inside the refresh window (again after
+  ``fork()``), so workers sharing a token do not call the identity endpoint
+  together;
 * an endpoint that throttles (HTTP 429 / ``Retry-After``) is not asked again
   before the time it named; a valid cached token keeps being served meanwhile;
-* a token the server refused forces a refresh at most once per
-  ``REFUSAL_REFRESH_INTERVAL`` per identity, and never discards the cached
-  token other aliases are using; if that refresh fails, the caller is told
-  that no token could be had (never handed the refused token back);
+* a token the server refused forces a refresh, which never discards the
+  cached token other aliases are using; a token fetched by such a refresh and
+  refused again blocks further forced refreshes for a fraction of its
+  lifetime (a configuration error, not a stale token); a forced refresh that
+  fails spends nothing, so the first login after the endpoint recovers gets
+  a token; a refusal because the token ran out of time during the login
+  never counts as a configuration error;
 * after ``fork()`` the child gets fresh locks and a fresh credential object, so
   it never shares an HTTP connection with its parent.
 
@@ -46,25 +52,22 @@ from typing import Any
 
 from azure.core.credentials import TokenCredential
 
-from . import forksafe, redaction
+from . import claims, forksafe, redaction
 from .errors import THROTTLE_FALLBACK, retry_after_seconds, throttled_retry_after
 from .errors import TokenError as TokenError
 from .errors import TokenThrottled as TokenThrottled
 from .errors import TokenTimeout as TokenTimeout
 from .redaction import install_log_redaction, redact
+from .timing import Token as Token
+from .timing import child_place
 
 logger = logging.getLogger("django_azure_pg.tokens")
 
-DEFAULT_REFRESH_MARGIN = 300.0
-"""Refresh this many seconds before expiry (at most a quarter of the token's lifetime)."""
+DEFAULT_REFRESH_MARGIN: float | None = None
+"""``OPTIONS["token_refresh_margin"]``: unset, the refresh window follows :mod:`.timing` alone."""
 
 DEFAULT_TIMEOUT = 10.0
 """Longest a caller waits for a token when no valid one is cached."""
-
-_MAX_RETRY_INTERVAL = 30.0
-
-REFUSAL_REFRESH_INTERVAL = 30.0
-"""At most one refresh per identity per this many seconds because the server refused a token."""
 
 STUCK_FETCH_AFTER = 90.0
 """A fetch in flight this long (or three times ``timeout``, if longer) is abandoned: see ``_running``."""
@@ -74,46 +77,6 @@ CredentialFactory = Callable[[], TokenCredential]
 Clock = Callable[[], float]
 
 
-@dataclass(frozen=True)
-class Token:
-    value: str = field(repr=False)
-    expires_on: float
-    obtained_at: float
-
-    @property
-    def lifetime(self) -> float:
-        return max(self.expires_on - self.obtained_at, 0.0)
-
-    def skew(self) -> float:
-        """Seconds before expiry at which the token is no longer handed out.
-
-        A login takes a moment; a token that expires during it is refused.
-        """
-        return min(30.0, self.lifetime * 0.1)
-
-    def usable(self, now: float) -> bool:
-        return now < self.expires_on - self.skew()
-
-    def refresh_at(self, margin: float, spread: float = 0.0) -> float:
-        """When to refresh: inside the first half of the refresh window.
-
-        The window opens ``margin`` seconds (at most a quarter of the lifetime)
-        before expiry; ``spread`` in [0, 1) picks the moment within its first
-        half, so processes sharing a token refresh at different times and the
-        second half is left for retries.
-        """
-        window = min(margin, self.lifetime / 4)
-        return self.expires_on - window + spread * window / 2
-
-
-def _retry_interval(token: Token | None, now: float) -> float:
-    """How long to wait before another background attempt."""
-    if token is None:
-        return 0.0
-    remaining = token.expires_on - now
-    return min(_MAX_RETRY_INTERVAL, max(remaining / 4, 0.05))
-
-
 @dataclass(eq=False)
 class _Fetch:
     """One call to the credential, run in its own thread, and the callers waiting for it."""
@@ -121,8 +84,10 @@ class _Fetch:
     started: float  # by the source's clock
     generation: int  # the source's state generation when it started (see TokenSource._forget)
     refused: str | None = field(default=None, repr=False)  # set for a refusal-forced refresh
+    timed: bool = False  # forced because the refused token ran out of time: spends no budget
     after: _Fetch | None = None  # a fetch in flight that a forced refresh waits for first
     future: Future[Token] = field(default_factory=Future)
+    thread: threading.Thread = field(init=False, repr=False)
     seen: _Throttle = field(default_factory=lambda: _Throttle())  # HTTP 429s it met
 
     @property
@@ -158,12 +123,12 @@ class TokenSource:
         scope: str,
         *,
         label: str = "credential",
-        refresh_margin: float = DEFAULT_REFRESH_MARGIN,
+        refresh_margin: float | None = DEFAULT_REFRESH_MARGIN,
         timeout: float = DEFAULT_TIMEOUT,
         clock: Clock = time.time,
         sleep: Callable[[float], None] = time.sleep,
         rebuild_after_fork: bool = True,
-        spread: Callable[[], float] = random.random,
+        spread: Callable[[], float] | None = None,
     ) -> None:
         self.scope = scope
         self.label = label
@@ -173,7 +138,7 @@ class TokenSource:
         self.sleep = sleep  # waits measured by ``clock``: tests inject both
         self._factory = credential_factory
         self._rebuild_after_fork = rebuild_after_fork
-        self._spread = spread
+        self._spread = spread or place
         self._credential: TokenCredential | None = None
         self._fresh_credential = False
         self._lock = threading.Lock()
@@ -181,8 +146,10 @@ class TokenSource:
         self._inflight: _Fetch | None = None
         self._next_refresh = 0.0
         self._throttled_until = 0.0
-        self._forced_at = -REFUSAL_REFRESH_INTERVAL  # last refresh forced by a refusal
-        self._last_forced: _Fetch | None = None
+        # The token the last successful refusal-forced refresh brought, and when:
+        # that token refused as well means a configuration error (see refresh_after_refusal).
+        self._forced: Token | None = None
+        self._forced_ok_at = 0.0
         self._generation = 0
         _all_sources.add(self)
 
@@ -212,22 +179,27 @@ class TokenSource:
             raise self._throttled_error(wait)
         return self._wait(self._start_fetch(background=False))
 
-    def refresh_after_refusal(self, refused: Token) -> Token | None:
+    def refresh_after_refusal(self, refused: Token, *, timed: bool = False) -> Token | None:
         """A token worth one more login after the server refused ``refused``.
 
         The cached token is never dropped, so other aliases sharing this
-        identity keep using it. If a newer token is already cached (or a
-        forced refresh is under way), that one is returned without a fetch.
-        Otherwise one refresh is forced — with a new credential object, whose
-        own cache cannot hand back the refused token — at most once per
-        ``REFUSAL_REFRESH_INTERVAL``: ``None`` means the budget is spent,
-        i.e. a token fetched moments ago was refused as well, and another
-        fetch would only hammer the identity endpoint.
+        identity keep using it. If a newer usable token is already cached (or
+        a forced refresh is under way), that one is returned without a fetch.
+        Otherwise one refresh is forced, with a new credential object (whose
+        own cache cannot hand back the refused token).
 
-        A forced refresh that fails raises :class:`TokenError` (within the
-        interval, again without a new fetch): the refused token is never
-        handed back as if it were new, so the caller reports "no token", not
-        "wrong USER".
+        ``None`` means: the refused token was itself brought by a forced
+        refresh less than :meth:`Token.refusal_interval` ago — fresh tokens are
+        refused too, so the configuration is wrong and another fetch would only
+        load the identity endpoint. A forced refresh that failed spends nothing:
+        the next refusal tries again (one fetch at a time, ``Retry-After``
+        honoured), so the first login after the endpoint recovers works.
+        ``timed=True`` (the token ran out of time during the login) never
+        counts towards that: it says nothing about the configuration.
+
+        A forced refresh that fails raises :class:`TokenError`: the refused
+        token is never handed back as if it were new, so the caller reports
+        "no token", not "wrong USER".
         """
         now = self.clock()
         with self._lock:
@@ -236,23 +208,32 @@ class TokenSource:
                 return current
             fetch = self._running(now)
             if fetch is None or not fetch.forced:
-                if now - self._forced_at < REFUSAL_REFRESH_INTERVAL:
-                    self._raise_forced_failure()
+                forced = self._forced
+                if (
+                    not timed
+                    and forced is not None
+                    and forced.value == refused.value
+                    and now - self._forced_ok_at < forced.refusal_interval()
+                ):
                     return None
                 wait = self._throttled_until - now
                 if wait >= self.timeout:
                     raise self._throttled_error(wait)
-                self._forced_at = now
                 if fetch is None:
                     self._fresh_credential = True
                 else:
                     # A fetch in flight on the old credential object (whose own cache may
                     # hold the refused token): wait for it, then ask a new object.
                     self._credential = None
-                fetch = self._last_forced = self._begin(now, refused=refused.value, after=fetch)
-        logger.warning(
-            "Access token from %s was refused by the server; fetching a new one", self.label
-        )
+                fetch = self._begin(now, refused=refused.value, after=fetch, start=False)
+                fetch.timed = timed
+                # Said before the fetch starts: a fork from another thread must never find
+                # this thread inside a handler's stream lock (the child would hang on it).
+                logger.warning(
+                    "Access token from %s was refused by the server; fetching a new one",
+                    self.label,
+                )
+                fetch.thread.start()
         token = self._wait(fetch)
         return token if token.value != refused.value else None
 
@@ -271,25 +252,6 @@ class TokenSource:
             f"{self.label} returned no token for scope {self.scope!r} within "
             f"{self.timeout:g} s (the identity endpoint is slow or not answering)"
         )
-
-    def _raise_forced_failure(self) -> None:
-        """Within the refusal interval: the last forced refresh's failure, raised again."""
-        last = self._last_forced
-        if last is None or not last.future.done():
-            return
-        failure = last.future.exception()
-        if failure is None:
-            return
-        again: TokenError
-        if isinstance(failure, TokenThrottled):
-            again = self._throttled_error(max(self._throttled_until - self.clock(), 0.0))
-        else:
-            again = (
-                type(failure)(*failure.args)
-                if isinstance(failure, TokenError)
-                else TokenError(str(failure))
-            )
-        raise again from failure.__cause__
 
     def _wait(self, fetch: _Fetch) -> Token:
         try:
@@ -343,15 +305,21 @@ class TokenSource:
             return self._begin(now)
 
     def _begin(
-        self, now: float, *, refused: str | None = None, after: _Fetch | None = None
+        self,
+        now: float,
+        *,
+        refused: str | None = None,
+        after: _Fetch | None = None,
+        start: bool = True,
     ) -> _Fetch:
-        """Start a fetch in its own thread; it becomes the one in flight (under the lock)."""
+        """A fetch in its own thread; it becomes the one in flight (under the lock)."""
         fetch = _Fetch(now, self._generation, refused=refused, after=after)
-        self._inflight = fetch
-        thread = threading.Thread(
+        fetch.thread = threading.Thread(
             target=self._run, args=(fetch,), name="django-azure-pg-token", daemon=True
         )
-        thread.start()
+        self._inflight = fetch
+        if start:
+            fetch.thread.start()
         return fetch
 
     def _credential_for_fetch(self) -> TokenCredential:
@@ -393,10 +361,20 @@ class TokenSource:
         _observing.throttle = fetch.seen
         try:
             install_log_redaction()
-            access = self._credential_for_fetch().get_token(self.scope)
+            credential = self._credential_for_fetch()
+            refresh_on: float | None = None
+            if callable(getattr(credential, "get_token_info", None)):
+                info = credential.get_token_info(self.scope)  # type: ignore[attr-defined]
+                value, expires_on = info.token, info.expires_on
+                refresh_on = getattr(info, "refresh_on", None)
+            else:
+                access = credential.get_token(self.scope)
+                value, expires_on = access.token, access.expires_on
         finally:
             _observing.throttle = None
-        return Token(access.token, float(access.expires_on), self.clock())
+        return Token.issued(
+            value, float(expires_on), self.clock(), claims.decode(value), refresh_on
+        )
 
     def _succeeded(self, fetch: _Fetch, token: Token, elapsed: float) -> None:
         now = self.clock()
@@ -406,13 +384,17 @@ class TokenSource:
             if current:
                 self._inflight = None
                 if previous is not None and previous.value == token.value:
-                    # The credential's own cache answered: the same token, of the same age.
+                    # The credential's (or the endpoint's) own cache answered: the same
+                    # token, of the same age; ask again after half its usable time left.
                     token = previous
+                    self._next_refresh = token.retry_at(now)
+                else:
+                    due = token.refresh_at(self._spread(), self.refresh_margin)
+                    # A token handed out late in its life may be past its window already.
+                    self._next_refresh = due if due > now else token.retry_at(now)
+                if fetch.forced and not fetch.timed:
+                    self._forced, self._forced_ok_at = token, now
                 self._token = token
-                self._next_refresh = max(
-                    token.refresh_at(self.refresh_margin, self._spread()),
-                    now + _retry_interval(token, now),
-                )
                 next_refresh = self._next_refresh
         if not current:
             logger.info(
@@ -462,9 +444,8 @@ class TokenSource:
                 # endpoint failed once, even when it has recovered: the next attempt gets a
                 # new one.
                 self._fresh_credential = True
-                self._next_refresh = max(
-                    now + _retry_interval(self._token, now), self._throttled_until
-                )
+                retry = self._token.retry_at(now) if self._token is not None else now
+                self._next_refresh = max(retry, self._throttled_until)
             cached = self._token
         # A refusal-forced refresh never falls back to the token that was refused.
         fallback = cached is not None and cached.usable(now) and cached.value != fetch.refused
@@ -495,8 +476,7 @@ class TokenSource:
                 self._next_refresh = 0.0
                 self._fresh_credential = True  # its own cache would hand the old token back
             self._throttled_until = 0.0
-            self._forced_at = -REFUSAL_REFRESH_INTERVAL
-            self._last_forced = None
+            self._forced = None
             self._generation += 1
 
     def _after_fork(self) -> None:
@@ -506,15 +486,14 @@ class TokenSource:
         fetch they ran never completes; the credential's HTTP connection is the
         parent's. A refusal-forced refresh of the parent is not this process's:
         its budget starts afresh. A ``Retry-After`` the endpoint gave is kept.
-        Every child draws its own refresh moment for the token it inherited, so
-        workers forked from one master (gunicorn --preload, Celery prefork) do
-        not call the identity endpoint at the same instant (``random`` reseeds
-        itself in the child).
+        Every child takes its own place in the refresh window of the token it
+        inherited (see :func:`place`), so workers forked from one
+        master (gunicorn --preload, Celery prefork) do not call the identity
+        endpoint at the same instant.
         """
         self._lock = threading.Lock()
         self._inflight = None
-        self._forced_at = -REFUSAL_REFRESH_INTERVAL
-        self._last_forced = None
+        self._forced = None
         if self._rebuild_after_fork and self._credential is not None:
             # Keep the old object alive: its finalizers must not run (or take a
             # lock a parent thread held) in the child.
@@ -523,7 +502,7 @@ class TokenSource:
         token = self._token
         if token is not None:
             self._next_refresh = max(
-                token.refresh_at(self.refresh_margin, self._spread()), self._throttled_until
+                token.refresh_at(self._spread(), self.refresh_margin), self._throttled_until
             )
 
 
@@ -595,7 +574,7 @@ def get_source(
     scope: str,
     *,
     label: str,
-    refresh_margin: float = DEFAULT_REFRESH_MARGIN,
+    refresh_margin: float | None = DEFAULT_REFRESH_MARGIN,
     timeout: float = DEFAULT_TIMEOUT,
     rebuild_after_fork: bool = True,
 ) -> TokenSource:
@@ -639,9 +618,26 @@ def reset(*, keep_tokens: bool = False) -> None:
         source._forget(keep_token=keep_tokens)
 
 
+# -- this process's place in refresh windows (timing.child_place) ---------------------
+
+_place = random.random()
+_forks = 0
+
+
+def place() -> float:
+    """This process's place in every refresh window, in [0, 1)."""
+    return _place
+
+
+def _before_fork() -> None:
+    global _forks
+    _forks += 1
+
+
 def _after_fork_in_child() -> None:
     """The package's one at-fork handler: every lock, fetch and transport a child inherits."""
-    global _registry_lock
+    global _registry_lock, _place, _forks
+    _place, _forks = child_place(_place, _forks), 0
     _registry_lock = threading.Lock()
     redaction.after_fork_in_child()
     forksafe.after_fork_in_child()
@@ -650,4 +646,4 @@ def _after_fork_in_child() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)

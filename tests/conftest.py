@@ -219,3 +219,32 @@ BAD_OPTIONS: list[tuple[dict[str, Any], str]] = [
 ]
 """OPTIONS values that must be refused, at check time (E007) and at first use, with the key
 named: (options, key)."""
+
+
+def in_children(count: int, work: Callable[[], str]) -> list[str]:
+    """Fork ``count`` children that each run ``work`` and report its answer (or ``!error``)."""
+    import warnings
+
+    children = []
+    for _ in range(count):
+        read, write = os.pipe()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads running
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover — runs in the child
+            report = "?"
+            try:
+                report = work()
+            except BaseException as exc:
+                report = "!" + repr(exc)[:300]
+            finally:
+                os.write(write, report.encode()[:60_000])
+                os._exit(0)
+        os.close(write)
+        children.append((pid, read))
+    reports = []
+    for pid, read in children:
+        with os.fdopen(read, "rb") as pipe:
+            reports.append(pipe.read().decode())
+        os.waitpid(pid, 0)
+    return reports

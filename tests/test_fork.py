@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from azure.identity import ManagedIdentityCredential
 
-from django_azure_pg import credentials, forksafe, redaction, tokens
+from django_azure_pg import credentials, forksafe, redaction, timing, tokens
 from django_azure_pg_testing import Identity, IdentityEmulator
 
 from .conftest import SCOPE
@@ -128,6 +128,16 @@ def test_a_forced_refresh_in_flight_in_the_parent_does_not_bind_the_child() -> N
         hanging.gate.set()
         waiter.join()
     assert answer == "ok"
+
+
+def test_each_child_takes_the_next_place_in_the_refresh_window() -> None:
+    parent = tokens.place()
+    answers = [in_child(lambda: repr(tokens.place())) for _ in range(3)]
+    places = [float(a) for a in answers]
+    assert tokens.place() == parent  # the parent's own place does not move
+    first = tokens._forks - 2  # forks this process made before these three
+    assert places == [timing.child_place(parent, first + k) for k in range(3)]
+    assert len({parent, *places}) == 4
 
 
 # -- sockets: a real ManagedIdentityCredential and a keep-alive endpoint ---------------

@@ -75,6 +75,63 @@ def test_expired_at_server_is_refreshed_and_retried_once() -> None:
     assert cred.calls == 2
 
 
+class SlowConnect(FakeConnect):
+    """A login that takes ``seconds`` on the injected clock before the server answers."""
+
+    def __init__(self, clock: FakeClock, seconds: float, *errors: BaseException) -> None:
+        super().__init__(*errors)
+        self.clock, self.seconds = clock, seconds
+
+    def __call__(self, **params: Any) -> str:
+        self.clock.advance(self.seconds)
+        return super().__call__(**params)
+
+
+def test_a_token_fetched_for_this_login_that_ran_out_during_it_is_retried_not_blamed() -> None:
+    """6 s tokens and a login that takes 5.5 s: the server's generic refusal is about time."""
+    clock = FakeClock()
+    cred = FakeCredential(clock, lifetime=6)
+    lg = login(cred)
+    object.__setattr__(lg.source, "clock", clock)
+    connect = SlowConnect(clock, 5.5, REFUSED)
+    assert lg.connect(connect, {}) == "connection"
+    assert cred.calls == 2 and len(connect.calls) == 2
+
+
+def test_out_of_time_twice_is_an_expiry_not_a_wrong_user() -> None:
+    clock = FakeClock()
+    cred = FakeCredential(clock, lifetime=6)
+    lg = login(cred)
+    object.__setattr__(lg.source, "clock", clock)
+    with pytest.raises(errors.TokenExpiredAtServer, match=r"had expired \d\.\d s before") as info:
+        lg.connect(SlowConnect(clock, 6.5, REFUSED, REFUSED), {})
+    assert not isinstance(info.value, errors.TokenNotForRole)
+    assert "clock" in str(info.value)
+
+
+def test_expired_says_the_server_of_a_token_just_fetched_clock_skew_no_fetch() -> None:
+    cred = FakeCredential()
+    connect = FakeConnect(EXPIRED)
+    with pytest.raises(errors.TokenExpiredAtServer, match=r"had 3\d{3}\.\d s left"):
+        login(cred).connect(connect, {})
+    assert cred.calls == 1 and len(connect.calls) == 1
+
+
+def test_a_refusal_at_the_end_of_a_token_spends_no_refusal_budget() -> None:
+    clock = FakeClock()
+    cred = FakeCredential(clock)
+    lg = aged(login(cred), clock, seconds=3600 - 30)  # a login got it a moment earlier
+    token = lg.source._token
+    assert token is not None and not token.usable(clock.now)
+    fresh = lg.source.refresh_after_refusal(token, timed=True)
+    assert fresh is not None and cred.calls == 2
+    # Moments later the new token is refused as stale (revoked): still cured by a forced
+    # refresh, because the refusal about time spent nothing.
+    clock.advance(1)
+    assert lg.connect(FakeConnect(REFUSED), {}) == "connection"
+    assert cred.calls == 3
+
+
 def test_refused_again_after_refresh_is_a_configuration_error() -> None:
     clock = FakeClock()
     cred = FakeCredential(
@@ -113,7 +170,7 @@ def test_refusals_within_the_interval_do_not_fetch_again() -> None:
         with pytest.raises(errors.TokenNotForRole):
             lg.connect(FakeConnect(REFUSED), {})
     assert cred.calls == 2  # 25 s of refusals: no more identity calls
-    clock.advance(tokens.REFUSAL_REFRESH_INTERVAL)
+    clock.advance(3600 / 120)  # the refusal interval: a 120th of the token's lifetime
     with pytest.raises(errors.TokenNotForRole):
         lg.connect(FakeConnect(REFUSED, REFUSED), {})
     assert cred.calls == 3  # one more per interval, at most
@@ -132,8 +189,11 @@ def test_a_failed_forced_refresh_is_no_token_not_a_wrong_user() -> None:
     assert len(connect.calls) == 1  # no second login without a new token
     clock.advance(5)
     with pytest.raises(TokenAcquisitionError, match="emulated outage"):
-        lg.connect(FakeConnect(REFUSED), {})  # within the refusal interval: said again
-    assert cred.calls == 2  # without another identity call
+        lg.connect(FakeConnect(REFUSED), {})  # a failed refresh spent nothing: asked again
+    assert cred.calls == 3
+    cred.error = None  # the endpoint is back: the very next login works
+    assert lg.connect(FakeConnect(REFUSED), {}) == "connection"
+    assert cred.calls == 4
 
 
 @pytest.mark.parametrize(

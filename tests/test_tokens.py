@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Iterator
@@ -9,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from azure.core.credentials import AccessToken
+from azure.core.credentials import AccessToken, AccessTokenInfo
 
-from django_azure_pg import tokens
+from django_azure_pg import timing, tokens
 from django_azure_pg.tokens import TokenError, TokenSource, TokenThrottled, TokenTimeout
 
 from .fakes import FakeClock, FakeCredential, FetchLog
@@ -71,7 +72,7 @@ def test_warm_token_served_without_calls() -> None:
     cred = FakeCredential(clock, lifetime=3600)
     source = make(cred, clock)
     first = source.get()
-    for _ in range(1000):
+    for _ in range(599):  # the refresh window opens at a sixth of the lifetime
         clock.advance(1)
         assert source.get() == first
     assert cred.calls == 1
@@ -92,15 +93,17 @@ def test_refresh_ahead_does_not_block_caller(fetches: FetchLog) -> None:
     assert source.get() != first
 
 
-def test_refresh_margin_is_capped_at_a_quarter_of_lifetime(fetches: FetchLog) -> None:
+def test_a_margin_longer_than_the_token_refreshes_when_the_window_opens(
+    fetches: FetchLog,
+) -> None:
     clock = FakeClock()
     cred = FakeCredential(clock, lifetime=60)
     source = make(cred, clock, refresh_margin=300)
     source.get()
-    clock.advance(44)
+    clock.advance(9)
     source.get()
     assert cred.calls == 1
-    clock.advance(2)  # past three quarters of the lifetime
+    clock.advance(2)  # past a sixth of the lifetime: never earlier, whatever the margin
     source.get()
     fetches.wait(2)
     assert cred.calls == 2
@@ -135,7 +138,10 @@ def test_failed_refresh_retried_later_not_per_request(fetches: FetchLog) -> None
     for _ in range(50):
         source.get()
     assert cred.calls == 2
-    clock.advance(60)  # the retry interval has passed
+    clock.advance(69)  # half the usable time left (3540 - 3400) / 2 = 70 s: not yet
+    source.get()
+    assert cred.calls == 2
+    clock.advance(1)
     cred.error = None
     source.get()
     fetches.wait(3)
@@ -234,7 +240,8 @@ def test_refusal_forces_one_refresh_per_interval_and_keeps_the_cache() -> None:
     fresh = source.refresh_after_refusal(old)
     assert fresh is not None and fresh.value != old.value
     assert len(built) == 2  # a new credential object: its cache cannot return the refused token
-    clock.advance(tokens.REFUSAL_REFRESH_INTERVAL - 1)
+    assert fresh.refusal_interval() == 30  # a 120th of an hour
+    clock.advance(fresh.refusal_interval() - 1)
     assert source.refresh_after_refusal(fresh) is None  # budget spent: no fetch
     assert source.get() == fresh.value  # and the cached token is still served
     assert sum(c.calls for c in built) == 2
@@ -276,7 +283,7 @@ def test_refusal_of_an_old_token_returns_the_newer_cached_one() -> None:
 class Failing:
     """A credential factory: the first object works, every later one fails with ``error``."""
 
-    def __init__(self, clock: FakeClock, error: BaseException) -> None:
+    def __init__(self, clock: FakeClock, error: BaseException | None) -> None:
         self.clock = clock
         self.error = error
         self.built: list[FakeCredential] = []
@@ -311,12 +318,22 @@ def test_a_failed_forced_refresh_raises_and_never_returns_the_refused_token(
     with pytest.raises(raised):
         source.refresh_after_refusal(old)
     assert factory.calls == 2
-    # Within the refusal interval: the same failure again, without another identity call.
-    clock.advance(tokens.REFUSAL_REFRESH_INTERVAL - 1)
-    with pytest.raises(raised):
-        source.refresh_after_refusal(old)
-    assert factory.calls == 2
     assert source.get() == old.value  # the cached token still serves other aliases
+    clock.advance(1)
+    if raised is TokenThrottled:
+        # Retry-After (120 s) is honoured: said again without another identity call.
+        with pytest.raises(TokenThrottled):
+            source.refresh_after_refusal(old)
+        assert factory.calls == 2
+        clock.advance(120)
+    else:
+        # A failed forced refresh spends nothing: the next refusal asks again.
+        with pytest.raises(TokenError):
+            source.refresh_after_refusal(old)
+        assert factory.calls == 3
+    factory.error = None  # the endpoint is back: the very next refusal gets a token
+    fresh = source.refresh_after_refusal(old)
+    assert fresh is not None and fresh.value != old.value
 
 
 class CachingCredential(FakeCredential):
@@ -420,9 +437,10 @@ def test_a_hung_fetch_is_abandoned_after_the_bound_and_its_late_answer_ignored()
 def test_the_same_token_from_the_credentials_cache_keeps_its_age(fetches: FetchLog) -> None:
     clock = FakeClock()
     cred = CachingCredential(clock)
-    source = make(cred, clock, refresh_margin=600)  # our window opens before its cache refreshes
+    source = make(cred, clock)
     first = source.get_token()
-    clock.advance(3600 - 599)
+    # Our refresh moment comes long before the credential's cache would refresh.
+    clock.advance(source._next_refresh - clock.now)
     assert source.get_token() is first
     running = source._inflight
     assert running is not None
@@ -430,9 +448,10 @@ def test_the_same_token_from_the_credentials_cache_keeps_its_age(fetches: FetchL
     assert source.get_token() is first
     assert cred.calls == 2
     assert not [m for m in fetches.messages if m.startswith("Refreshed")]
-    for _ in range(29):  # and no tight loop: the next attempt waits the retry interval
-        clock.advance(1)
-        source.get()
+    # No tight loop: the next attempt waits half the usable time left.
+    wait = (first.usable_until - clock.now) / 2
+    clock.advance(wait - 1)
+    source.get()
     assert cred.calls == 2
     clock.advance(1)
     source.get()
@@ -440,6 +459,29 @@ def test_the_same_token_from_the_credentials_cache_keeps_its_age(fetches: FetchL
     assert running is not None
     running.future.result(timeout=5)
     assert cred.calls == 3
+
+
+@pytest.mark.parametrize("lifetime", [24 * 3600, 3600, 75 * 60])
+def test_a_credential_handing_back_its_cached_token_is_asked_a_bounded_number_of_times(
+    lifetime: float,
+) -> None:
+    """Its cache answers until the token's last 5 minutes (as azure-identity's and App
+    Service's do): from the refresh moment on, at most timing.MAX_CALLS_AFTER_DUE calls."""
+    clock = FakeClock()
+    cred = CachingCredential(clock, lifetime=lifetime)
+    source = make(cred, clock)
+    first = source.get_token()
+    step = lifetime / 2000
+    while (token := source.get_token()).value == first.value:
+        running = source._inflight
+        if running is not None:
+            running.future.result(timeout=5)
+        clock.advance(step)
+        assert clock.now < first.expires_on
+    calls_after_due = cred.calls - 1
+    print(f"\n{lifetime / 3600:g} h token: {calls_after_due} calls until a new token")
+    assert calls_after_due <= timing.MAX_CALLS_AFTER_DUE
+    assert token.expires_on - clock.now > 240  # and the new token came in time
 
 
 def test_reset_forgets_what_live_sources_know() -> None:
@@ -484,36 +526,28 @@ def test_reset_keeping_tokens_forgets_only_what_faults_left() -> None:
 # -- spreading refreshes ------------------------------------------------------------
 
 
-def test_refresh_moment_is_random_inside_the_first_half_of_the_window() -> None:
+def test_refresh_moment_follows_the_process_place_in_the_window() -> None:
     clock = FakeClock()
     moments = []
-    for spread in (0.0, 0.5, 0.999):
+    for place in (0.0, 0.5, 0.999):
         cred = FakeCredential(clock, lifetime=3600)
         source = TokenSource(
-            lambda c=cred: c, SCOPE, label="x", clock=clock, spread=lambda s=spread: s
+            lambda c=cred: c, SCOPE, label="x", clock=clock, spread=lambda p=place: p
         )
         token = source.get_token()
-        moments.append(source._next_refresh - token.expires_on)
-    assert moments[0] == -300  # the window opens refresh_margin before expiry
-    assert moments[1] == -225
-    assert -150 - 1 < moments[2] < -150  # and the moment stays in its first half
-    assert usable_at(clock.now + 3600 - 150)
+        moments.append(source._next_refresh - token.issued_at)
+        # the window opens at a sixth of the lifetime and closes at half-life
+        assert 600 <= moments[-1] < 1800
+        assert source._next_refresh % 1200 == pytest.approx(place * 1200)
+    assert len(set(moments)) == 3
 
 
-def usable_at(when: float) -> bool:
-    token = tokens.Token("x", 1_000_000.0 + 3600, 1_000_000.0)
-    return token.usable(when)
-
-
-def test_processes_draw_different_moments() -> None:
+def test_the_default_place_is_the_processes() -> None:
     clock = FakeClock()
     cred = FakeCredential(clock, lifetime=3600)
-    moments = set()
-    for _ in range(20):
-        source = TokenSource(lambda: cred, SCOPE, label="x", clock=clock)
-        source.get()
-        moments.add(round(source._next_refresh, 3))
-    assert len(moments) > 10
+    source = TokenSource(lambda: cred, SCOPE, label="x", clock=clock)
+    token = source.get_token()
+    assert source._next_refresh == token.refresh_at(tokens.place())
 
 
 # -- throttling -------------------------------------------------------------------
@@ -601,3 +635,71 @@ def test_slow_throttled_fetch_times_out_saying_throttled() -> None:
     with pytest.raises(TokenThrottled, match="throttled"):
         source.get()
     cred.gate.set()
+
+
+# -- real lifetimes, injected clock -------------------------------------------------
+
+
+class MsalLikeCredential(FakeCredential):
+    """Like azure-identity's ManagedIdentityCredential over MSAL: ``get_token_info`` with
+    ``refresh_on`` at half-life for tokens of 2 h or more, its own cache answering until
+    then, and an endpoint that is down while ``down(now)`` says so."""
+
+    def __init__(self, clock: FakeClock, lifetime: float, down: Any) -> None:
+        super().__init__(clock, lifetime)
+        self.down = down
+        self.cached: AccessTokenInfo | None = None
+
+    def get_token_info(self, *scopes: str, **kwargs: Any) -> AccessTokenInfo:
+        now = self.clock()
+        cached = self.cached
+        if cached is not None and cached.refresh_on is not None and now < cached.refresh_on:
+            return cached
+        if self.down(now):
+            with self._lock:
+                self.calls += 1
+            if cached is not None and now < cached.expires_on:
+                return cached  # MSAL keeps the cached token when a recommended refresh fails
+            raise RuntimeError("identity endpoint down")
+        access = self.get_token(*scopes)
+        refresh_on = now + self.lifetime / 2 if self.lifetime >= 7200 else None
+        self.cached = AccessTokenInfo(access.token, access.expires_on, refresh_on=refresh_on)
+        return self.cached
+
+
+def logins_over(source: TokenSource, clock: FakeClock, hours: float, every: float) -> list[str]:
+    """Log in every ``every`` seconds for ``hours``; the server refuses expired tokens."""
+    failures = []
+    end = clock.now + hours * 3600
+    while clock.now < end:
+        try:
+            token = source.get_token()
+            if clock.now >= token.expires_on:
+                failures.append(f"expired token at {clock.now / 3600:.2f} h")
+        except TokenError as exc:
+            failures.append(f"{clock.now / 3600:.2f} h: {type(exc).__name__}")
+        running = source._inflight
+        if running is not None:
+            with contextlib.suppress(Exception):
+                running.future.result(timeout=5)
+        clock.advance(every)
+    return failures
+
+
+@pytest.mark.parametrize("place", [0.0, 0.5, 0.999])
+def test_24_hour_token_rides_out_an_outage_from_hour_17_to_hour_25(place: float) -> None:
+    clock = FakeClock(0.0)
+    cred = MsalLikeCredential(clock, 24 * 3600, down=lambda now: 17 * 3600 <= now < 25 * 3600)
+    source = TokenSource(lambda: cred, SCOPE, label="mi", clock=clock, spread=lambda: place)
+    assert logins_over(source, clock, hours=48, every=60) == []
+    assert source.get_token().refresh_on is not None  # refresh_on was honoured
+
+
+def test_a_75_minute_user_token_is_refreshed_before_its_40th_minute() -> None:
+    clock = FakeClock(0.0)
+    cred = FakeCredential(clock, lifetime=75 * 60)  # get_token only, no refresh_on
+    source = TokenSource(lambda: cred, SCOPE, label="cli", clock=clock, spread=lambda: 0.999)
+    source.get_token()
+    while cred.calls == 1:
+        logins_over(source, clock, hours=1 / 60, every=10)
+    assert clock.now < 40 * 60

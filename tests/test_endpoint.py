@@ -11,10 +11,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-from collections import Counter
 import threading
 import time
-import warnings
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 

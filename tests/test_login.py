@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from django_azure_pg import errors, tokens
+from django_azure_pg import errors
 from django_azure_pg.login import RoleNameUnknown, TokenAcquisitionError, TokenLogin
 
 from .fakes import FakeClock, FakeCredential

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
 from django_azure_pg import timing
 from django_azure_pg.timing import Token
+from django_azure_pg_testing import IdentityEmulator
+
+from .conftest import MakeWrapper, in_children
 
 H = 3600.0
 T0 = 1_000_000.0
@@ -159,3 +167,103 @@ def test_places_hold_round_after_round() -> None:
             starts.append(start)
             issued = float(int(start + latency))
     assert peak_overlap(starts, latency + 0.02) <= 3
+
+
+# -- the real stack in compressed time ------------------------------------------------
+# A real ManagedIdentityCredential over HTTP to the kit's emulator; PostgreSQL checks
+# each token's expiry at login (LDAP bind to the emulator).
+
+
+def login_once(wrapper: Any) -> None:
+    wrapper.ensure_connection()
+    wrapper.close()
+
+
+@pytest.mark.integration
+def test_an_outage_from_two_thirds_of_a_token_to_one_point_two_lifetimes_fails_nothing(
+    make_wrapper: MakeWrapper, emulator: IdentityEmulator, short_tokens: Callable[[float], None]
+) -> None:
+    lifetime = 30.0
+    short_tokens(lifetime)
+    login_once(make_wrapper())  # the first token
+    start = time.monotonic()
+    before = emulator.stats.token_requests
+    failures: list[str] = []
+    logins = [0]
+
+    def outage() -> None:
+        time.sleep(max(start + lifetime * 2 / 3 - time.monotonic(), 0))
+        emulator.set_fault("error")  # HTTP 500 from the identity endpoint
+        time.sleep(max(start + lifetime * 1.2 - time.monotonic(), 0))
+        emulator.clear_faults()
+
+    def per_request() -> None:
+        wrapper = make_wrapper()
+        while time.monotonic() < start + lifetime * 1.4:
+            try:
+                login_once(wrapper)
+                logins[0] += 1
+            except Exception as exc:
+                failures.append(f"{time.monotonic() - start:.1f} s: {type(exc).__name__}")
+
+    threads = [threading.Thread(target=outage)]
+    threads += [threading.Thread(target=per_request) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        emulator.clear_faults()
+    print(
+        f"\noutage 20-36 s of 30 s tokens: {logins[0]} logins, {len(failures)} failed, "
+        f"{emulator.stats.token_requests - before} identity requests"
+    )
+    assert failures == []
+    assert logins[0] > 100
+
+
+@pytest.mark.integration
+def test_forked_children_logging_in_over_short_tokens_fail_nothing(
+    make_wrapper: MakeWrapper, emulator: IdentityEmulator, short_tokens: Callable[[float], None]
+) -> None:
+    """12 children and their parent log in per request over 6 s tokens for 2.5 lifetimes,
+    each login taking 0.3 s before the server checks the token: a token never reaches a
+    login it will not outlive, and one that runs out on the way is retried, never reported
+    as a wrong USER."""
+    lifetime, children = 6.0, 12
+    short_tokens(lifetime)
+    login_once(make_wrapper())  # the parent holds a token when it forks
+    emulator.set_fault(login_latency=0.3)
+    wrappers = [make_wrapper() for _ in range(children + 1)]
+    deadline = time.monotonic() + lifetime * 2.5
+    index = iter(range(children))
+
+    def work(wrapper: Any) -> str:
+        logins, failed = 0, []
+        while time.monotonic() < deadline:
+            try:
+                login_once(wrapper)
+                logins += 1
+            except Exception as exc:
+                failed.append(f"{type(exc.__cause__ or exc).__name__}: {exc}"[:300])
+        return f"{logins};" + "|".join(failed)
+
+    refused_before = emulator.stats.logins_refused
+    parent: list[str] = []
+    in_parent = threading.Thread(target=lambda: parent.append(work(wrappers[-1])))
+    in_parent.start()
+    try:
+        reports = in_children(children, lambda: work(wrappers[next(index)]))
+    finally:
+        in_parent.join()
+    reports += parent
+    failed = [r.split(";", 1)[1] for r in reports if not r[:1].isdigit() or r.split(";", 1)[1]]
+    logins = sum(int(r.split(";", 1)[0]) for r in reports if r[:1].isdigit())
+    print(
+        f"\n{children} children + parent over {lifetime:g} s tokens: {logins} logins, "
+        f"{emulator.stats.logins_refused - refused_before} refused by the server (and retried), "
+        f"{len(failed)} processes with failures"
+    )
+    assert failed == []
+    assert logins > children * 10

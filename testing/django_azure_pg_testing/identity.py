@@ -96,6 +96,8 @@ class IdentityEmulator:
         self.identities: dict[str, Identity] = {i.client_id: i for i in identities}
         self.stats = Stats()
         self.latency = 0.0
+        self.login_latency = 0.0
+        """Seconds a login takes before the server checks its token (a slow login path)."""
         self.fault: str | None = None
         self.retry_after = 5
         """Seconds the ``throttle`` fault asks for in ``Retry-After``."""
@@ -227,6 +229,8 @@ class IdentityEmulator:
 
     def check_login(self, role: str, token: str) -> bool:
         """The LDAP bind decision: an issued, unrevoked, unexpired token for this role."""
+        if self.login_latency:
+            time.sleep(self.login_latency)
         ok = self.refusal(role, token) is None
         with self._lock:
             if ok:
@@ -250,11 +254,22 @@ class IdentityEmulator:
 
     # -- faults ---------------------------------------------------------------
 
-    def set_fault(self, mode: str | None = None, *, latency: float | None = None) -> None:
+    def set_fault(
+        self,
+        mode: str | None = None,
+        *,
+        latency: float | None = None,
+        login_latency: float | None = None,
+    ) -> None:
+        """Make the identity endpoint fail (``mode``) or slow (``latency``, seconds per token
+        request), or logins slow (``login_latency``: seconds before the server checks the
+        token, so one handed out near its expiry reaches the check expired)."""
         if mode is not None and mode not in FAULT_MODES:
             raise ValueError(f"fault mode must be one of {FAULT_MODES} or None")
         if latency is not None:
             self.latency = latency
+        if login_latency is not None:
+            self.login_latency = login_latency
         self.fault = mode
         if mode == "hang":
             self._unhang.clear()
@@ -262,7 +277,7 @@ class IdentityEmulator:
             self._unhang.set()
 
     def clear_faults(self) -> None:
-        self.set_fault(None, latency=0.0)
+        self.set_fault(None, latency=0.0, login_latency=0.0)
 
     # -- HTTP -------------------------------------------------------------------
 

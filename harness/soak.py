@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from django_azure_pg import timing
+
 from .load import LoadResult, drive
 from .stand import DATABASE, ROLE, Site, Stand, get_json
 
@@ -133,10 +135,8 @@ class Soak:
     def outage_while_valid(self, fault: str, lifetime: float) -> Row:
         emu = self.stand.emulator
         emu.lifetime = lifetime
-        start_at, length = (
-            lifetime / 3,
-            lifetime / 2,
-        )  # covers the refresh point (3/4 of the lifetime)
+        # Covers the refresh window (a sixth of the lifetime to half-life) and beyond.
+        start_at, length = lifetime / 6, lifetime / 2
         before = self.calls()
         with (
             self.stand.site("conn_max_age_0") as site,
@@ -159,6 +159,38 @@ class Soak:
                 lost,
                 self.calls() - before,
                 f"endpoint {fault} for {length:.0f} s of a {lifetime:g} s token; {faulted} faulted identity calls",
+                load.failures == 0 and lost == 0 and load.requests > 0,
+            )
+        )
+
+    def outage_headroom(self, lifetime: float) -> Row:
+        """An identity outage from two thirds of the first token's life to 1.2 lifetimes:
+        the refreshes made from half-life carry every worker through it."""
+        emu = self.stand.emulator
+        emu.lifetime = lifetime
+        before = self.calls()
+        with self.stand.site("conn_max_age_0") as site:  # warm: each worker holds a token
+            started = time.monotonic()
+            with self.background_load(site, lifetime * 1.4, "headroom") as box:
+                time.sleep(max(0.0, lifetime * 2 / 3 - (time.monotonic() - started)))
+                emu.set_fault("error")
+                time.sleep(max(0.0, lifetime * 1.2 - (time.monotonic() - started)))
+                faulted = emu.stats.faulted_requests
+                emu.clear_faults()
+        load = box[0]
+        lost = self.lost(load)
+        return self.record(
+            Row(
+                "identity outage headroom",
+                "conn_max_age_0",
+                lifetime * 1.4,
+                load.requests,
+                load.failures,
+                lost,
+                self.calls() - before,
+                f"endpoint HTTP 500 from {lifetime * 2 / 3:g} s to {lifetime * 1.2:g} s of "
+                f"{lifetime:g} s tokens (the first one expires inside the outage); "
+                f"{faulted} faulted identity calls",
                 load.failures == 0 and lost == 0 and load.requests > 0,
             )
         )
@@ -357,10 +389,9 @@ class Soak:
         """HTTP 429 with Retry-After across the refresh point while the token is still valid."""
         emu = self.stand.emulator
         emu.lifetime = lifetime
-        window = lifetime / 4
-        # From just before the refresh window opens to past its middle: every worker's
-        # refresh meets 429s; the endpoint recovers before the token stops being served.
-        throttle_from, throttle_for = lifetime - window - 1, window / 2 + 1
+        # The whole refresh window (a sixth of the lifetime to half-life): every worker's
+        # refresh meets 429s; the endpoint recovers long before the token stops being served.
+        throttle_from, throttle_for = lifetime / 6 - 1, lifetime / 3 + 2
         with self.stand.site("conn_max_age_0") as site:
             started = time.monotonic()
             before, since = self.calls(), emu.clock()
@@ -516,6 +547,49 @@ def update_markdown(rows: list[Row], path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def _span(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+def headroom_markdown() -> list[str]:
+    """The outage-headroom table, computed from the timing rules themselves
+    (tests/test_tokens.py::test_outage_headroom_table drives a cache through each row)."""
+    kinds = [
+        ("6 s (tests)", 6.0, False),
+        ("1 h user token (`az login`)", 3600.0, False),
+        ("75 min user token", 4500.0, False),
+        ("24 h, credential gives `refresh_on` (managed identity, MSAL)", 86400.0, True),
+        ("24 h, no `refresh_on`", 86400.0, False),
+    ]
+    lines = [
+        "## Identity outage headroom",
+        "",
+        "How long an outage of the identity endpoint may last without a failed login, when it",
+        "starts at the worst moment (just before the last process's refresh) and the credential",
+        "keeps answering from its cache until expiry, as azure-identity does after a failed",
+        "recommended refresh. Before this release the cache refreshed in the last",
+        "`min(300 s, lifetime / 4)` of a token, at a random moment in the first half of that.",
+        "",
+        "| token | refresh window (into its life) | longest outage survived | before |",
+        "|---|---|---|---|",
+    ]
+    for name, lifetime, msal in kinds:
+        token = timing.Token.issued(
+            "t", lifetime, 0.0, {"iat": 0}, lifetime / 2 if msal else None
+        )
+        opens, closes = token.window()
+        old = min(300.0, lifetime / 4) / 2
+        lines.append(
+            f"| {name} | {_span(opens)} to {_span(closes)} | {_span(lifetime - closes)} "
+            f"| {_span(old)} |"
+        )
+    return [*lines, ""]
+
+
 def write_markdown(rows: list[Row], params: str, path: Path) -> None:
     lines = [
         "# Reliability",
@@ -545,14 +619,15 @@ def write_markdown(rows: list[Row], params: str, path: Path) -> None:
         "",
         "Being a good citizen of the identity endpoint: a second site whose `USER` is another",
         "app's role, hammered next to the healthy site on the same identity, may cost at most one",
-        "token request per worker at start and one per worker per 30 s after (refusal-forced",
-        "refreshes are rate-limited per identity), its error must name `USER` and the token's",
+        "token request per worker at start and one per worker per 30 s after (a token fetched",
+        "by a refusal-forced refresh and refused again blocks further forced refreshes for a",
+        "120th of its lifetime: 30 s for these 1-hour tokens), its error must name `USER` and the token's",
         "principal, and the healthy site must not fail a request. HTTP 429 with `Retry-After`",
         "across the refresh point must fail no request, and no more requests may reach the",
         "endpoint than honouring `Retry-After` allows. Sixteen processes forked after their",
         "parent fetched a token (gunicorn `--preload`) must each refresh on their own, with",
         "at most 4 token requests in flight at the endpoint at any moment (the histogram shows",
-        "when in the token's life they refreshed: the first half of the refresh window).",
+        "when in the token's life they refreshed: each worker at its own place in the window).",
         "",
         "The identity-outage scenarios found a real azure-identity behaviour: after one failed",
         "request (HTTP 500) its App Service managed-identity credential keeps answering",
@@ -560,12 +635,13 @@ def write_markdown(rows: list[Row], params: str, path: Path) -> None:
         "whose token then expired stayed down. django-azure-pg now builds a new credential",
         "object after every failed fetch (tests/test_emulator.py reproduces it).",
         "",
+        *headroom_markdown(),
     ]
     path.write_text("\n".join(lines))
 
 
 SCENARIOS = (
-    "rotation", "outage", "expiry", "restart", "revoked", "cold", "storm", "throttling", "forked",
+    "rotation", "outage", "headroom", "expiry", "restart", "revoked", "cold", "storm", "throttling", "forked",
 )  # fmt: skip
 
 
@@ -581,6 +657,8 @@ def run(quick: bool = False, only: frozenset[str] = frozenset(SCENARIOS)) -> int
         if "outage" in only:
             for fault in ("error", "hang", "malformed"):
                 soak.outage_while_valid(fault, lifetime=16.0 if quick else 60.0)
+        if "headroom" in only:
+            soak.outage_headroom(lifetime=30.0)
         if "expiry" in only:
             soak.outage_after_expiry(lifetime=3.0 if quick else 8.0, outage=max(14.0, soak.s(30)))
         if "restart" in only:

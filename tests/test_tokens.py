@@ -649,6 +649,7 @@ class MsalLikeCredential(FakeCredential):
         super().__init__(clock, lifetime)
         self.down = down
         self.cached: AccessTokenInfo | None = None
+        self.lifetime_for_refresh_on = 7200.0  # MSAL: tokens of 2 h or more
 
     def get_token_info(self, *scopes: str, **kwargs: Any) -> AccessTokenInfo:
         now = self.clock()
@@ -662,7 +663,7 @@ class MsalLikeCredential(FakeCredential):
                 return cached  # MSAL keeps the cached token when a recommended refresh fails
             raise RuntimeError("identity endpoint down")
         access = self.get_token(*scopes)
-        refresh_on = now + self.lifetime / 2 if self.lifetime >= 7200 else None
+        refresh_on = now + self.lifetime / 2 if self.lifetime >= self.lifetime_for_refresh_on else None
         self.cached = AccessTokenInfo(access.token, access.expires_on, refresh_on=refresh_on)
         return self.cached
 
@@ -703,3 +704,46 @@ def test_a_75_minute_user_token_is_refreshed_before_its_40th_minute() -> None:
     while cred.calls == 1:
         logins_over(source, clock, hours=1 / 60, every=10)
     assert clock.now < 40 * 60
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "msal_refresh_on", "headroom"),
+    [
+        # lifetime, does the credential report refresh_on, longest outage survived when it
+        # starts at the worst moment (just before the refresh of the last place) and the
+        # credential keeps answering with its cached token until expiry, as azure-identity
+        # does after a failed recommended refresh: the docs/reliability.md table
+        (24 * 3600, True, 8 * 3600),
+        (24 * 3600, False, 12 * 3600),
+        (75 * 60, False, 37.5 * 60),
+        (3600, False, 30 * 60),
+        (6, False, 3),
+    ],
+)
+def test_outage_headroom_table(lifetime: float, msal_refresh_on: bool, headroom: float) -> None:
+    # The place whose refresh moment is the last of the window (places are grid phases).
+    opens, closes = (
+        (lifetime / 2, lifetime / 2 + lifetime / 2 * timing.WINDOW)
+        if msal_refresh_on
+        else (lifetime / 6, lifetime / 2)
+    )
+    width = closes - opens
+    place = ((closes - 1e-6) % width) / width
+    step = lifetime / 4000
+    for outage, survives in ((headroom - 3 * step, True), (headroom + 3 * step, False)):
+        clock = FakeClock(0.0)
+        begins: list[float] = []
+
+        def down(now: float, outage: float = outage) -> bool:
+            return bool(begins) and begins[0] <= now < begins[0] + outage
+
+        cred = MsalLikeCredential(clock, lifetime, down=down)
+        if not msal_refresh_on:
+            cred.lifetime_for_refresh_on = float("inf")
+        source = TokenSource(lambda c=cred: c, SCOPE, label="x", clock=clock, spread=lambda: place)
+        first = source.get_token()
+        assert source._next_refresh == pytest.approx(closes, abs=1e-3)
+        begins.append(source._next_refresh - step)
+        failures = logins_over(source, clock, hours=lifetime * 1.2 / 3600, every=step)
+        assert (failures == []) is survives, (outage, failures[:3])
+    assert first.refresh_on is not None if msal_refresh_on else first.refresh_on is None

@@ -39,8 +39,8 @@ HANDOUT_SKEW = 0.1
 
 LOGIN_BOUND = 60.0
 """... nor, for long tokens, in its last 60 s: PostgreSQL's default
-``authentication_timeout`` (the longest a server lets a login take; also
-Azure Database for PostgreSQL's default)."""
+``authentication_timeout``, the longest a server lets client authentication take
+("The default is one minute", PostgreSQL documentation, runtime-config-connection)."""
 
 WINDOW = 1 / 3
 """Width of the refresh window, as a fraction of the token's lifetime (or of

@@ -560,7 +560,7 @@ def headroom_markdown() -> list[str]:
     (tests/test_tokens.py::test_outage_headroom_table drives a cache through each row)."""
     kinds = [
         ("6 s (tests)", 6.0, False),
-        ("1 h user token (`az login`)", 3600.0, False),
+        ("1 h user token", 3600.0, False),
         ("75 min user token", 4500.0, False),
         ("24 h, credential gives `refresh_on` (managed identity, MSAL)", 86400.0, True),
         ("24 h, no `refresh_on`", 86400.0, False),

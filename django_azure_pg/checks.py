@@ -182,7 +182,7 @@ def _transport(
                 id="django_azure_pg.E006",
             )
         ]
-    if token_login and not route.azure and not route.local and not route.verified:
+    if token_login and not allowed and not route.azure and not route.local and not route.verified:
         return [
             Warning(
                 f"{where}: a token login to {route.describe()}, which is not an Azure name, "

@@ -444,6 +444,14 @@ def apply_defaults(
     """
     dial_private_link(params, dial=dial)
     route = resolve(params, environ)
+    if route.private_link and not params.get("host"):
+        # A private-link name from a service file or PGHOST: written out explicitly
+        # (explicit beats both in libpq) so that it too is verified as the own name.
+        params["host"] = ",".join(route.hosts)
+        if route.hostaddrs:
+            params["hostaddr"] = ",".join(route.hostaddrs)
+        dial_private_link(params, dial=dial)
+        route = resolve(params, environ)
     if route.unresolved_service and environ is os.environ:
         return params  # libpq refuses these settings itself; guard() says so before a token
     if route.sslmode_from == "libpq default":

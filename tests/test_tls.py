@@ -335,25 +335,33 @@ PRIVATE_LINK = "pgtest.privatelink.postgres.database.azure.com"
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("dialled", ["hostaddr", "resolved"])
+@pytest.mark.parametrize("dialled", ["hostaddr", "resolved", "service file"])
 def test_private_link_name_is_verified_as_the_servers_own_name(
     make_wrapper: MakeWrapper,
     ca_signed_postgres: tuple[LocalPostgres, Path],
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
     dialled: str,
 ) -> None:
     """HOST = the private-link name; the certificate names <server>.postgres.database.azure.com
     (as Azure's does); verify-full, dialling the private address."""
     pg, ca_crt = ca_signed_postgres
     options: dict[str, Any] = {"sslrootcert": str(ca_crt)}
+    host, port = PRIVATE_LINK, str(pg.port)
+    looked_up: list[str] = []
     if dialled == "hostaddr":
         options["hostaddr"] = "127.0.0.1"
-    else:  # the private DNS zone's answer, without asking any DNS server
-        looked_up: list[str] = []
+    elif dialled == "resolved":  # the private DNS zone's answer, without asking any DNS server
         monkeypatch.setattr(
             tls, "_address", lambda host, port: looked_up.append(host) or "127.0.0.1"
         )
-    wrapper = make_wrapper(HOST=PRIVATE_LINK, PORT=str(pg.port), OPTIONS=options)
+    else:
+        service = tmp_path / "pg_service.conf"
+        service.write_text(f"[pl]\nhost={PRIVATE_LINK}\nhostaddr=127.0.0.1\nport={pg.port}\n")
+        monkeypatch.setenv("PGSERVICEFILE", str(service))
+        options["service"] = "pl"
+        host = port = ""
+    wrapper = make_wrapper(HOST=host, PORT=port, OPTIONS=options)
     wrapper.ensure_connection()
     with wrapper.connection.cursor() as cur:
         cur.execute("SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")

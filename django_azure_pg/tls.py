@@ -26,7 +26,10 @@ check`` all judge the route here, the same way:
   in HOST are dialled at their address (libpq ``hostaddr``) while the
   certificate is checked against the server's own name,
   ``<server>.postgres.database.azure.com``, which is what the server's
-  certificate carries. Microsoft's TLS page says verify-full "might not be
+  certificate carries (the own name is a CNAME of the private-link name:
+  azure-databases-docs, articles/postgresql/network/concepts-networking-private-link.md,
+  "Private Link and DNS"; no custom server certificates: security-tls.md).
+  Microsoft's TLS page says verify-full ("verify-all" there) "might not be
   possible" with private endpoints and offers verify-ca (azure-databases-docs,
   articles/postgresql/security/security-tls.md, "Best configuration"); with
   public roots verify-ca accepts any certificate those CAs issued, for any

@@ -213,7 +213,10 @@ def _transport(
             Warning(
                 f"{where} connects to Azure with sslmode={route.sslmode!r}: {risk}",
                 hint="Remove sslmode: Azure hosts then get 'verify-full' with Azure's root "
-                "certificates (Microsoft recommends verify-full).",
+                "certificates (Microsoft recommends verify-full). Behind a private endpoint "
+                "too: a <server>.privatelink.postgres.database.azure.com HOST is dialled at "
+                "its address and verified as <server>.postgres.database.azure.com, the name "
+                "the certificate carries.",
                 id="django_azure_pg.W002",
             )
         ]

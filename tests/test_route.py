@@ -249,7 +249,10 @@ def test_6_pool_conninfo_is_part_of_the_route(make_wrapper: MakeWrapper) -> None
         )
         with pytest.raises(OperationalError, match="refusing to send an access token"):
             wrapper.ensure_connection()
+        entry = {"HOST": "", "OPTIONS": dict(wrapper.settings_dict["OPTIONS"])}
+        ids = [m.id for m in checks.check_alias("x", entry, os.environ)]
     assert fake.passwords == []
+    assert "django_azure_pg.E006" in ids  # manage.py check sees the same route
 
 
 @pytest.mark.integration

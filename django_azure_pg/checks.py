@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import shutil
@@ -148,25 +149,51 @@ def _transport(
 ) -> list[CheckMessage]:
     """Where the login's secret would go: the same rules as at connect time (tls.py)."""
     where = f"DATABASES[{alias!r}]"
-    params: dict[str, Any] = {
-        k: v for k, v in opts.items() if k not in options.OUR_KEYS and isinstance(v, str)
-    }
-    if entry.get("HOST"):
-        params["host"] = str(entry["HOST"])
+    params: dict[str, Any] = {}
+    pool_options = opts.get("pool")
+    if isinstance(pool_options, dict) and isinstance(pool_options.get("conninfo"), str):
+        # psycopg merges the pool's conninfo under the other parameters (pool.py).
+        from psycopg import ProgrammingError
+        from psycopg.conninfo import conninfo_to_dict
+
+        with contextlib.suppress(ProgrammingError):  # the pool reports it
+            params.update(conninfo_to_dict(pool_options["conninfo"]))
+    params.update(
+        {k: v for k, v in opts.items() if k not in options.OUR_KEYS and isinstance(v, str)}
+    )
+    for key, setting in (("host", "HOST"), ("port", "PORT")):
+        if entry.get(setting):
+            params[key] = str(entry[setting])
     try:
         allowed = options.flag(opts, tls.OPT_IN)
     except options.OptionError:
         allowed = False  # reported above
-    route = tls.resolve(tls.apply_defaults(params, environ), environ)
     token_login = not entry.get("PASSWORD")
+    # dial=False: offline, a private-link name is judged by the own name it is verified as.
+    params = tls.apply_defaults(params, environ, token=token_login, dial=False)
+    route = tls.resolve(params, environ)
     refused = tls.problem(route, alias)
-    if token_login and refused and not allowed:
+    if token_login and refused and (not allowed or route.unresolved_service):
         return [
             Error(
                 refused,
                 hint="Azure requires TLS; libpq sends the token as a cleartext password "
                 "inside it. See 'TLS' in the README.",
                 id="django_azure_pg.E006",
+            )
+        ]
+    if token_login and not allowed and not route.azure and not route.local and not route.verified:
+        return [
+            Warning(
+                f"{where}: a token login to {route.describe()}, which is not an Azure name, "
+                f"with sslmode={route.sslmode!r}: the server is not verified, so any server "
+                "on that path (a man-in-the-middle with a self-signed certificate) receives "
+                "the token, which is good on every Azure server this identity can reach.",
+                hint="Remove sslmode (token logins get 'verify-full') and set HOST to the "
+                "server's Azure name <server>.postgres.database.azure.com with "
+                "OPTIONS['hostaddr'] = the address to dial, or set OPTIONS['sslrootcert'] to "
+                "the CA that signs this server.",
+                id="django_azure_pg.W002",
             )
         ]
     if route.azure and not route.verified:
@@ -186,7 +213,10 @@ def _transport(
             Warning(
                 f"{where} connects to Azure with sslmode={route.sslmode!r}: {risk}",
                 hint="Remove sslmode: Azure hosts then get 'verify-full' with Azure's root "
-                "certificates (Microsoft recommends verify-full).",
+                "certificates (Microsoft recommends verify-full). Behind a private endpoint "
+                "too: a <server>.privatelink.postgres.database.azure.com HOST is dialled at "
+                "its address and verified as <server>.postgres.database.azure.com, the name "
+                "the certificate carries.",
                 id="django_azure_pg.W002",
             )
         ]

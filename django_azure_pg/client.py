@@ -1,7 +1,14 @@
-"""``manage.py dbshell`` with a fresh token in ``PGPASSWORD``.
+"""``manage.py dbshell`` along the app's own route, with a fresh token in ``PGPASSWORD``.
 
-Django's client reads ``settings_dict["PASSWORD"]``; ours puts the token in the
-child's environment (never in its argument list) and the role name in ``-U``.
+Django's client hands psql ``-h``/``-p``/``-U``, the database name as an
+argument and the TLS settings as ``PG*`` variables. Those variables rank below
+a service file in libpq, so a file's ``sslmode=disable`` would beat the app's
+``verify-full``; and psql expands a database name that looks like a connection
+string (``NAME="host=elsewhere sslmode=disable"``). So psql gets instead one
+connection string, built from the very parameters the app connects with
+(routed and guarded by tls.py): explicit parameters outrank every file and
+variable, and NAME is quoted as the value of ``dbname``, never parsed. The
+token goes in the child's environment (never in its argument list).
 """
 
 from __future__ import annotations
@@ -13,32 +20,27 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db.backends.postgresql.client import DatabaseClient as PostgresClient
+from psycopg.conninfo import make_conninfo
 
-from . import options, tls
+from . import tls
 
 
 class DatabaseClient(PostgresClient):
     def runshell(self, parameters: Iterable[str]) -> None:
         login = getattr(self.connection, "azure_login", None)
         settings_dict: dict[str, Any] = self.connection.settings_dict
-        # The same sslmode and root file as the app's own connections (tls.py).
-        params = self.connection.get_connection_params()
-        opts = options.strip(dict(settings_dict["OPTIONS"]))
-        for key in ("sslmode", "sslrootcert"):
-            if params.get(key):
-                opts[key] = params[key]
+        # The app's own parameters: our keys removed, the route policy's defaults in.
+        params = tls.libpq_params(self.connection.get_connection_params())
+        params.pop("password", None)
+        env: dict[str, str] = {}
         if login is not None:
             tls.guard(self.connection.alias, params, allow_plaintext=login.allow_plaintext)
             token = login.token()
-            settings_dict = {
-                **settings_dict,
-                "USER": login.role_for(token),
-                "PASSWORD": token,
-            }
-        settings_dict = {**settings_dict, "OPTIONS": opts}
-        args, env = self.settings_to_cmd_args_env(settings_dict, parameters)
-        if params.get("hostaddr"):  # Django's client does not pass it; psql must dial the same
-            env = {**(env or {}), "PGHOSTADDR": str(params["hostaddr"])}
+            params["user"] = login.role_for(token)
+            env["PGPASSWORD"] = token
+        elif settings_dict.get("PASSWORD"):
+            env["PGPASSWORD"] = str(settings_dict["PASSWORD"])
+        args = [self.executable_name, make_conninfo("", **params), *parameters]
         self._run(args, env)
 
     def _run(self, args: list[str], env: dict[str, str] | None) -> None:

@@ -48,6 +48,11 @@ def cloud_of_host(host: str | None) -> str | None:
     return next((c for suffix, c in HOST_SUFFIXES.items() if lowered.endswith(suffix)), None)
 
 
+def is_known_scope(value: str) -> bool:
+    """A cloud's name in :data:`SCOPES` or the Azure Database for PostgreSQL scope of one."""
+    return value in SCOPES or value in SCOPES.values()
+
+
 def cloud_of_scope(scope: str) -> str | None:
     return next((c for c, known in SCOPES.items() if known == scope), None)
 

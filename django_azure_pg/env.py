@@ -205,7 +205,7 @@ def _one_of(prefix: str, get: Any, first: str, second: str) -> str | None:
 
 def _sslmode(name: str, value: str) -> str | None:
     """``_SSL=true`` asks for TLS: leave sslmode to the backend's default, which is
-    ``verify-full`` for Azure hosts (``require`` for others); ``false`` is ``disable``."""
+    ``verify-full`` for token logins off this machine; ``false`` is ``disable``."""
     lowered = value.strip().lower()
     if lowered in TRUE_WORDS:
         return None
@@ -224,10 +224,13 @@ def _from_conninfo(conninfo: str, name: str) -> dict[str, Any]:
     except ProgrammingError:
         # libpq's message may quote the string, password included: do not chain it.
         raise _improperly(f"{name} is not a valid libpq connection string") from None
+    if isinstance(params.get("sslmode"), str):
+        # libpq reads sslmode case-sensitively; the string may not be written as it wants.
+        params["sslmode"] = params["sslmode"].strip().lower()
     if params.get("sslmode") == "require":
         # Service Connector writes sslmode=require into every connection string: it asks
-        # for TLS, like _SSL=true, so the backend's default applies (verify-full for Azure
-        # hosts: require alone does not check the certificate). Any other mode is kept.
+        # for TLS, like _SSL=true, so the backend's default applies (verify-full for token
+        # logins: require alone does not check the certificate). Any other mode is kept.
         del params["sslmode"]
     entry: dict[str, Any] = {"OPTIONS": {}}
     for key, setting in _CONNINFO_SETTINGS.items():

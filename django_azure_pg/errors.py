@@ -53,6 +53,10 @@ class InsecureTransport(LoginError):
     """A token login would send the token over a path TLS does not protect (nothing was sent)."""
 
 
+class UnverifiedServer(LoginError):
+    """The server's certificate did not prove the name a token login verifies (nothing was sent)."""
+
+
 class TokenAcquisitionError(LoginError):
     """No access token could be obtained for a login (the cause is chained)."""
 
@@ -162,7 +166,12 @@ _LIBPQ: list[tuple[re.Pattern[str], type[ServerCause]]] = [
         ),
         TlsRequired,
     ),
-    (re.compile(r"certificate verify failed|root certificate file", re.I), TlsVerify),
+    (
+        re.compile(
+            r"certificate verify failed|root certificate file|does not match host name", re.I
+        ),
+        TlsVerify,
+    ),
     (
         re.compile(
             r"could not translate host name|Name or service not known|nodename nor servname",
@@ -345,13 +354,29 @@ _advice(
 _advice(
     InsecureTransport,
     "`refusing to send an access token to host '…' with sslmode='prefer'` (or `allow`, "
-    "`disable`)",
+    "`disable`), or `… libpq cannot use these connection settings`",
     "A token login would go over a path TLS does not protect: an explicit weak sslmode, "
-    "`PGSSLMODE`, or a service file's sslmode, to a host that is not on this machine. Nothing "
-    "was fetched or sent.",
-    "Remove `sslmode` (Azure hosts get `verify-full`) or use `verify-full`/`require`. Only if "
-    'something else protects the path (a TLS-terminating sidecar), set `OPTIONS["allow_'
-    'plaintext_token"] = True`. `manage.py check` reports it as E006.',
+    "`PGSSLMODE`, or a service file's sslmode, to a host that is not on this machine; or "
+    "libpq itself cannot use the settings (an unknown service, a broken service file), so "
+    "where the token would go is unknown. Nothing was fetched or sent.",
+    "Remove `sslmode` (token logins get `verify-full`) or use `verify-full`. Fix the service "
+    "name or file (libpq reads `servicefile`, `PGSERVICEFILE`, `~/.pg_service.conf`, then "
+    "`PGSYSCONFDIR` or its compiled-in sysconfdir — `/etc/postgresql-common` in the psycopg "
+    "binary wheel). Only if something else protects the path (a TLS-terminating sidecar), set "
+    '`OPTIONS["allow_plaintext_token"] = True`. `manage.py check` reports it as E006.',
+)
+_advice(
+    UnverifiedServer,
+    "`… did not prove it is '…' (sslmode=verify-full); no access token was sent. libpq said: "
+    "… certificate verify failed` (or `does not match host name`)",
+    "A token login verifies the server's name (verify-full), and this server's certificate "
+    "does not carry HOST or is signed by a CA libpq was not given: HOST is a custom DNS name or "
+    "an IP address, a private-link name given through a service file or PGHOST, or something "
+    "in between presents its own certificate.",
+    "Set HOST to the server's Azure name `<server>.postgres.database.azure.com` and "
+    '`OPTIONS["hostaddr"]` to the address to dial (a private endpoint\'s IP), or point '
+    '`OPTIONS["sslrootcert"]` at the CA that signs a self-managed server. An explicit '
+    "`sslmode=require` sends the token unverified (`manage.py check` warns, W002).",
 )
 _advice(
     TokenThrottled,

@@ -69,13 +69,21 @@ class TokenLoginMixin(_Base):
     def get_connection_params(self) -> dict[str, Any]:
         if not _HAS_POOL and self.settings_dict["OPTIONS"].get("pool"):
             raise ImproperlyConfigured("OPTIONS['pool'] needs Django 5.1 or later")
-        params = options.strip(super().get_connection_params())
+        params = self.raw_connection_params()
         if _HAS_POOL and self._connection_pools.get(self.alias) is not None:  # type: ignore[attr-defined]
             # Django calls this on every pool checkout and drops the result (the pool
             # hands out its own connections, opened with the TLS defaults worked out
             # when it was built): skip the route resolution on that hot path.
             return params
-        return tls.apply_defaults(params, os.environ)
+        return self.route_defaults(params)
+
+    def raw_connection_params(self) -> dict[str, Any]:
+        """The wrapped backend's parameters without our OPTIONS keys, before the TLS defaults."""
+        return options.strip(super().get_connection_params())
+
+    def route_defaults(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` with the route policy's defaults (tls.apply_defaults), in place."""
+        return tls.apply_defaults(params, os.environ, token=not self.settings_dict.get("PASSWORD"))
 
     @sensitive_variables()
     def connect(self) -> None:
@@ -89,7 +97,9 @@ class TokenLoginMixin(_Base):
         if login is None or self.pool:
             return super().get_new_connection(conn_params)
         connect = super().get_new_connection
-        return login.connect(lambda **params: connect(params), conn_params)
+        return login.connect(
+            tls.explained(self.alias, lambda **params: connect(params)), conn_params
+        )
 
     @property
     def pool(self) -> Any:

@@ -11,11 +11,15 @@ import math
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-SERVICE_CONNECTOR_SUFFIXES = {"client_id": "CLIENTID", "client_secret": "CLIENTSECRET", "tenant_id": "TENANTID"}
+SERVICE_CONNECTOR_SUFFIXES = {
+    "client_id": "CLIENTID",
+    "client_secret": "CLIENTSECRET",
+    "tenant_id": "TENANTID",
+}
 """Each credential key, and the suffix of the Service Connector variable that stands for it
 (``AZURE_POSTGRESQL_CLIENTID`` …): OPTIONS wins key by key, the variable fills the rest."""
 CREDENTIAL_KEYS = ("credential", *SERVICE_CONNECTOR_SUFFIXES)
-TOKEN_KEYS = ("token_scope", "token_refresh_margin", "token_timeout")
+TOKEN_KEYS = ("token_scope", "token_refresh_margin", "token_timeout", "allow_custom_token_scope")
 TRANSPORT_KEYS = ("allow_plaintext_token",)
 OUR_KEYS = frozenset(CREDENTIAL_KEYS + TOKEN_KEYS + TRANSPORT_KEYS)
 """Removed from the connection parameters before psycopg sees them."""
@@ -71,7 +75,9 @@ def number(options: Mapping[str, Any], key: str, default: D) -> float | D:
 
 def flag(options: Mapping[str, Any], key: str) -> bool:
     """A yes/no option: a bool, or ``"true"``/``"false"`` (and the like) from a URL."""
-    value = options.get(key, False)
+    value = options.get(key)
+    if value is None:  # unset, or None from code that fills every key
+        return False
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
@@ -95,7 +101,7 @@ def problems(options: Mapping[str, Any]) -> list[OptionError]:
 
     for key in RANGES:
         run(number, options, key, 0.0)
-    for key in TRANSPORT_KEYS:
+    for key in (*TRANSPORT_KEYS, "allow_custom_token_scope"):
         run(flag, options, key)
     for key in SERVICE_CONNECTOR_SUFFIXES:
         if options.get(key) is not None and not isinstance(options[key], str):
@@ -105,13 +111,28 @@ def problems(options: Mapping[str, Any]) -> list[OptionError]:
                 )
             )
     scope = options.get("token_scope")
+    try:
+        custom = flag(options, "allow_custom_token_scope")
+    except OptionError:
+        custom = False  # reported above
     if scope is not None and not (
-        isinstance(scope, str) and (scope in clouds.SCOPES or scope.startswith("https://"))
+        isinstance(scope, str)
+        and (
+            clouds.is_known_scope(scope)
+            or (custom and scope.startswith("https://") and scope.endswith("/.default"))
+        )
     ):
+        # A token is sent to the database server as a password: a token for another
+        # service (Azure Resource Manager, Graph, Key Vault) would hand that server a
+        # credential for it.
+        names = ", ".join(repr(n) for n in clouds.SCOPES)
         found.append(
             OptionError(
                 "token_scope",
-                "OPTIONS['token_scope'] must be 'public', 'china', 'usgov' or an https:// scope URL",
+                f"OPTIONS['token_scope'] must be one of {names} or a cloud's Azure Database "
+                "for PostgreSQL scope (https://ossrdbms-aad.database.<cloud domain>/.default); "
+                "any other https://…/.default scope only with "
+                "OPTIONS['allow_custom_token_scope'] = True",
             )
         )
     if options.get("credential") is not None:
@@ -168,4 +189,3 @@ def credential_check(value: Any) -> None:
             "credential",
             f"{where} must be callable without arguments; it requires {', '.join(required)}",
         )
-

@@ -15,7 +15,9 @@ from typing import Any
 
 import psycopg
 from django.core.exceptions import ImproperlyConfigured
+from psycopg.conninfo import conninfo_to_dict
 
+from . import tls
 from .login import TokenLogin
 
 
@@ -27,10 +29,16 @@ def token_connection_class(
 
         @classmethod
         def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
-            def connect_base(**params: Any) -> Any:
-                return super(TokenConnection, cls).connect(conninfo, **params)
+            # psycopg merges conninfo under the keyword arguments: the route guarded
+            # must be the merged one (token_pool already folds OPTIONS["pool"]["conninfo"]
+            # in; this catches any other caller).
+            params = {**conninfo_to_dict(conninfo), **kwargs} if conninfo else kwargs
 
-            return cls.azure_login.connect(connect_base, kwargs)
+            def connect_base(**merged: Any) -> Any:
+                return super(TokenConnection, cls).connect("", **merged)
+
+            login = cls.azure_login
+            return login.connect(tls.explained(login.alias, connect_base), params)
 
     TokenConnection.__name__ = TokenConnection.__qualname__ = f"{base.__name__}WithToken"
     return TokenConnection
@@ -61,7 +69,15 @@ def token_pool(wrapper: Any, login: TokenLogin, pool_options: Mapping[str, Any] 
     kwargs.setdefault(
         "check", ConnectionPool.check_connection if settings_dict["CONN_HEALTH_CHECKS"] else None
     )
-    connect_kwargs = wrapper.get_connection_params()
+    # psycopg merges the pool's conninfo under its kwargs: fold it in before the
+    # route policy's defaults, so the route judged is the one libpq takes.
+    conninfo = kwargs.pop("conninfo", "") or ""
+    connect_kwargs = wrapper.route_defaults(
+        {**conninfo_to_dict(conninfo), **wrapper.raw_connection_params()}
+    )
+    # Refused here, at first use, rather than in the pool's worker threads, where the
+    # refusal would reach the caller only as "couldn't get a connection after N sec".
+    tls.guard(wrapper.alias, connect_kwargs, allow_plaintext=login.allow_plaintext)
     connect_kwargs["autocommit"] = True  # as Django: it sets the real mode per checkout
     return ConnectionPool(
         kwargs=connect_kwargs,

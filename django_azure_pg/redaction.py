@@ -6,7 +6,8 @@ endpoint's response, which may hold one: azure-identity logs
 WARNING when the body has trailing junk. So every message built from foreign
 text goes through :func:`redact`, and while the package is in use a
 :class:`RedactingFilter` sits on azure-identity's, azure-core's and msal's
-loggers (opt out: ``DJANGO_AZURE_PG_LOG_REDACTION=off`` in the environment, or
+loggers, and a redacting handler on their parents ``azure`` and ``msal``
+covers the loggers they create later (opt out: ``DJANGO_AZURE_PG_LOG_REDACTION=off`` in the environment, or
 :func:`uninstall_log_redaction`).
 """
 
@@ -80,6 +81,51 @@ def _filter_for(logger_name: str) -> RedactingFilter:
     return _CORE_FILTER if logger_name.startswith(_KEEP_EXCEPTIONS) else _FILTER
 
 
+class _RedactingHandler(logging.Handler):
+    """Sits on the ``azure`` and ``msal`` parent loggers and redacts every record that
+    propagates through them — those of loggers created later too.
+
+    A logger's filters see only records logged on that very logger, but a record
+    reaches every handler up the hierarchy as the same object: redacting it here,
+    before the root logger's handlers, covers loggers azure-identity and msal create
+    on first use (``azure.identity._internal.msal_managed_identity_client`` logs an
+    endpoint's body, token included, on a malformed answer). It emits nothing itself,
+    except what logging's last-resort handler would have printed had it not been here.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        _filter_for(record.name).filter(record)
+        last = logging.lastResort
+        if (
+            last is not None
+            and record.levelno >= last.level
+            and not _other_handlers(logging.getLogger(record.name), self)
+        ):
+            last.handle(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - handle() does it
+        pass
+
+
+def _other_handlers(logger: logging.Logger, mine: logging.Handler) -> bool:
+    """Whether a record logged on ``logger`` reaches a handler other than ``mine``."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        if any(h is not mine for h in current.handlers):
+            return True
+        current = current.parent if current.propagate else None
+    return False
+
+
+_HANDLER = _RedactingHandler()
+PARENT_LOGGERS = ("azure", "msal")
+"""Loggers that carry :data:`_HANDLER`: every azure-identity, azure-core and msal logger,
+present or future, is below one of them."""
+
 _lock = threading.Lock()
 _seen_loggers = -1
 _disabled = False
@@ -99,6 +145,10 @@ def install_log_redaction() -> None:
     if len(manager.loggerDict) == _seen_loggers:
         return
     with _lock:
+        for name in PARENT_LOGGERS:
+            parent = logging.getLogger(name)
+            if _HANDLER not in parent.handlers:
+                parent.addHandler(_HANDLER)
         names = list(manager.loggerDict)
         for name in [*names, *LOGGER_PREFIXES]:  # the roots too, even before they log
             if name.startswith(LOGGER_PREFIXES):
@@ -124,6 +174,8 @@ def uninstall_log_redaction() -> None:
     with _lock:
         _disabled = True
         _seen_loggers = -1
+        for name in PARENT_LOGGERS:
+            logging.getLogger(name).removeHandler(_HANDLER)
         for name in list(logging.Logger.manager.loggerDict):
             logger = logging.getLogger(name)
             for installed in (_FILTER, _CORE_FILTER):

@@ -23,8 +23,9 @@ GSSENC_REQUEST = 80877104
 class FakePostgres:
     """``with FakePostgres(cert=(crt, key)) as fake: ... fake.passwords``"""
 
-    def __init__(self, cert: tuple[Path, Path] | None = None) -> None:
+    def __init__(self, cert: tuple[Path, Path] | None = None, *, accept: bool = False) -> None:
         self.cert = cert  # None: answer 'N' to SSLRequest and go on in plaintext
+        self.accept = accept  # accept the password, then drop the session at the first query
         self.passwords: list[str] = []
         self.connections = 0
         self.tls_failures = 0
@@ -79,9 +80,34 @@ class FakePostgres:
             kind, size = struct.unpack("!ci", recv_exact(sock, 5))
             if kind == b"p":
                 self.passwords.append(recv_exact(sock, size - 4).rstrip(b"\0").decode())
+            if self.accept:
+                sock.sendall(_logged_in())
+                recv_exact(sock, 5)  # the first query's header: hang up on it
+                return
             fields = b'SFATAL\0VFATAL\0C28P01\0Mpassword authentication failed for user "x"\0\0'
             sock.sendall(b"E" + struct.pack("!i", len(fields) + 4) + fields)
         except (OSError, EOFError, struct.error):
             pass
         finally:
             sock.close()
+
+
+def _logged_in() -> bytes:
+    """AuthenticationOk, the parameters psycopg and Django read, ReadyForQuery."""
+
+    def message(kind: bytes, body: bytes) -> bytes:
+        return kind + struct.pack("!i", len(body) + 4) + body
+
+    out = message(b"R", struct.pack("!i", 0))
+    for name, value in (
+        ("server_version", "15.0"),
+        ("server_encoding", "UTF8"),
+        ("client_encoding", "UTF8"),
+        ("DateStyle", "ISO, MDY"),
+        ("TimeZone", "UTC"),
+        ("integer_datetimes", "on"),
+        ("standard_conforming_strings", "on"),
+    ):
+        out += message(b"S", name.encode() + b"\0" + value.encode() + b"\0")
+    out += message(b"K", struct.pack("!ii", 1, 2))
+    return out + message(b"Z", b"I")

@@ -352,13 +352,13 @@ def test_pool_built_without_touching_settings_dict(make_wrapper: MakeWrapper) ->
     )
     original = wrapper.settings_dict
     seen: list[bool] = []
-    get_params = wrapper.get_connection_params
+    get_params = wrapper.raw_connection_params  # the pool reads Django's params through it
 
     def watching() -> dict[str, object]:
         seen.append(wrapper.settings_dict is original)
         return get_params()
 
-    wrapper.get_connection_params = watching  # type: ignore[method-assign]
+    wrapper.raw_connection_params = watching  # type: ignore[method-assign]
     pool = wrapper.pool
     assert seen == [True]  # the pool read the real settings, not a swapped-in copy
     assert wrapper.settings_dict is original

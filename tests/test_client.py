@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from psycopg.conninfo import conninfo_to_dict
 
 from django_azure_pg_testing import Identity, IdentityEmulator
 
@@ -60,8 +61,9 @@ def test_dbshell_runs_psql_through_the_token_path(
     token = env["PGPASSWORD"]
     assert token in emulator.issued_tokens()
     assert all(token not in arg for arg in args)
-    assert args[:3] == ["psql", "-U", ROLE]
-    assert env["PGSSLMODE"] == "require"
+    conninfo = conninfo_to_dict(args[1])
+    assert args[0] == "psql" and conninfo["user"] == ROLE and conninfo["sslmode"] == "require"
+    assert conninfo["application_name"] == "dbshell-test"
     assert "client_id" not in " ".join(args)
 
 
@@ -86,6 +88,7 @@ def test_dbshell_keeps_django_options(
     )
     call_command("dbshell", "--database", "shell", "--", "-At", "-c", "SELECT 1")
     assert capfd.readouterr().out.strip() == "1"
-    (_, env) = spy[-1]
-    assert env["PGPASSFILE"] == str(passfile)
-    assert env["PGSSLMODE"] == "require"
+    (args, _) = spy[-1]
+    conninfo = conninfo_to_dict(args[1])
+    assert conninfo["passfile"] == str(passfile)
+    assert conninfo["sslmode"] == "require"

@@ -60,6 +60,7 @@ EXAMPLES: list[tuple[BaseException, type[BaseException]]] = [
     (CredentialUnavailableError("No managed identity endpoint found."), errors.NoIdentity),
     (errors.TokenAcquisitionError("x"), errors.TokenAcquisitionError),
     (errors.InsecureTransport("x"), errors.InsecureTransport),
+    (errors.UnverifiedServer("x"), errors.UnverifiedServer),
     (
         with_state(
             psycopg.errors.InsufficientPrivilege("permission denied for schema public"), "42501"
@@ -76,6 +77,10 @@ EXAMPLES: list[tuple[BaseException, type[BaseException]]] = [
         errors.TlsRequired,
     ),
     (op("SSL error: certificate verify failed"), errors.TlsVerify),
+    (
+        op('server certificate for "a.example" does not match host name "b.example"'),
+        errors.TlsVerify,
+    ),
     (
         op('could not translate host name "x" to address: Name or service not known'),
         errors.HostUnknown,

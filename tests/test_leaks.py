@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import django
 import pytest
@@ -213,3 +214,61 @@ def test_redacting_filter_masks_azure_identity_warnings(emulator: IdentityEmulat
     text = "\n".join(handler.lines)
     assert "get_token failed" in text and "[redacted]" in text
     assert token not in text and token[-40:] not in text
+
+
+_FIRST_FETCH = r"""
+import logging, sys
+logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
+                    format="%(name)s %(levelname)s %(message)s")
+import django_azure_pg  # the package as an app imports it: nothing built yet
+from django_azure_pg.login import TokenLogin
+login = TokenLogin.from_settings("default", {"client_id": sys.argv[1], "token_timeout": 20}, "r")
+for name in list(logging.Logger.manager.loggerDict):
+    logging.getLogger(name).setLevel(logging.DEBUG)  # every logger that exists, at DEBUG
+logging.getLogger().setLevel(logging.DEBUG)
+try:
+    login.token()
+except Exception as exc:
+    print("raised", type(exc).__name__, exc)
+created = sorted(n for n in logging.Logger.manager.loggerDict if n.startswith(("azure", "msal")))
+print("loggers", *created)
+"""
+
+
+def test_first_fetch_in_a_fresh_process_logs_no_token(
+    emulator: IdentityEmulator, identity: Identity, tmp_path: Any
+) -> None:
+    """A user-assigned identity's first fetch, answered with a token followed by junk:
+    azure-identity creates ``msal_managed_identity_client``'s logger only now, and it logs
+    the body at WARNING. Every logger at DEBUG, stdout and stderr: 0 copies of the token."""
+    import os
+    import subprocess
+
+    endpoint = _BadEndpoint(emulator, identity, "junk")
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AZURE_", "IDENTITY_", "MSI_", "DJANGO_AZURE_PG_"))
+    }
+    environ |= {
+        "IDENTITY_ENDPOINT": endpoint.url,
+        "IDENTITY_HEADER": emulator.identity_header,
+        "PYTHONPATH": os.pathsep.join(sys.path),
+    }
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _FIRST_FETCH, identity.client_id],
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        endpoint.close()
+    text = done.stdout + done.stderr
+    assert endpoint.served >= 1, text  # the token was on the wire and in the parser's hands
+    assert "raised" in done.stdout, text
+    assert "azure.identity._internal.msal_managed_identity_client" in done.stdout, text
+    assert "[redacted]" in done.stderr, text  # azure-identity did log the body
+    assert_no_token(text, emulator)

@@ -42,3 +42,30 @@ def test_other_sdk_records_keep_a_clean_exception() -> None:
     dirty = _record("azure.core.pipeline", ValueError(f"reply {token}"))
     assert keep.filter(dirty) and dirty.exc_info is None
     assert token not in (dirty.exc_text or "")
+
+
+def test_loggers_created_after_install_are_redacted_before_the_roots_handlers() -> None:
+    import uuid
+
+    from django_azure_pg import redaction
+
+    redaction.install_log_redaction()
+    token = jwt.mint({"c": 3})
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    root = logging.getLogger()
+    keep, level = Keep(), root.level
+    root.addHandler(keep)
+    root.setLevel(logging.DEBUG)
+    try:
+        for parent in redaction.PARENT_LOGGERS:  # created after install, never filtered itself
+            late = logging.getLogger(f"{parent}.late_{uuid.uuid4().hex}")
+            late.warning("body: %s", f'{{"access_token": "{token}"}}junk')
+    finally:
+        root.removeHandler(keep)
+        root.setLevel(level)
+    assert len(seen) == 2 and all(MASK in line and token not in line for line in seen)

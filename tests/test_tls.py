@@ -78,11 +78,15 @@ def test_azure_hosts_default_to_verify_full_with_azure_roots(host: str) -> None:
     assert params["sslrootcert"] == tls.azure_roots()
 
 
-@pytest.mark.parametrize(
-    "host", ["db.internal", "10.0.0.4", "127.0.0.1", "notpostgres.database.azure.com"]
-)
-def test_other_hosts_keep_require(host: str) -> None:
-    assert tls.apply_defaults({"host": host}, {}) == {"host": host, "sslmode": "require"}
+@pytest.mark.parametrize("host", ["db.internal", "10.0.0.4", "notpostgres.database.azure.com"])
+def test_other_hosts_get_verify_full_for_tokens_and_require_for_passwords(host: str) -> None:
+    assert tls.apply_defaults({"host": host}, {}) == {"host": host, "sslmode": "verify-full"}
+    assert tls.apply_defaults({"host": host}, {}, token=False)["sslmode"] == "require"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "/tmp", ""])
+def test_this_machine_keeps_require(host: str) -> None:
+    assert tls.apply_defaults({"host": host}, {})["sslmode"] == "require"
 
 
 def test_the_users_choice_wins(tmp_path: Path) -> None:
@@ -129,6 +133,44 @@ def test_where_the_token_goes() -> None:
 def test_unknown_service_is_not_local(tmp_path: Path) -> None:
     env = {"PGSERVICEFILE": str(tmp_path / "none.conf")}
     assert not tls.resolve({"service": "ghost", "sslmode": "disable"}, env).local
+
+
+def test_service_file_is_read_as_libpq_reads_it(tmp_path: Path) -> None:
+    service = tmp_path / "pg_service.conf"
+    service.write_text(
+        "# comment\n  [a]  \nhost=first\nhost=second\n  sslmode=verify-full  \n"
+        "[b]\nhost=b\n[a]\nhost=third\nhostaddr=10.0.0.1\n"
+    )
+    env = {"PGSERVICEFILE": str(service)}
+    assert tls.service_values({"service": "a"}, env) == (
+        {"host": "first", "sslmode": "verify-full"},
+        False,
+    )
+    # The first file holding the section wins; PGSYSCONFDIR's is read after it.
+    other = tmp_path / "etc"
+    other.mkdir()
+    (other / "pg_service.conf").write_text("[a]\nhost=etc\n[c]\nhost=c\n")
+    env["PGSYSCONFDIR"] = str(other)
+    assert tls.service_values({"service": "a"}, env)[0]["host"] == "first"
+    assert tls.service_values({"service": "c"}, env)[0] == {"host": "c"}
+
+
+@pytest.mark.parametrize(
+    ("host", "own"),
+    [
+        ("srv.privatelink.postgres.database.azure.com", "srv.postgres.database.azure.com"),
+        ("SRV.PrivateLink.postgres.database.azure.com.", "srv.postgres.database.azure.com"),
+        (
+            "srv.privatelink.postgres.database.chinacloudapi.cn",
+            "srv.postgres.database.chinacloudapi.cn",
+        ),
+        ("srv.postgres.database.azure.com", None),
+        ("privatelink.postgres.database.azure.com", None),
+        ("srv.privatelink.example.com", None),
+    ],
+)
+def test_own_name_of_a_private_link_name(host: str, own: str | None) -> None:
+    assert tls.own_name(host) == own
 
 
 # -- a man-in-the-middle with a self-signed certificate for an Azure name -----------
@@ -289,6 +331,72 @@ def test_real_server_with_unknown_ca_is_refused_by_default(
     assert emulator.stats.logins_accepted + emulator.stats.logins_refused == logins
 
 
+PRIVATE_LINK = "pgtest.privatelink.postgres.database.azure.com"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("dialled", ["hostaddr", "resolved", "service file"])
+def test_private_link_name_is_verified_as_the_servers_own_name(
+    make_wrapper: MakeWrapper,
+    ca_signed_postgres: tuple[LocalPostgres, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    dialled: str,
+) -> None:
+    """HOST = the private-link name; the certificate names <server>.postgres.database.azure.com
+    (as Azure's does); verify-full, dialling the private address."""
+    pg, ca_crt = ca_signed_postgres
+    options: dict[str, Any] = {"sslrootcert": str(ca_crt)}
+    host, port = PRIVATE_LINK, str(pg.port)
+    looked_up: list[str] = []
+    if dialled == "hostaddr":
+        options["hostaddr"] = "127.0.0.1"
+    elif dialled == "resolved":  # the private DNS zone's answer, without asking any DNS server
+        monkeypatch.setattr(
+            tls, "_address", lambda host, port: looked_up.append(host) or "127.0.0.1"
+        )
+    else:
+        service = tmp_path / "pg_service.conf"
+        service.write_text(f"[pl]\nhost={PRIVATE_LINK}\nhostaddr=127.0.0.1\nport={pg.port}\n")
+        monkeypatch.setenv("PGSERVICEFILE", str(service))
+        options["service"] = "pl"
+        host = port = ""
+    wrapper = make_wrapper(HOST=host, PORT=port, OPTIONS=options)
+    wrapper.ensure_connection()
+    with wrapper.connection.cursor() as cur:
+        cur.execute("SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        assert cur.fetchone() == (ROLE, True)
+    params = wrapper.get_connection_params()
+    assert (params["host"], params["hostaddr"], params["sslmode"]) == (
+        CA_NAME,
+        "127.0.0.1",
+        "verify-full",
+    )
+    if dialled == "resolved":
+        assert looked_up and set(looked_up) == {PRIVATE_LINK}
+
+
+@pytest.mark.integration
+def test_private_link_name_without_the_rewrite_fails_verify_full(
+    ca_signed_postgres: tuple[LocalPostgres, Path],
+) -> None:
+    """The control: libpq alone checks the private-link name, which the certificate lacks."""
+    import psycopg
+
+    pg, ca_crt = ca_signed_postgres
+    with pytest.raises(psycopg.OperationalError, match="does not match host name"):
+        psycopg.connect(
+            host=PRIVATE_LINK,
+            hostaddr="127.0.0.1",
+            port=pg.port,
+            dbname=ITEST_DB,
+            user=ROLE,
+            sslmode="verify-full",
+            sslrootcert=str(ca_crt),
+            connect_timeout=5,
+        )
+
+
 # -- dbshell: psql gets the same mode and root file -----------------------------------
 
 
@@ -300,11 +408,17 @@ def test_dbshell_gets_the_same_tls_settings(
     calls: list[tuple[list[str], dict[str, str]]] = []
     monkeypatch.setattr(wrapper.client, "_run", lambda args, env: calls.append((args, env or {})))
     wrapper.client.runshell([])
-    _args, env = calls[0]
-    assert env["PGSSLMODE"] == "verify-full"
-    assert env["PGSSLROOTCERT"] == tls.azure_roots()
-    assert env["PGHOSTADDR"] == "127.0.0.1"
+    args, env = calls[0]
+    from psycopg.conninfo import conninfo_to_dict
+
+    conninfo = conninfo_to_dict(args[1])  # one connection string: it outranks every file
+    assert conninfo["sslmode"] == "verify-full"
+    assert conninfo["sslrootcert"] == tls.azure_roots()
+    assert conninfo["hostaddr"] == "127.0.0.1"
+    assert conninfo["host"] == AZ_NAME
+    assert env == {"PGPASSWORD": env["PGPASSWORD"]}
     assert env["PGPASSWORD"] in emulator.issued_tokens()
+    assert all(env["PGPASSWORD"] not in arg for arg in args)
 
     plain = make_wrapper(HOST=AZ_NAME, OPTIONS={"sslmode": "prefer", "hostaddr": "127.0.0.1"})
     before = emulator.stats.token_requests
@@ -326,7 +440,8 @@ def test_doctor_shows_the_address_actually_dialled(
         HOST="db.example.test",  # a name that resolves nowhere: only hostaddr is dialled
         NAME=ITEST_DB,
         USER=ROLE,
-        OPTIONS={"client_id": identity.client_id, "hostaddr": "127.0.0.1"},
+        # Not an Azure name: verify-full by default; this test server is self-signed.
+        OPTIONS={"client_id": identity.client_id, "hostaddr": "127.0.0.1", "sslmode": "require"},
     )
     out = StringIO()
     call_command("azure_pg_doctor", "--database", "dialled", stdout=out)

@@ -734,7 +734,7 @@ def test_outage_headroom_table(lifetime: float, msal_refresh_on: bool, headroom:
         clock = FakeClock(0.0)
         begins: list[float] = []
 
-        def down(now: float, outage: float = outage) -> bool:
+        def down(now: float, outage: float = outage, begins: list[float] = begins) -> bool:
             return bool(begins) and begins[0] <= now < begins[0] + outage
 
         cred = MsalLikeCredential(clock, lifetime, down=down)

@@ -158,37 +158,43 @@ def _connect(wrapper: Any) -> Step:
     except Exception as exc:
         return step.failed(exc)
     try:
-        conn = wrapper.connection
-        row = conn.execute(
-            "SELECT current_user, current_database(), current_setting('server_version'), "
-            "coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false), "
-            "has_schema_privilege('public', 'USAGE'), has_schema_privilege('public', 'CREATE')"
-        ).fetchone()
-        user, db, version, ssl, usage, create = row
-        step.detail = {"current_user": user, "database": db, "server_version": version, "tls": ssl}
-        step.detail["server_address"] = f"{conn.info.hostaddr or conn.info.host}:{conn.info.port}"
-        unusable = conn.execute(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' "
-            "AND NOT has_table_privilege(format('%I.%I', schemaname, tablename), 'SELECT')"
-        ).fetchone()[0]
-        step.detail |= {"public_usage": usage, "public_create": create, "unusable_tables": unusable}
-        if not usage:
-            step.status = "fail"
-            step.detail["error"] = "no USAGE on schema public"
-            step.advise(errors.ADVICE[errors.SchemaPrivileges])
-        elif not create or unusable:
-            step.status = "warning"
-            if not create:
-                step.cause = (
-                    "The role cannot create tables in schema public, so `migrate` run as this "
-                    "role fails with 'permission denied for schema public'."
-                )
-                step.fix = "Run manage.py grant_aad_privileges --migrate as the schema's owner."
-            else:
-                step.cause = f"{unusable} table(s) in public cannot be read by this role."
-                step.fix = "Run manage.py grant_aad_privileges as the tables' owner."
-        if not ssl:
-            step.detail["tls_note"] = "connection is not encrypted"
+        return _inspect(step, wrapper.connection)
+    except Exception as exc:  # the server dropped the session after login, say
+        return step.failed(exc)
     finally:
         wrapper.close()
+
+
+def _inspect(step: Step, conn: Any) -> Step:
+    """The session's user, database, TLS and privileges (a dropped session raises)."""
+    row = conn.execute(
+        "SELECT current_user, current_database(), current_setting('server_version'), "
+        "coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false), "
+        "has_schema_privilege('public', 'USAGE'), has_schema_privilege('public', 'CREATE')"
+    ).fetchone()
+    user, db, version, ssl, usage, create = row
+    step.detail = {"current_user": user, "database": db, "server_version": version, "tls": ssl}
+    step.detail["server_address"] = f"{conn.info.hostaddr or conn.info.host}:{conn.info.port}"
+    unusable = conn.execute(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' "
+        "AND NOT has_table_privilege(format('%I.%I', schemaname, tablename), 'SELECT')"
+    ).fetchone()[0]
+    step.detail |= {"public_usage": usage, "public_create": create, "unusable_tables": unusable}
+    if not usage:
+        step.status = "fail"
+        step.detail["error"] = "no USAGE on schema public"
+        step.advise(errors.ADVICE[errors.SchemaPrivileges])
+    elif not create or unusable:
+        step.status = "warning"
+        if not create:
+            step.cause = (
+                "The role cannot create tables in schema public, so `migrate` run as this "
+                "role fails with 'permission denied for schema public'."
+            )
+            step.fix = "Run manage.py grant_aad_privileges --migrate as the schema's owner."
+        else:
+            step.cause = f"{unusable} table(s) in public cannot be read by this role."
+            step.fix = "Run manage.py grant_aad_privileges as the tables' owner."
+    if not ssl:
+        step.detail["tls_note"] = "connection is not encrypted"
     return step

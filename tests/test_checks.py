@@ -284,3 +284,9 @@ def test_pool_needs_django_51(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ids({"HOST": AZ, "USER": "u", "OPTIONS": {"pool": False}}) == []
     monkeypatch.setattr(django, "VERSION", (5, 1, 0, "final", 0))
     assert ids({"HOST": AZ, "USER": "u", "OPTIONS": {"pool": True}}) == []
+
+
+def test_bad_azure_token_credentials_is_e001() -> None:
+    messages = check_alias("default", {"HOST": AZ, "USER": "u"}, {"AZURE_TOKEN_CREDENTIALS": "production"})
+    assert [m.id for m in messages] == ["django_azure_pg.E001"]
+    assert "AZURE_TOKEN_CREDENTIALS" in messages[0].msg

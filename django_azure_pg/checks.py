@@ -191,7 +191,9 @@ def _password(alias: str, entry: dict[str, Any]) -> list[CheckMessage]:
     ]
 
 
-def _host(alias: str, entry: dict[str, Any], opts: dict[str, Any], environ: Any) -> list[CheckMessage]:
+def _host(
+    alias: str, entry: dict[str, Any], opts: dict[str, Any], environ: Any
+) -> list[CheckMessage]:
     """Without HOST libpq dials the local Unix socket, and the error names a socket file."""
     if entry.get("PASSWORD") or str(entry.get("HOST") or "").strip():
         return []

@@ -186,7 +186,10 @@ def choose(
     choice = _choose(options, environ)
     authority = clouds.authority_for(scope, environ)
     if authority and choice.kind in {
-        "service_principal", "environment", "workload_identity", "default"
+        "service_principal",
+        "environment",
+        "workload_identity",
+        "default",
     }:
         return dataclasses.replace(choice, authority=authority)
     return choice
@@ -272,8 +275,10 @@ def from_environment(environ: Mapping[str, str]) -> CredentialChoice:
         )
     suffix = f" ({setting})" if wanted else ""
 
-    if environ.get("AZURE_TENANT_ID") and client_id and (
-        environ.get("AZURE_CLIENT_SECRET") or environ.get("AZURE_CLIENT_CERTIFICATE_PATH")
+    if (
+        environ.get("AZURE_TENANT_ID")
+        and client_id
+        and (environ.get("AZURE_CLIENT_SECRET") or environ.get("AZURE_CLIENT_CERTIFICATE_PATH"))
     ):
         return CredentialChoice(
             "environment",

@@ -453,6 +453,7 @@ _advice(
     "check` reports it as E011.",
 )
 
+
 def chain(exc: BaseException) -> Iterator[BaseException]:
     """``exc`` and its causes, outermost first."""
     seen: set[int] = set()

@@ -67,7 +67,9 @@ def test_azure_identity_warnings_outside_our_fetches_are_left_alone(
     emulator.set_fault("error")
     try:
         with caplog.at_level(logging.INFO), pytest.raises(ClientAuthenticationError):
-            ManagedIdentityCredential().get_token("https://ossrdbms-aad.database.windows.net/.default")
+            ManagedIdentityCredential().get_token(
+                "https://ossrdbms-aad.database.windows.net/.default"
+            )
     finally:
         emulator.set_fault(None)
     assert any(

@@ -24,8 +24,18 @@ pytestmark = pytest.mark.integration
 def stack() -> Iterator[dict[str, str]]:
     """``python -m django_azure_pg_testing --postgres --role aad_app --owner app_owner``."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "django_azure_pg_testing", "--postgres", "--role", "aad_app",
-         "--owner", "app_owner", "--database", "rehearsal"],
+        [
+            sys.executable,
+            "-m",
+            "django_azure_pg_testing",
+            "--postgres",
+            "--role",
+            "aad_app",
+            "--owner",
+            "app_owner",
+            "--database",
+            "rehearsal",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -37,7 +47,7 @@ def stack() -> Iterator[dict[str, str]]:
     for line in proc.stdout:
         lines.append(line)
         if line.startswith("export "):
-            key, _, value = line[len("export "):].strip().partition("=")
+            key, _, value = line[len("export ") :].strip().partition("=")
             printed[key] = shlex.split(value)[0]
         if line.startswith("# Ctrl-C"):
             break
@@ -64,7 +74,9 @@ def owner_connect(env: dict[str, str]) -> psycopg.Connection[Any]:
 def test_cli_stack_prints_an_owner_login_and_grants_can_be_rehearsed(
     stack: dict[str, str], monkeypatch: pytest.MonkeyPatch, django_db_blocker: Any
 ) -> None:
-    assert "grant_aad_privileges --owner-user app_owner --role aad_app --migrate" in stack["_output"]
+    assert (
+        "grant_aad_privileges --owner-user app_owner --role aad_app --migrate" in stack["_output"]
+    )
     with owner_connect(stack) as conn:  # the printed login works: the owner's tables
         conn.execute("CREATE TABLE restaurant (id int PRIMARY KEY)")
         assert conn.execute("SELECT current_user").fetchone() == ("app_owner",)
@@ -76,16 +88,21 @@ def test_cli_stack_prints_an_owner_login_and_grants_can_be_rehearsed(
         "NAME": stack["AZURE_POSTGRESQL_NAME"],
         "USER": stack["AZURE_POSTGRESQL_USER"],
     }
-    connections.settings["rehearsal"] = ConnectionHandler().configure_settings(
-        {"default": entry}
-    )["default"]
+    connections.settings["rehearsal"] = ConnectionHandler().configure_settings({"default": entry})[
+        "default"
+    ]
     monkeypatch.setenv("AZURE_PG_OWNER_PASSWORD", stack["AZURE_PG_OWNER_PASSWORD"])
     out = io.StringIO()
     try:
         with django_db_blocker.unblock():
             call_command(
-                "grant_aad_privileges", "--database", "rehearsal", "--owner-user", "app_owner",
-                "--migrate", stdout=out,
+                "grant_aad_privileges",
+                "--database",
+                "rehearsal",
+                "--owner-user",
+                "app_owner",
+                "--migrate",
+                stdout=out,
             )
     finally:
         connections.settings.pop("rehearsal", None)
@@ -101,7 +118,9 @@ def test_cli_stack_prints_an_owner_login_and_grants_can_be_rehearsed(
 def test_owner_needs_postgres() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "django_azure_pg_testing", "--owner", "x"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     assert done.returncode == 2 and "--owner needs --postgres" in done.stderr

@@ -143,6 +143,15 @@ def test_deploy_sh_refuses_an_azure_cli_older_than_2_87(tmp_path: Path, wheel: P
     assert run.result.returncode == 0, run.result.stderr  # compared as versions, not text
 
 
+def test_deploy_sh_retries_the_role_while_entra_replicates(tmp_path: Path, wheel: Path) -> None:
+    fail_once = tmp_path / "fail-once"
+    fail_once.touch()  # the new identity is not in every Entra replica yet: first try fails
+    run = run_script("deploy.sh", tmp_path, wheel, {**DEPLOY_ENV, "FAIL_ONCE": str(fail_once)})
+    assert run.result.returncode == 0, run.result.stderr
+    creates = [line for line in run.lines if "create_aad_principal" in line]
+    assert len(creates) == 2 and all("USER=aad_restaurantdb" in line for line in creates)
+
+
 @pytest.mark.parametrize("hook", ["infra/hooks/postprovision.sh", "infra/hooks/predeploy.sh"])
 def test_hooks_refuse_an_azure_cli_older_than_2_87(tmp_path: Path, wheel: Path, hook: str) -> None:
     # common.sh's firewall-rule calls use 2.87.0's argument names; 2.86 would stop halfway

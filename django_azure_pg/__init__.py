@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .env import register_url_schemes
+from .driver import require_psycopg3
+
+require_psycopg3()  # before anything imports psycopg: a clear error, not ModuleNotFoundError
+
+from .env import register_url_schemes  # noqa: E402
 
 if TYPE_CHECKING:
     from .env import from_env

@@ -8,31 +8,27 @@ import os
 import shutil
 from typing import Any
 
+import django
 from django.core.checks import CheckMessage, Error, Warning, register
 
-from . import credentials, options, tls
+from . import claims, credentials, options, tls
 
 _DJANGO_KEYS = {"pool", "isolation_level", "assume_role", "server_side_binding"}
 """Keys Django's postgresql backend reads itself (not introspectable)."""
 
 
-# W001 must stay quiet where the Instance Metadata Service answers, and IMDS sets no
-# environment variable: on an Azure VM (AKS nodes included) it is only an address,
-# 169.254.169.254. Offline signs of such a host: Azure's chassis asset tag (MicrosoftDocs/
-# azure-docs, articles/automation/troubleshoot/update-agent-issues-linux.md, "Dmidecode
-# check") and, inside a pod, Kubernetes' own service variable.
-AZURE_CHASSIS_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
-CHASSIS_ASSET_TAG_FILE = "/sys/class/dmi/id/chassis_asset_tag"
+# W001 must stay quiet where the Instance Metadata Service answers; the signs of such a
+# host live in credentials.py, which also builds ManagedIdentityCredential there.
+_may_have_imds = credentials.may_have_imds
 
+POOL_DJANGO = (5, 1)
+"""Django's postgresql backend has had OPTIONS["pool"] since 5.1."""
 
-def _may_have_imds(environ: Any) -> bool:
-    if environ.get("KUBERNETES_SERVICE_HOST"):
-        return True
-    try:
-        with open(CHASSIS_ASSET_TAG_FILE, encoding="ascii", errors="replace") as f:
-            return f.read().strip() == AZURE_CHASSIS_ASSET_TAG
-    except OSError:
-        return False
+HOST_SOURCES = ("AZURE_POSTGRESQL_HOST", "AZURE_POSTGRESQL_CONNECTIONSTRING (host=…)")
+"""Where Service Connector puts the server's name (django/none client types; python)."""
+
+_LIBPQ_HOST_KEYS = ("host", "hostaddr", "service")
+_LIBPQ_HOST_VARS = ("PGHOST", "PGHOSTADDR", "PGSERVICE")
 
 
 def _libpq_keywords() -> set[str]:
@@ -96,6 +92,19 @@ def check_alias(alias: str, entry: dict[str, Any], environ: Any) -> list[CheckMe
         )
 
     out += _transport(alias, entry, opts, environ)
+    out += _password(alias, entry)
+    out += _host(alias, entry, opts, environ)
+
+    if opts.get("pool") and django.VERSION[:2] < POOL_DJANGO:
+        out.append(
+            Error(
+                f"{where} sets OPTIONS['pool'], but Django {django.get_version()} has no "
+                "connection pool (Django 5.1 added it); the first connection would fail.",
+                hint="Remove OPTIONS['pool'] (CONN_MAX_AGE keeps connections open), or "
+                "upgrade to Django 5.2 LTS.",
+                id="django_azure_pg.E012",
+            )
+        )
 
     if opts.get("pool") and entry.get("CONN_MAX_AGE", 0) != 0:
         out.append(
@@ -142,6 +151,65 @@ def check_alias(alias: str, entry: dict[str, Any], environ: Any) -> list[CheckMe
             )
         )
     return out
+
+
+def looks_like_access_token(value: Any) -> bool:
+    """A JWT whose payload carries the claims of an Entra access token."""
+    if not isinstance(value, str):
+        return False
+    found = claims.decode(value.strip())
+    return bool(found.keys() & {"aud", "iss", "exp", "oid", "tid"})
+
+
+def _password(alias: str, entry: dict[str, Any]) -> list[CheckMessage]:
+    """A PASSWORD turns the token login off for its alias (DESIGN: Service Connector's
+    "secret" type); one left over from before the switch, or a token pasted "to try",
+    must not do so silently. The value itself is never printed."""
+    where = f"DATABASES[{alias!r}]"
+    password = entry.get("PASSWORD")
+    if not password:
+        return []
+    if looks_like_access_token(password):
+        return [
+            Error(
+                f"{where}['PASSWORD'] holds an Entra access token (a JWT). It logs in until "
+                "it expires (about 1 h for a user, up to 24 h for a managed identity); after "
+                "that every new connection fails.",
+                hint="Remove PASSWORD: the ENGINE then fetches a fresh token for every new "
+                "connection. Never keep a token in settings or the environment.",
+                id="django_azure_pg.E010",
+            )
+        ]
+    return [
+        Warning(
+            f"{where} has a PASSWORD, so Entra token login is OFF for this alias: it "
+            "logs in with that password.",
+            hint="Remove PASSWORD to log in with tokens. If a password login is deliberate "
+            "(Service Connector's secret type, a local database), silence this with "
+            "SILENCED_SYSTEM_CHECKS = ['django_azure_pg.W010'].",
+            id="django_azure_pg.W010",
+        )
+    ]
+
+
+def _host(
+    alias: str, entry: dict[str, Any], opts: dict[str, Any], environ: Any
+) -> list[CheckMessage]:
+    """Without HOST libpq dials the local Unix socket, and the error names a socket file."""
+    if entry.get("PASSWORD") or str(entry.get("HOST") or "").strip():
+        return []
+    if any(opts.get(k) for k in _LIBPQ_HOST_KEYS) or any(environ.get(v) for v in _LIBPQ_HOST_VARS):
+        return []  # libpq finds the host elsewhere (OPTIONS, PGHOST, a service file)
+    return [
+        Error(
+            f"DATABASES[{alias!r}] has no HOST: libpq would try a local Unix socket instead "
+            "of the Azure server.",
+            hint="Set HOST to <server>.postgres.database.azure.com. With from_env() it comes "
+            f"from Service Connector's {' or '.join(HOST_SOURCES)}: check that the "
+            "connection exists and the app was restarted since.",
+            id="django_azure_pg.E011",
+        )
+    ]
 
 
 def _transport(

@@ -18,6 +18,7 @@ SCOPES = {
     "public": PUBLIC_SCOPE,
     "china": "https://ossrdbms-aad.database.chinacloudapi.cn/.default",
     "usgov": "https://ossrdbms-aad.database.usgovcloudapi.net/.default",
+    "bleu": "https://ossrdbms-aad.database.sovcloud-api.fr/.default",  # France (see below)
 }
 """Token scope per cloud; ``OPTIONS["token_scope"]`` takes a URL or one of these names."""
 
@@ -25,6 +26,10 @@ HOST_SUFFIXES = {
     ".postgres.database.azure.com": "public",
     ".postgres.database.chinacloudapi.cn": "china",
     ".postgres.database.usgovcloudapi.net": "usgov",
+    # Bleu, France's sovereign cloud: AZURE_BLEU_CLOUD in azure-cli 2.91's cloud.py
+    # (postgresql_server_endpoint, ossrdbms_resource_id; /work/shared/AZURE_FACTS.md,
+    # checked 2026-12-02). Its TLS roots are not documented where we looked: unverified.
+    ".postgres.database.sovcloud-api.fr": "bleu",
 }
 """Flexible Server host name suffix per cloud (Azure/azure-cli,
 src/azure-cli-core/azure/cli/core/cloud.py: postgresql_server_endpoint)."""
@@ -33,6 +38,7 @@ AUTHORITY_HOSTS = {
     "public": identity.AzureAuthorityHosts.AZURE_PUBLIC_CLOUD,
     "china": identity.AzureAuthorityHosts.AZURE_CHINA,
     "usgov": identity.AzureAuthorityHosts.AZURE_GOVERNMENT,
+    "bleu": "login.sovcloud-identity.fr",  # azure-identity has no constant for it (1.27)
 }
 """Entra authority per cloud. A service principal or workload identity asks the
 authority for its token; without ``authority=`` (or ``AZURE_AUTHORITY_HOST``)

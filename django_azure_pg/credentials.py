@@ -2,10 +2,22 @@
 
 Order: an explicit credential in OPTIONS; otherwise what Service Connector put
 in the environment (client id + secret + tenant → service principal; client id
-alone → user-assigned managed identity, or workload identity on AKS); nothing →
-``DefaultAzureCredential`` (system-assigned identity in Azure, ``az login`` on a
-laptop). One credential object per configuration and process, so the
+alone → user-assigned managed identity, or workload identity on AKS); otherwise
+what the environment itself says (``AZURE_TOKEN_CREDENTIALS``; service-principal
+variables; workload identity; a managed-identity endpoint; an Azure VM or a
+Kubernetes pod, where IMDS answers) → that one credential; and
+``DefaultAzureCredential`` only where nothing says "Azure" (a laptop: ``az
+login``). One credential object per configuration and process, so the
 credential's own cache works too.
+
+Why not ``DefaultAzureCredential`` everywhere: Microsoft's authentication best
+practices, "Use deterministic credentials in production environments"
+(https://learn.microsoft.com/dotnet/azure/sdk/authentication/best-practices
+#use-deterministic-credentials-in-production-environments): the chain hides a
+failing managed identity behind the next credential — an ``az login`` someone
+ran on the VM silently becomes the app's identity — and a failure walks (and
+prints) the whole chain. Aspire 13.2 chooses the same way
+(https://aspire.dev/integrations/cloud/azure/azure-default-credential/).
 
 No Django import here.
 """
@@ -35,12 +47,57 @@ logger = logging.getLogger("django_azure_pg.credentials")
 
 SERVICE_CONNECTOR_PREFIX = "AZURE_POSTGRESQL_"
 FEDERATED_TOKEN_FILE = "AZURE_FEDERATED_TOKEN_FILE"  # noqa: S105 — a variable name
+TOKEN_CREDENTIALS_VAR = "AZURE_TOKEN_CREDENTIALS"  # noqa: S105 — a variable name
 IDENTITY_HINTS = (
     "IDENTITY_ENDPOINT", "MSI_ENDPOINT", "AZURE_CLIENT_ID", FEDERATED_TOKEN_FILE,
-    "AZURE_POD_IDENTITY_AUTHORITY_HOST", "WEBSITE_SITE_NAME", "AZURE_TOKEN_CREDENTIALS",
+    "AZURE_POD_IDENTITY_AUTHORITY_HOST", "WEBSITE_SITE_NAME", TOKEN_CREDENTIALS_VAR,
 )  # fmt: skip
 """Variables through which azure-identity finds an identity (or App Service announces one).
 IMDS on VMs and AKS nodes sets none: their absence proves nothing there."""
+
+MANAGED_IDENTITY_ENDPOINTS = {
+    "IDENTITY_ENDPOINT": "an App Service, Functions or Container Apps managed-identity "
+    "endpoint (or Azure Arc / Service Fabric)",
+    "MSI_ENDPOINT": "a Cloud Shell or Azure Machine Learning managed-identity endpoint",
+    "AZURE_POD_IDENTITY_AUTHORITY_HOST": "an Instance Metadata Service address",
+}
+"""Variables from which ManagedIdentityCredential picks its protocol (azure-identity
+``_credentials/managed_identity.py``), and where they come from."""
+
+# IMDS sets no environment variable: on an Azure VM (AKS nodes included) it is only an
+# address, 169.254.169.254. Offline signs of such a host: Azure's chassis asset tag
+# (MicrosoftDocs/azure-docs, articles/automation/troubleshoot/update-agent-issues-linux.md,
+# "Dmidecode check") and, inside a pod, Kubernetes' own service variable.
+AZURE_CHASSIS_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
+CHASSIS_ASSET_TAG_FILE = "/sys/class/dmi/id/chassis_asset_tag"
+
+# AZURE_TOKEN_CREDENTIALS as azure-identity reads it (azure-identity 1.27,
+# _internal/utils.py process_credential_exclusions; "Exclude a credential type
+# category", https://learn.microsoft.com/azure/developer/python/sdk/authentication/
+# credential-chains): "prod" keeps Environment, WorkloadIdentity and ManagedIdentity,
+# "dev" the developer tools, and a credential's name (lower case) keeps that one alone.
+TOKEN_CREDENTIAL_NAMES = (
+    "environmentcredential", "workloadidentitycredential", "managedidentitycredential",
+    "visualstudiocodecredential", "azureclicredential", "azuredeveloperclicredential",
+    "azurepowershellcredential", "interactivebrowsercredential",
+)  # fmt: skip
+
+
+def may_have_imds(environ: Mapping[str, str]) -> bool:
+    """Whether the Instance Metadata Service probably answers here: an Azure VM or a pod."""
+    return _imds_sign(environ) is not None
+
+
+def _imds_sign(environ: Mapping[str, str]) -> str | None:
+    if environ.get("KUBERNETES_SERVICE_HOST"):
+        return "KUBERNETES_SERVICE_HOST is set (a Kubernetes pod: AKS nodes answer IMDS)"
+    try:
+        with open(CHASSIS_ASSET_TAG_FILE, encoding="ascii", errors="replace") as f:
+            if f.read().strip() == AZURE_CHASSIS_ASSET_TAG:
+                return f"{CHASSIS_ASSET_TAG_FILE} carries Azure's asset tag (an Azure VM: IMDS)"
+    except OSError:
+        pass
+    return None
 
 
 class CredentialConfigError(ValueError):
@@ -65,6 +122,7 @@ class CredentialChoice:
             return _describe_explicit(self.explicit)
         cls = {
             "service_principal": "ClientSecretCredential",
+            "environment": "EnvironmentCredential",
             "workload_identity": "WorkloadIdentityCredential",
             "managed_identity": "ManagedIdentityCredential",
             "default": "DefaultAzureCredential",
@@ -107,6 +165,8 @@ class CredentialChoice:
         if self.kind == "managed_identity":
             client_id = self.client_id
             return lambda: identity.ManagedIdentityCredential(client_id=client_id, **_OBSERVED)
+        if self.kind == "environment":
+            return lambda: identity.EnvironmentCredential(**cloud, **_OBSERVED)
         return lambda: identity.DefaultAzureCredential(**cloud, **_OBSERVED)
 
 
@@ -125,7 +185,12 @@ def choose(
     """
     choice = _choose(options, environ)
     authority = clouds.authority_for(scope, environ)
-    if authority and choice.kind in {"service_principal", "workload_identity", "default"}:
+    if authority and choice.kind in {
+        "service_principal",
+        "environment",
+        "workload_identity",
+        "default",
+    }:
         return dataclasses.replace(choice, authority=authority)
     return choice
 
@@ -179,10 +244,81 @@ def _choose(options: Mapping[str, Any], environ: Mapping[str, str]) -> Credentia
             f"{names['client_id']} is set (user-assigned managed identity)",
             client_id=client_id,
         )
+    return from_environment(environ)
+
+
+def from_environment(environ: Mapping[str, str]) -> CredentialChoice:
+    """The credential this environment itself calls for, when settings name none.
+
+    Deterministic wherever something says "Azure"; ``DefaultAzureCredential``
+    only where nothing does (a laptop) or ``AZURE_TOKEN_CREDENTIALS`` asks for a
+    chain ("dev", a developer tool's name).
+    """
+    wanted = environ.get(TOKEN_CREDENTIALS_VAR, "").strip().lower()
+    if wanted and wanted not in ("prod", "dev", *TOKEN_CREDENTIAL_NAMES):
+        raise CredentialConfigError(
+            f"{TOKEN_CREDENTIALS_VAR}={wanted!r} is not a value azure-identity accepts: "
+            f"prod, dev or one of {', '.join(TOKEN_CREDENTIAL_NAMES)}"
+        )
+    setting = f"{TOKEN_CREDENTIALS_VAR}={wanted}"
+    client_id = environ.get("AZURE_CLIENT_ID") or None
+    user_assigned = " (user-assigned: AZURE_CLIENT_ID)" if client_id else ""
+    if wanted == "managedidentitycredential":
+        return CredentialChoice("managed_identity", setting + user_assigned, client_id=client_id)
+    if wanted == "workloadidentitycredential":
+        return _workload(environ, setting)
+    if wanted == "environmentcredential":
+        return CredentialChoice("environment", setting)
+    if wanted and wanted != "prod":  # dev, or one developer tool: azure-identity narrows the chain
+        return CredentialChoice(
+            "default", f"{setting}: DefaultAzureCredential, narrowed by azure-identity"
+        )
+    suffix = f" ({setting})" if wanted else ""
+
+    if (
+        environ.get("AZURE_TENANT_ID")
+        and client_id
+        and (environ.get("AZURE_CLIENT_SECRET") or environ.get("AZURE_CLIENT_CERTIFICATE_PATH"))
+    ):
+        return CredentialChoice(
+            "environment",
+            "AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (or "
+            "AZURE_CLIENT_CERTIFICATE_PATH) are set (a service principal)" + suffix,
+        )
+    if environ.get(FEDERATED_TOKEN_FILE) and client_id:
+        return _workload(environ, f"{FEDERATED_TOKEN_FILE} and AZURE_CLIENT_ID are set" + suffix)
+    for var, what in MANAGED_IDENTITY_ENDPOINTS.items():
+        if environ.get(var):
+            return CredentialChoice(
+                "managed_identity",
+                f"{var} is set ({what}){user_assigned}{suffix}",
+                client_id=client_id,
+            )
+    sign = _imds_sign(environ)
+    if sign is not None:
+        return CredentialChoice(
+            "managed_identity", f"{sign}{user_assigned}{suffix}", client_id=client_id
+        )
+    if wanted == "prod":
+        return CredentialChoice(
+            "default",
+            f"{setting} and no managed-identity, workload-identity or service-principal "
+            "sign here: DefaultAzureCredential, narrowed by azure-identity to those three",
+        )
     return CredentialChoice(
         "default",
-        "no credential, client_id, client_secret or tenant_id in OPTIONS and none of "
-        f"{', '.join(env_names().values())} in the environment",
+        "nothing here says Azure (no credential in OPTIONS, no Service Connector, "
+        "service-principal or workload-identity variables, no managed-identity endpoint, "
+        "no Azure VM or Kubernetes pod): DefaultAzureCredential, e.g. for 'az login'",
+    )
+
+
+def _workload(environ: Mapping[str, str], reason: str) -> CredentialChoice:
+    return CredentialChoice(
+        "workload_identity",
+        reason,
+        client_id=environ.get("AZURE_CLIENT_ID") or None,
+        tenant_id=environ.get("AZURE_TENANT_ID") or None,
     )
 
 
@@ -257,4 +393,46 @@ def _describe_explicit(explicit: Any) -> str:
     return getattr(explicit, "__qualname__", type(explicit).__name__)
 
 
+TOKEN_THREAD_PREFIX = "django-azure-pg-token"  # noqa: S105 — a thread name
+"""Name of the threads tokens.py fetches in (``threading.Thread(name=...)`` there)."""
+
+AZURE_IDENTITY_FAILURE_LOGGERS = (
+    "azure.identity._internal.decorators",
+    "azure.identity._internal.get_token_mixin",
+    "azure.identity._internal.msal_managed_identity_client",
+    "azure.identity._internal.managed_identity_client",
+    "azure.identity._credentials.managed_identity",
+)
+"""azure-identity's loggers that WARN "<credential>.get_token failed: …" (1.27)."""
+
+
+class _ReportedOnce(logging.Filter):
+    """Drops azure-identity's own WARNING about a failed fetch made by our token thread.
+
+    django_azure_pg.tokens logs that same failure (credential, scope, time waited and
+    azure-identity's text) and the login error carries it, so without this filter one
+    outage prints it three times (twice from azure-identity, nested in each other).
+    Left alone: fetches by other code in the process, and everything when the logger
+    is enabled for DEBUG (someone is looking closely).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno >= logging.WARNING
+            and (record.threadName or "").startswith(TOKEN_THREAD_PREFIX)
+            and not logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        )
+
+
+_REPORTED_ONCE = _ReportedOnce()
+
+
+def install_failure_filter() -> None:
+    for name in AZURE_IDENTITY_FAILURE_LOGGERS:
+        target = logging.getLogger(name)
+        if _REPORTED_ONCE not in target.filters:
+            target.addFilter(_REPORTED_ONCE)
+
+
+install_failure_filter()
 install_log_redaction()  # azure-identity's and msal's loggers exist now that they are imported

@@ -460,6 +460,28 @@ _advice(
 )
 
 
+# -- issue 23: an empty HOST ----------------------------------------------------------
+
+
+class NoHost(ServerCause):
+    """libpq dialled a local Unix socket: HOST is empty (``manage.py check``: E011)."""
+
+
+# libpq's text when it tries a socket file ('connection to server on socket
+# "/var/run/postgresql/.s.PGSQL.5432" failed: No such file or directory').
+_LIBPQ.append((re.compile(r'connection to server on socket "[^"]*" failed', re.I), NoHost))
+_advice(
+    NoHost,
+    '`connection to server on socket "/var/run/postgresql/.s.PGSQL.5432" failed: No such '
+    "file or directory`",
+    "HOST is empty or missing, so libpq tried a PostgreSQL on this machine's Unix socket "
+    "instead of the Azure server — often a Service Connector variable that is not set.",
+    "Set HOST to `<server>.postgres.database.azure.com`; with `from_env()` it comes from "
+    "AZURE_POSTGRESQL_HOST (or `host=` in AZURE_POSTGRESQL_CONNECTIONSTRING). `manage.py "
+    "check` reports it as E011.",
+)
+
+
 def chain(exc: BaseException) -> Iterator[BaseException]:
     """``exc`` and its causes, outermost first."""
     seen: set[int] = set()

@@ -83,6 +83,8 @@ AZURE_HOST_SUFFIXES = (
     *clouds.HOST_SUFFIXES,
     # Azure Cosmos DB for PostgreSQL documents Entra token logins (preview;
     # MicrosoftDocs/azure-docs, articles/cosmos-db/postgresql/how-to-configure-authentication.md).
+    # UNVERIFIED: that page contradicts itself on the token resource and nothing here
+    # has been tried against a cluster; treated as Azure for TLS only.
     ".postgres.cosmos.azure.com",
 )
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")

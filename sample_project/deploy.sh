@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Deploy the sample to App Service + PostgreSQL Flexible Server with plain az CLI steps,
 # passwordless end to end: the server has Entra authentication only, the web app uses its
-# system-assigned identity, Service Connector creates the app's role, and the code goes out
-# last — after its settings, its role and the migrations exist.
+# system-assigned identity, this script creates the app's role (as Service Connector would,
+# with the same name and settings), and the code goes out last — after its settings, its
+# role and the migrations exist.
 #
 # Needs:
 # - Azure CLI >= 2.87.0. Azure CLI release notes (MicrosoftDocs/azure-docs-cli,
@@ -14,14 +15,26 @@
 #   --rule-name <rule>`). Every other command here is older. tests/test_az_parser.py parses
 #   each call with the CLI's own argument parser.
 # - `az login` (you become the server's Entra admin); Python 3.10+; curl.
+# - Not the serviceconnector-passwordless extension: its source (azure-cli-extensions,
+#   src/serviceconnector-passwordless/azext_serviceconnector_passwordless/_credential_free.py,
+#   PostgresFlexHandler) calls `flexible-server ad-admin list/create` (gone since 2.73.0),
+#   `update --active-directory-auth`, `db show --database-name` and `firewall-rule create
+#   --name <server> --rule-name <rule>` (renamed in 2.87.0), so `az webapp connection create
+#   postgres-flexible --system-identity` cannot work with the CLI this script needs. The role
+#   is created here instead with `manage.py create_aad_principal` (the same
+#   pgaadauth_create_principal_with_oid call) and the settings set directly.
 # - Run from a checkout of the django-azure-pg repository: the library is built into wheels/
 #   and shipped with the app (build-wheels.sh; requirements.txt --find-links wheels).
 # Settings (environment): APP_NAME and DB_SERVER_NAME (globally unique names); optional
-# RESOURCE_GROUP, LOCATION, DATABASE, CONNECTION, MY_IP (your public IP for a temporary
+# RESOURCE_GROUP, LOCATION (default eastus — new trial and MSDN subscriptions are often
+# refused Flexible Server there with LocationIsOfferRestricted: pick another region, e.g.
+# LOCATION=swedencentral), DATABASE, CONNECTION, MY_IP (your public IP for a temporary
 # firewall rule), ALLOW_ALL_AZURE (yes: the 0.0.0.0 rule, any Azure address; no: a rule per
 # outbound address of this web app).
 set -euo pipefail
 cd "$(dirname "$0")"
+# shellcheck source-path=SCRIPTDIR
+. infra/hooks/common.sh  # retry
 
 : "${APP_NAME:?set APP_NAME (globally unique web app name)}"
 : "${DB_SERVER_NAME:?set DB_SERVER_NAME (globally unique server name)}"
@@ -44,9 +57,6 @@ if [ "$(printf '%s\n%s\n' "$MIN_AZ_VERSION" "$az_version" | sort -V | head -n 1)
   echo "Azure CLI $az_version is too old: this script needs $MIN_AZ_VERSION or later (az upgrade)." >&2
   exit 1
 fi
-# Service Connector's passwordless part (creating the database role, --yes) lives in this
-# extension; install it up front so nothing prompts later.
-az extension add --name serviceconnector-passwordless --upgrade --yes --output none
 ADMIN_UPN="$(az ad signed-in-user show --query userPrincipalName --output tsv)"
 ADMIN_OID="$(az ad signed-in-user show --query id --output tsv)"
 echo "$ADMIN_UPN becomes the server's Entra admin"
@@ -78,10 +88,14 @@ az webapp create --resource-group "$RESOURCE_GROUP" --plan "$PLAN" --name "$APP_
 az webapp update --resource-group "$RESOURCE_GROUP" --name "$APP_NAME" --https-only true --output none
 az webapp config set --resource-group "$RESOURCE_GROUP" --name "$APP_NAME" \
   --startup-file startup.sh --generic-configurations '{"healthCheckPath": "/health/"}' --output none
-az webapp identity assign --resource-group "$RESOURCE_GROUP" --name "$APP_NAME" --output none
+APP_PRINCIPAL_ID="$(az webapp identity assign --resource-group "$RESOURCE_GROUP" \
+  --name "$APP_NAME" --query principalId --output tsv)"
 SECRET_KEY="$("$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(50))')"
+# Service Connector's names (client type django), read by django_azure_pg.from_env().
 az webapp config appsettings set --resource-group "$RESOURCE_GROUP" --name "$APP_NAME" \
-  --settings SCM_DO_BUILD_DURING_DEPLOYMENT=true SECRET_KEY="$SECRET_KEY" --output none
+  --settings SCM_DO_BUILD_DURING_DEPLOYMENT=true SECRET_KEY="$SECRET_KEY" \
+  AZURE_POSTGRESQL_HOST="${DB_SERVER_NAME}.postgres.database.azure.com" \
+  AZURE_POSTGRESQL_NAME="$DATABASE" AZURE_POSTGRESQL_USER="$ROLE" --output none
 
 if [ "$ALLOW_ALL_AZURE" != yes ]; then
   step "Firewall: only this web app's possible outbound addresses"
@@ -97,7 +111,7 @@ if [ "$ALLOW_ALL_AZURE" != yes ]; then
 fi
 
 step "Let this machine reach the server until the script ends"
-# Service Connector (next step) and the migrations log in from here.
+# The role creation and the migrations log in from here.
 MY_IP="${MY_IP:-$(curl --silent --fail https://api.ipify.org)}"
 az postgres flexible-server firewall-rule create \
   --resource-group "$RESOURCE_GROUP" --server-name "$DB_SERVER_NAME" --name deploy-client \
@@ -105,22 +119,21 @@ az postgres flexible-server firewall-rule create \
 trap 'az postgres flexible-server firewall-rule delete --resource-group "$RESOURCE_GROUP" \
   --server-name "$DB_SERVER_NAME" --name deploy-client --yes --output none' EXIT
 
-step "Service Connector: role ${ROLE} for the app's identity, AZURE_POSTGRESQL_* app settings"
-az webapp connection create postgres-flexible \
-  --resource-group "$RESOURCE_GROUP" --name "$APP_NAME" \
-  --target-resource-group "$RESOURCE_GROUP" --server "$DB_SERVER_NAME" --database "$DATABASE" \
-  --connection "$CONNECTION" --system-identity --client-type django --yes --output none
-
-step "Migrate and grant, from here, as you (the Entra admin, with your az login token)"
+step "Role ${ROLE} for the app's identity; migrate and grant — from here, as you"
 ./build-wheels.sh
 [ -x "$APP_PYTHON" ] || "$PYTHON" -m venv .venv
 "$APP_PYTHON" -m pip install --quiet -r requirements.txt
 export AZURE_POSTGRESQL_HOST="${DB_SERVER_NAME}.postgres.database.azure.com"
 export AZURE_POSTGRESQL_NAME="$DATABASE"
+# Mapped to the identity by object id, named as Service Connector names its roles. Retried:
+# a managed identity created a minute ago may not have reached every Entra replica yet.
+AZURE_POSTGRESQL_USER="$ROLE" retry "$APP_PYTHON" manage.py create_aad_principal "$ROLE" \
+  --oid "$APP_PRINCIPAL_ID" --type service --owner-user "$ADMIN_UPN" --owner-entra
 # The tables belong to you; migrate_locked holds an advisory lock, so overlapping deploys
 # take turns. Migrations run here once, not at every container start.
 AZURE_POSTGRESQL_USER="$ADMIN_UPN" "$APP_PYTHON" manage.py migrate_locked --noinput
-# What Service Connector does not do: privileges in the app database (PostgreSQL 15+).
+# Privileges in the app database (PostgreSQL 15+ gives non-owners no CREATE on public;
+# Service Connector would not grant them either).
 AZURE_POSTGRESQL_USER="$ROLE" "$APP_PYTHON" manage.py grant_aad_privileges \
   --owner-user "$ADMIN_UPN" --owner-entra
 

@@ -29,6 +29,7 @@ case "$*" in
   "ad signed-in-user show --query userPrincipalName --output tsv") echo "dev@contoso.com" ;;
   "ad signed-in-user show --query id --output tsv") echo "11111111-2222-3333-4444-555555555555" ;;
   *"--query possibleOutboundIpAddresses"*) echo "20.1.2.3,20.1.2.4" ;;
+  "webapp identity assign "*"--query principalId --output tsv") echo "99999999-8888-7777-6666-000000000001" ;;
 esac
 """
 

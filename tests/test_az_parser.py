@@ -5,11 +5,11 @@ scripts run, shell quoting and expansion done); the parser is azure-cli's own, l
 a test-only environment (scripts/azure-cli-env.sh, cached in .cache/) and run offline by
 scripts/az_parse.py: command table, arguments, argparse — no validators, no network.
 
-Not checkable offline: arguments that only the serviceconnector-passwordless extension adds.
-Azure CLI installs that extension from Azure's own storage, not from PyPI, so it cannot be
-installed here; deploy.sh installs it (`az extension add`). EXTENSION_ONLY lists what is
-removed before parsing, with the extension source that defines it; the rest of those
-command lines is parsed against the core CLI's definition of the same command.
+Not checkable offline: arguments that only a CLI extension adds (Azure CLI installs
+extensions from Azure's own storage, not from PyPI). The scripts use none any more: the
+serviceconnector-passwordless extension itself calls arguments Azure CLI 2.73/2.87 removed
+(see deploy.sh), so deploy.sh creates the role itself. EXTENSION_ONLY would list what is
+removed before parsing, with the extension source that defines it.
 """
 
 from __future__ import annotations
@@ -22,12 +22,7 @@ import pytest
 
 from .sample_stubs import AZD_ENV, DEPLOY_ENV, ROOT, build_runtime_wheel, run_script
 
-EXTENSION_ONLY = {
-    # azure-cli-extensions, src/serviceconnector-passwordless/azext_serviceconnector_passwordless/
-    # _params.py: c.argument('yes', arg_type=yes_arg_type) on '{source} connection create
-    # {target}' — the core serviceconnector module has no --yes there.
-    ("webapp connection create postgres-flexible", "--yes"),
-}
+EXTENSION_ONLY: set[tuple[str, str]] = set()
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +83,6 @@ def test_every_az_call_parses(az_python: str, recorded: list[list[str]], tmp_pat
     # The calls that matter are all there (the stub run really covered the scripts).
     assert {
         "version",
-        "extension add",
         "postgres flexible-server create",
         "postgres flexible-server microsoft-entra-admin create",
         "postgres flexible-server db create",
@@ -98,7 +92,7 @@ def test_every_az_call_parses(az_python: str, recorded: list[list[str]], tmp_pat
         "webapp create",
         "webapp config set",
         "webapp config appsettings set",
-        "webapp connection create postgres-flexible",
+        "webapp identity assign",
         "webapp deploy",
         "webapp show",
         "account show",

@@ -26,7 +26,9 @@ def test_good_settings_are_silent() -> None:
     assert (
         ids({"HOST": AZ, "USER": "aad_x", "OPTIONS": {"pool": True, "application_name": "a"}}) == []
     )
-    assert ids({"HOST": "localhost", "PASSWORD": "pw", "OPTIONS": {"sslmode": "disable"}}) == []
+    assert ids({"HOST": "localhost", "PASSWORD": "pw", "OPTIONS": {"sslmode": "disable"}}) == [
+        "django_azure_pg.W010"  # a password login: only the note that tokens are off
+    ]
 
 
 def test_misspelled_option_is_a_warning() -> None:
@@ -72,7 +74,8 @@ def test_unverified_azure_is_a_warning() -> None:
         "django_azure_pg.W002"
     ]
     assert ids({"HOST": AZ, "PASSWORD": "pw", "OPTIONS": {"sslmode": "prefer"}}) == [
-        "django_azure_pg.W002"
+        "django_azure_pg.W002",
+        "django_azure_pg.W010",
     ]
     assert ids({"HOST": AZ, "USER": "u"}) == []  # the default: verify-full
 
@@ -115,7 +118,7 @@ def test_default_credential_with_nothing_to_find(
 ) -> None:
     tag = tmp_path / "chassis_asset_tag"
     tag.write_text("No Asset Tag\n")  # a laptop or another cloud
-    monkeypatch.setattr("django_azure_pg.checks.CHASSIS_ASSET_TAG_FILE", str(tag))
+    monkeypatch.setattr("django_azure_pg.credentials.CHASSIS_ASSET_TAG_FILE", str(tag))
     monkeypatch.setattr("django_azure_pg.checks.shutil.which", lambda name: None)
     assert ids({"HOST": AZ, "USER": "u"}, {}) == ["django_azure_pg.W001"]
     monkeypatch.setattr("django_azure_pg.checks.shutil.which", lambda name: "/usr/bin/az")
@@ -128,9 +131,9 @@ def test_no_false_w001_where_imds_answers(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setattr("django_azure_pg.checks.shutil.which", lambda name: None)
     tag = tmp_path / "chassis_asset_tag"
     tag.write_text("7783-7084-3265-9085-8269-3286-77\n")
-    monkeypatch.setattr("django_azure_pg.checks.CHASSIS_ASSET_TAG_FILE", str(tag))
+    monkeypatch.setattr("django_azure_pg.credentials.CHASSIS_ASSET_TAG_FILE", str(tag))
     assert ids({"HOST": AZ, "USER": "u"}, {}) == []  # Azure VM
-    monkeypatch.setattr("django_azure_pg.checks.CHASSIS_ASSET_TAG_FILE", str(tmp_path / "none"))
+    monkeypatch.setattr("django_azure_pg.credentials.CHASSIS_ASSET_TAG_FILE", str(tmp_path / "none"))
     assert ids({"HOST": AZ, "USER": "u"}, {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}) == []  # AKS
     assert ids({"HOST": AZ, "USER": "u"}, {}) == ["django_azure_pg.W001"]
 
@@ -205,3 +208,85 @@ def test_verify_ca_to_an_azure_host_warns() -> None:
     )
     assert [m.id for m in messages] == ["django_azure_pg.W002"]
     assert "not the name" in messages[0].msg
+
+
+# -- what only failed at runtime before (issue 23) ----------------------------
+
+
+def entra_like_token() -> str:
+    """A JWT with an Entra access token's claims (unsigned; only its shape matters)."""
+    import base64
+    import json
+
+    def part(obj: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    claims = {"aud": "https://ossrdbms-aad.database.windows.net", "iss": "https://sts.windows.net/t/",
+              "oid": "o", "tid": "t", "exp": 2000000000}
+    return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+def test_leftover_password_says_tokens_are_off() -> None:
+    messages = check_alias("default", {"HOST": AZ, "USER": "u", "PASSWORD": "hunter2"}, MI_ENV)
+    assert [m.id for m in messages] == ["django_azure_pg.W010"]
+    assert not messages[0].is_serious()  # a deliberate password login still migrates
+    assert "token login is OFF" in messages[0].msg and "DATABASES['default']" in messages[0].msg
+    assert "SILENCED_SYSTEM_CHECKS" in messages[0].hint and "W010" in messages[0].hint
+    assert "hunter2" not in messages[0].msg + messages[0].hint
+
+
+def test_token_pasted_into_password_is_an_error_that_never_shows_it() -> None:
+    token = entra_like_token()
+    messages = check_alias("default", {"HOST": AZ, "USER": "u", "PASSWORD": token}, MI_ENV)
+    assert [m.id for m in messages] == ["django_azure_pg.E010"]
+    assert messages[0].is_serious()
+    for piece in token.split("."):
+        assert piece not in messages[0].msg + messages[0].hint
+    # A password that merely has two dots is a password.
+    assert ids({"HOST": AZ, "USER": "u", "PASSWORD": "a.b.c"}) == ["django_azure_pg.W010"]
+
+
+def test_password_silenced_deliberately(monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.conf import settings
+    from django.core.management import call_command
+
+    entry = {"ENGINE": "django_azure_pg", "HOST": AZ, "NAME": "d", "USER": "u", "PASSWORD": "pw"}
+    monkeypatch.setattr(settings, "DATABASES", {"default": entry})
+    monkeypatch.setattr(settings, "SILENCED_SYSTEM_CHECKS", ["django_azure_pg.W010"])
+    call_command("check", fail_level="WARNING")  # nothing left to report
+
+
+@pytest.mark.parametrize("host", [None, "", "  "])
+def test_missing_host_names_the_service_connector_variable(host: str | None) -> None:
+    entry: dict[str, Any] = {"USER": "u", "NAME": "d"}
+    if host is not None:
+        entry["HOST"] = host
+    messages = check_alias("default", entry, MI_ENV)
+    assert [m.id for m in messages] == ["django_azure_pg.E011"]
+    assert "Unix socket" in messages[0].msg
+    assert "AZURE_POSTGRESQL_HOST" in messages[0].hint
+
+
+def test_host_from_elsewhere_is_not_missing() -> None:
+    assert ids({"USER": "u", "OPTIONS": {"host": AZ}}) == []
+    assert ids({"USER": "u", "OPTIONS": {"service": "mydb"}}) == []
+    assert ids({"USER": "u"}, {**MI_ENV, "PGHOST": AZ}) == []
+    assert ids({"PASSWORD": "pw"}) == ["django_azure_pg.W010"]  # a local password login
+
+
+def test_pool_needs_django_51(monkeypatch: pytest.MonkeyPatch) -> None:
+    import django
+
+    monkeypatch.setattr(django, "VERSION", (4, 2, 30, "final", 0))
+    messages = check_alias("default", {"HOST": AZ, "USER": "u", "OPTIONS": {"pool": True}}, MI_ENV)
+    assert [m.id for m in messages] == ["django_azure_pg.E012"]
+    assert "Django 5.1" in messages[0].msg
+    assert ids({"HOST": AZ, "USER": "u", "OPTIONS": {"pool": False}}) == []
+    monkeypatch.setattr(django, "VERSION", (5, 1, 0, "final", 0))
+    assert ids({"HOST": AZ, "USER": "u", "OPTIONS": {"pool": True}}) == []
+
+
+def test_bad_azure_token_credentials_is_e001() -> None:
+    messages = check_alias("default", {"HOST": AZ, "USER": "u"}, {"AZURE_TOKEN_CREDENTIALS": "production"})
+    assert [m.id for m in messages] == ["django_azure_pg.E001"]
+    assert "AZURE_TOKEN_CREDENTIALS" in messages[0].msg

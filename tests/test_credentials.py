@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 from azure.identity import (
     ClientSecretCredential,
     DefaultAzureCredential,
+    EnvironmentCredential,
     ManagedIdentityCredential,
+    WorkloadIdentityCredential,
 )
 
 from django_azure_pg.clouds import PUBLIC_SCOPE, scope_for
@@ -22,11 +27,20 @@ def make_credential() -> FakeCredential:
     return FakeCredential()
 
 
+@pytest.fixture(autouse=True)
+def _not_an_azure_vm(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """This machine's own chassis must not decide the tests (they set the sign themselves)."""
+    tag = tmp_path / "chassis_asset_tag"
+    tag.write_text("No Asset Tag\n")
+    monkeypatch.setattr("django_azure_pg.credentials.CHASSIS_ASSET_TAG_FILE", str(tag))
+    yield tag
+
+
 def test_nothing_means_default_azure_credential() -> None:
     choice = choose({}, {})
     assert choice.kind == "default"
     assert isinstance(choice.factory()(), DefaultAzureCredential)
-    assert "AZURE_POSTGRESQL_CLIENTID" in choice.reason
+    assert "nothing here says Azure" in choice.reason
 
 
 def test_client_id_alone_is_user_assigned_managed_identity() -> None:
@@ -116,3 +130,85 @@ def test_scopes() -> None:
     assert scope_for("china").endswith("chinacloudapi.cn/.default")
     assert scope_for("usgov").endswith("usgovcloudapi.net/.default")
     assert scope_for("https://example/.default") == "https://example/.default"
+
+
+# -- the environment's own credential: deterministic inside Azure (issue 23) ---
+
+APP_SERVICE = {"IDENTITY_ENDPOINT": "http://127.0.0.1:1/msi/token", "IDENTITY_HEADER": "h"}
+WORKLOAD = {
+    "AZURE_CLIENT_ID": "wi-client",
+    "AZURE_TENANT_ID": "t1",
+    "AZURE_FEDERATED_TOKEN_FILE": "/var/run/secrets/azure/tokens/azure-identity-token",
+    "AZURE_AUTHORITY_HOST": "https://login.microsoftonline.com/",
+    "KUBERNETES_SERVICE_HOST": "10.0.0.1",
+}
+
+
+@pytest.mark.parametrize(
+    ("where", "env", "kind", "cls", "says"),
+    [
+        ("App Service / Functions", {**APP_SERVICE, "WEBSITE_SITE_NAME": "app"}, "managed_identity", ManagedIdentityCredential, "IDENTITY_ENDPOINT"),
+        ("Container Apps", {**APP_SERVICE, "CONTAINER_APP_NAME": "app"}, "managed_identity", ManagedIdentityCredential, "IDENTITY_ENDPOINT"),
+        ("Cloud Shell / Azure ML", {"MSI_ENDPOINT": "http://127.0.0.1:1/"}, "managed_identity", ManagedIdentityCredential, "MSI_ENDPOINT"),
+        ("AKS pod, node identity", {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, "managed_identity", ManagedIdentityCredential, "KUBERNETES_SERVICE_HOST"),
+        ("AKS workload identity", WORKLOAD, "workload_identity", WorkloadIdentityCredential, "AZURE_FEDERATED_TOKEN_FILE"),
+        ("service principal variables", {"AZURE_CLIENT_ID": "c", "AZURE_TENANT_ID": "t", "AZURE_CLIENT_SECRET": "shh"}, "environment", EnvironmentCredential, "AZURE_CLIENT_SECRET"),
+        ("laptop", {"PATH": "/usr/bin"}, "default", DefaultAzureCredential, "nothing here says Azure"),
+    ],
+)
+def test_credential_per_environment(
+    where: str, env: dict[str, str], kind: str, cls: type, says: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in env.items():  # WorkloadIdentityCredential reads them when built
+        monkeypatch.setenv(name, value)
+    choice = choose({}, env)
+    assert choice.kind == kind, where
+    assert says in choice.reason, choice.reason
+    assert isinstance(choice.factory()(), cls)
+    assert "shh" not in choice.reason + repr(choice)
+
+
+def test_azure_vm_is_known_by_its_chassis(_not_an_azure_vm: Path) -> None:
+    _not_an_azure_vm.write_text("7783-7084-3265-9085-8269-3286-77\n")
+    choice = choose({}, {})
+    assert (choice.kind, choice.name) == ("managed_identity", "ManagedIdentityCredential")
+    assert "asset tag" in choice.reason
+    user_assigned = choose({}, {"AZURE_CLIENT_ID": "uami"})
+    assert user_assigned.name == "ManagedIdentityCredential(client_id=uami)"
+
+
+def test_service_connector_still_wins_inside_azure() -> None:
+    choice = choose({}, {**APP_SERVICE, SC + "CLIENTID": "sc-uami"})
+    assert (choice.kind, choice.client_id) == ("managed_identity", "sc-uami")
+
+
+@pytest.mark.parametrize(
+    ("value", "env", "kind"),
+    [
+        ("ManagedIdentityCredential", {}, "managed_identity"),  # names are case-insensitive
+        ("managedidentitycredential", {"AZURE_CLIENT_SECRET": "s", "AZURE_CLIENT_ID": "c", "AZURE_TENANT_ID": "t"}, "managed_identity"),
+        ("workloadidentitycredential", {}, "workload_identity"),
+        ("environmentcredential", APP_SERVICE, "environment"),
+        ("dev", APP_SERVICE, "default"),  # the user asks for the developer chain, even in Azure
+        ("azureclicredential", APP_SERVICE, "default"),  # azure-identity narrows it to the CLI
+        ("prod", APP_SERVICE, "managed_identity"),
+        ("prod", {}, "default"),  # narrowed to Environment/Workload/ManagedIdentity by azure-identity
+    ],
+)
+def test_azure_token_credentials_is_honoured(value: str, env: dict[str, str], kind: str) -> None:
+    choice = choose({}, {**env, "AZURE_TOKEN_CREDENTIALS": value})
+    assert choice.kind == kind
+    assert f"AZURE_TOKEN_CREDENTIALS={value.lower()}" in choice.reason
+
+
+def test_azure_token_credentials_narrows_default_azure_credential(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "azureclicredential")
+    built = choose({}, {"AZURE_TOKEN_CREDENTIALS": "azureclicredential"}).factory()()
+    assert [type(c).__name__ for c in built.credentials] == ["AzureCliCredential"]
+
+
+def test_bad_azure_token_credentials_is_named() -> None:
+    with pytest.raises(CredentialConfigError, match=r"AZURE_TOKEN_CREDENTIALS='production'.*prod, dev"):
+        choose({}, {"AZURE_TOKEN_CREDENTIALS": "production"})

@@ -111,3 +111,37 @@ def test_missing_schema_privileges(
     assert "grant_aad_privileges --migrate" in text
     data: dict[str, Any] = json.loads(doctor("doc", "json")[0])
     assert data["steps"][-1]["status"] == "warning"
+
+
+# -- what manage.py check finds, explained by the doctor too (issue 23) ---------
+
+
+def test_leftover_password_is_explained(add_alias: Callable[..., str]) -> None:
+    add_alias("doc", NAME=ITEST_DB, USER=ROLE, PASSWORD="not-a-token")
+    text, _ = doctor("doc")
+    assert "[warn] check django_azure_pg.W010" in text
+    assert "likely cause: DATABASES['doc'] has a PASSWORD, so Entra token login is OFF" in text
+    assert "SILENCED_SYSTEM_CHECKS" in text
+    assert "not-a-token" not in text
+
+
+def test_token_in_password_is_a_failure_that_never_shows_it(
+    add_alias: Callable[..., str], identity: Identity, emulator: IdentityEmulator
+) -> None:
+    token, _ = emulator.issue(identity)
+    add_alias("doc", NAME=ITEST_DB, USER=ROLE, PASSWORD=token)
+    text, code = doctor("doc")
+    assert code == 1
+    assert "[FAIL] check django_azure_pg.E010" in text
+    assert "fix: Remove PASSWORD" in text
+    for piece in token.split("."):
+        assert piece not in text
+
+
+def test_missing_host_names_its_variable(add_alias: Callable[..., str], identity: Identity) -> None:
+    add_alias("doc", HOST="", NAME=ITEST_DB, USER=ROLE, OPTIONS={"client_id": identity.client_id})
+    text, code = doctor("doc")
+    assert code == 1
+    assert "[FAIL] check django_azure_pg.E011" in text
+    assert "AZURE_POSTGRESQL_HOST" in text
+    assert json.loads(doctor("doc", "json")[0])["steps"][0]["name"] == "check django_azure_pg.E011"

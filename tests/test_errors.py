@@ -86,6 +86,14 @@ EXAMPLES: list[tuple[BaseException, type[BaseException]]] = [
         errors.HostUnknown,
     ),
     (op("Connection refused\n\tIs the server running on that host"), errors.Unreachable),
+    (
+        psycopg.OperationalError(  # libpq 18's text for an empty HOST (issue 23)
+            'connection is bad: connection to server on socket "/var/run/postgresql/'
+            '.s.PGSQL.5432" failed: No such file or directory\n\tIs the server running '
+            "locally and accepting connections on that socket?"
+        ),
+        errors.NoHost,
+    ),
 ]
 
 

@@ -87,3 +87,23 @@ def test_wheel_installs_into_a_clean_venv(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "3 passed" in result.stdout
+
+
+def test_missing_psycopg3_is_a_clear_improperly_configured() -> None:
+    """An app with only psycopg2 (psycopg 3 blocked from import here) gets one clear message."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "from django.conf import settings; settings.configure()\n"
+        "from django.core.exceptions import ImproperlyConfigured\n"
+        "from django.db.utils import load_backend\n"
+        "try:\n"
+        "    load_backend('django_azure_pg')\n"
+        "except ImproperlyConfigured as exc:\n"
+        "    print('IC:', exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.stdout.startswith("IC: django-azure-pg needs psycopg 3"), out.stdout + out.stderr
+    assert "pip install 'psycopg[binary]" in out.stdout

@@ -60,7 +60,6 @@ def test_deploy_sh_against_a_stub_az(tmp_path: Path, wheel: Path) -> None:
     assert run.result.returncode == 0, run.result.stderr
     expected_order = [
         "az version",
-        "az extension add --name serviceconnector-passwordless",
         "az group create",
         "az postgres flexible-server create",
         "az postgres flexible-server microsoft-entra-admin create",
@@ -71,9 +70,9 @@ def test_deploy_sh_against_a_stub_az(tmp_path: Path, wheel: Path) -> None:
         "az webapp identity assign",
         "az webapp config appsettings set",
         "az postgres flexible-server firewall-rule create",
-        "az webapp connection create postgres-flexible",
         "python -m pip wheel",
         "python -m pip install --quiet -r requirements.txt",
+        "python manage.py create_aad_principal",
         "python manage.py migrate_locked",
         "python manage.py grant_aad_privileges",
         "az webapp deploy",
@@ -84,10 +83,20 @@ def test_deploy_sh_against_a_stub_az(tmp_path: Path, wheel: Path) -> None:
     text = "\n".join(run.lines)
     assert "--microsoft-entra-auth Enabled --password-auth Disabled" in text
     assert "--public-access 0.0.0.0" in text
-    assert re.search(
-        r"connection create postgres-flexible .*--system-identity --client-type django", text
+    # The role, as Service Connector would make it, without its extension (which still
+    # calls arguments Azure CLI 2.73/2.87 removed): mapped to the app's identity by object id.
+    create = run.lines[run.position("python manage.py create_aad_principal")]
+    assert (
+        "create_aad_principal aad_restaurantdb --oid 99999999-8888-7777-6666-000000000001 "
+        "--type service --owner-user dev@contoso.com --owner-entra" in create
     )
+    assert "USER=aad_restaurantdb" in create
+    assert "serviceconnector" not in text and "connection create" not in text
+    settings = run.lines[run.position("az webapp config appsettings set")]
+    assert "AZURE_POSTGRESQL_HOST=restaurants-db.postgres.database.azure.com" in settings
+    assert "AZURE_POSTGRESQL_NAME=restaurant AZURE_POSTGRESQL_USER=aad_restaurantdb" in settings
     assert "--https-only true" in text and '"healthCheckPath": "/health/"' in text
+    assert "webapp identity assign" in text and "--query principalId" in text
     assert "SCM_DO_BUILD_DURING_DEPLOYMENT=true" in text
     assert "az webapp up " not in text  # deprecated; and it would boot the app too early
     migrate = run.lines[run.position("python manage.py migrate_locked")]
@@ -122,7 +131,7 @@ def test_deploy_sh_can_limit_the_firewall_to_the_apps_addresses(
     assert "--public-access None" in text and "0.0.0.0" not in text  # noqa: S104
     rules = [line for line in run.lines if "--name app-outbound-" in line]
     assert len(rules) == 2 and "20.1.2.3" in rules[0] and "20.1.2.4" in rules[1]
-    assert run.position("az webapp show") < run.position("az webapp connection create")
+    assert run.position("az webapp show") < run.position("python manage.py create_aad_principal")
 
 
 def test_deploy_sh_refuses_an_azure_cli_older_than_2_87(tmp_path: Path, wheel: Path) -> None:
@@ -132,6 +141,30 @@ def test_deploy_sh_refuses_an_azure_cli_older_than_2_87(tmp_path: Path, wheel: P
     assert run.lines == ['az version --query "azure-cli" --output tsv']  # nothing created
     run = run_script("deploy.sh", tmp_path, wheel, {**DEPLOY_ENV, "STUB_AZ_VERSION": "2.100.1"})
     assert run.result.returncode == 0, run.result.stderr  # compared as versions, not text
+
+
+def test_deploy_sh_retries_the_role_while_entra_replicates(tmp_path: Path, wheel: Path) -> None:
+    fail_once = tmp_path / "fail-once"
+    fail_once.touch()  # the new identity is not in every Entra replica yet: first try fails
+    run = run_script("deploy.sh", tmp_path, wheel, {**DEPLOY_ENV, "FAIL_ONCE": str(fail_once)})
+    assert run.result.returncode == 0, run.result.stderr
+    creates = [line for line in run.lines if "create_aad_principal" in line]
+    assert len(creates) == 2 and all("USER=aad_restaurantdb" in line for line in creates)
+
+
+@pytest.mark.parametrize("hook", ["infra/hooks/postprovision.sh", "infra/hooks/predeploy.sh"])
+def test_hooks_refuse_an_azure_cli_older_than_2_87(tmp_path: Path, wheel: Path, hook: str) -> None:
+    # common.sh's firewall-rule calls use 2.87.0's argument names; 2.86 would stop halfway
+    # with "unrecognized arguments".
+    run = run_script(hook, tmp_path, wheel, {**AZD_ENV, "STUB_AZ_VERSION": "2.86.0"})
+    assert run.result.returncode == 1
+    assert "Azure CLI 2.86.0 is too old" in run.result.stderr
+    assert "2.87.0 or later" in run.result.stderr and "az upgrade" in run.result.stderr
+    assert run.lines == ['az version --query "azure-cli" --output tsv']  # nothing else ran
+    for accepted in ("2.87.0", "2.100.1"):  # compared as versions, not text
+        run = run_script(hook, tmp_path, wheel, {**AZD_ENV, "STUB_AZ_VERSION": accepted})
+        assert run.result.returncode == 0, run.result.stderr
+        assert any("firewall-rule create" in line for line in run.lines)
 
 
 def test_postprovision_hook_creates_the_role_with_a_retry(tmp_path: Path, wheel: Path) -> None:
@@ -215,6 +248,8 @@ def test_requirements_install_the_library_from_this_repository(tmp_path: Path, w
 def test_config_files_parse() -> None:
     params = json.loads((SAMPLE / "infra/main.parameters.json").read_text())
     assert set(params["parameters"]) >= {"environmentName", "location", "principalId"}
+    # CI runs azd as a service principal: the admin's type must follow (azd's ${VAR=default}).
+    assert params["parameters"]["principalType"]["value"] == "${AZURE_PRINCIPAL_TYPE=User}"
     azure = yaml.safe_load((SAMPLE / "azure.yaml").read_text())
     web = azure["services"]["web"]
     assert web["host"] == "appservice" and web["project"] == "."

@@ -109,3 +109,14 @@ def test_workload_identity_asks_the_usgov_authority(
     with pytest.raises(Offline):
         credential.get_token(SCOPES["usgov"])
     assert first_request_host and set(first_request_host) == {"login.microsoftonline.us"}
+
+
+def test_bleu_france_sovereign_cloud() -> None:
+    bleu_host = "shop.postgres.database.sovcloud-api.fr"
+    assert scope_for(None, bleu_host) == "https://ossrdbms-aad.database.sovcloud-api.fr/.default"
+    login = TokenLogin.from_settings("bleu", {}, "u", environ=SP, host=bleu_host)
+    assert login.choice.authority == "login.sovcloud-identity.fr"
+    managed = TokenLogin.from_settings(
+        "bleu", {}, "u", environ={"IDENTITY_ENDPOINT": "http://127.0.0.1:1/"}, host=bleu_host
+    )
+    assert managed.choice.authority is None  # a managed identity's endpoint is local

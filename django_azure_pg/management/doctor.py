@@ -70,10 +70,28 @@ def environment_seen(environ: Any) -> dict[str, str]:
     return seen
 
 
+def check_steps(alias: str, entry: dict[str, Any], environ: Any) -> list[Step]:
+    """``manage.py check``'s findings for this alias, each as a step with its cause and fix.
+
+    Run on the entry as configured (the doctor itself connects without the pool), so a
+    leftover PASSWORD, a token pasted into it, a missing HOST or a pool Django cannot
+    build are explained here too, not only as the raw error they lead to.
+    """
+    from .. import checks
+
+    steps = []
+    for message in checks.check_alias(alias, entry, environ):
+        status = "fail" if message.is_serious() else "warning"
+        step = Step(f"check {message.id}", status, {"id": message.id})
+        step.cause, step.fix = message.msg, message.hint
+        steps.append(step)
+    return steps
+
+
 def run(alias: str, entry: dict[str, Any], environ: Any = os.environ) -> Report:
     from django.db.utils import load_backend
 
-    steps: list[Step] = []
+    steps: list[Step] = check_steps(alias, entry, environ)
     opts = entry.get("OPTIONS") or {}
     entry = one_off(entry)
     wrapper = load_backend(entry["ENGINE"]).DatabaseWrapper(entry, f"{alias}:doctor")

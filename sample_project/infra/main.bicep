@@ -18,6 +18,7 @@ param principalId string
 @description('Name (UPN) of that principal: the PostgreSQL role it logs in as')
 param principalName string
 
+@description('Kind of that principal: User for a developer\'s login, ServicePrincipal when azd runs in CI (azd env set AZURE_PRINCIPAL_TYPE ServicePrincipal; azure-dev discussion #3488)')
 @allowed(['User', 'Group', 'ServicePrincipal'])
 param principalType string = 'User'
 

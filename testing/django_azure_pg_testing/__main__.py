@@ -1,15 +1,21 @@
 """Run the local identity endpoint (and optionally an Entra-style PostgreSQL) until Ctrl-C.
 
     python -m django_azure_pg_testing --postgres --role aad_myapp
+    python -m django_azure_pg_testing --postgres --role aad_myapp --owner myadmin
 
 prints the environment variables that point azure-identity (and the app's
-settings) at them. Loopback only.
+settings) at them. With ``--owner`` the database belongs to a password role,
+as on Azure where the server admin (not the app's Entra role) owns what
+``migrate`` created: its login is printed too, so ``grant_aad_privileges
+--owner-user`` can be rehearsed. Loopback only; the password is a throwaway.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import secrets
+import shlex
 import signal
 import sys
 import threading
@@ -29,7 +35,15 @@ def main(argv: list[str] | None = None) -> int:
         "--role", action="append", default=[], help="create this token-login role (repeatable)"
     )
     parser.add_argument("--database", default="app", help="database to create with --postgres")
+    parser.add_argument(
+        "--owner",
+        metavar="NAME",
+        help="with --postgres: a password role that owns the database (as the server admin "
+        "does on Azure); its login is printed for grant_aad_privileges --owner-user",
+    )
     args = parser.parse_args(argv)
+    if args.owner and not args.postgres:
+        parser.error("--owner needs --postgres")
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -42,7 +56,13 @@ def main(argv: list[str] | None = None) -> int:
                 for role in args.role:
                     pg.create_entra_role(role, createdb=True)
                     emulator.allow_role(role)
-                pg.create_database(args.database, owner=args.role[0] if args.role else None)
+                owner = args.role[0] if args.role else None
+                if args.owner:
+                    password = secrets.token_urlsafe(18)
+                    pg.create_password_role(args.owner, password, createdb=True)
+                    owner = args.owner
+                    env["AZURE_PG_OWNER_PASSWORD"] = password  # grant_aad_privileges reads it
+                pg.create_database(args.database, owner=owner)
                 env |= {
                     "AZURE_POSTGRESQL_HOST": pg.host,
                     "AZURE_POSTGRESQL_PORT": str(pg.port),
@@ -55,7 +75,18 @@ def main(argv: list[str] | None = None) -> int:
                     emulator.allow_role(role)
             print(f"# identity endpoint on {emulator.url}; token lifetime {args.lifetime:g} s")
             for key, value in env.items():
-                print(f"export {key}={value}")
+                print(f"export {key}={shlex.quote(value)}")
+            if args.owner:
+                grantee = f" --role {shlex.quote(args.role[0])}" if args.role else ""
+                print(
+                    f"# owner login: user {args.owner}, password in AZURE_PG_OWNER_PASSWORD; "
+                    f'psql: PGPASSWORD="$AZURE_PG_OWNER_PASSWORD" psql -h {env["AZURE_POSTGRESQL_HOST"]} '
+                    f"-p {env['AZURE_POSTGRESQL_PORT']} -U {args.owner} {args.database}"
+                )
+                print(
+                    f"# rehearse: python manage.py grant_aad_privileges --owner-user "
+                    f"{args.owner}{grantee} --migrate && python manage.py migrate"
+                )
             print("# Ctrl-C to stop", flush=True)
             with contextlib.suppress(KeyboardInterrupt):
                 stop.wait()

@@ -5,7 +5,7 @@ automatically. Every fixture is lazy: nothing starts unless a test asks for it.
 
 * ``azure_pg_emulator`` (session) — the identity endpoint; while it runs,
   ``IDENTITY_ENDPOINT``/``IDENTITY_HEADER`` point azure-identity at it, exactly as
-  App Service sets them, so ``DefaultAzureCredential`` finds it.
+  App Service sets them, so the ENGINE builds ``ManagedIdentityCredential`` for it.
 * ``azure_pg_server`` (session) — a throwaway PostgreSQL that accepts only
   tokens the emulator issued, for the role they were issued to, until expiry.
 * ``azure_pg_database`` (session) — a ready ``DATABASES`` entry (no PASSWORD)

@@ -9,6 +9,20 @@
 PYTHON="${PYTHON:-python3}"
 APP_PYTHON="${APP_PYTHON:-.venv/bin/python}"
 RETRY_DELAY="${RETRY_DELAY:-20}"
+MIN_AZ_VERSION=2.87.0
+
+# The firewall rules below use the argument names Azure CLI 2.87.0 introduced
+# (--server-name, --name; before: --name <server> --rule-name <rule>): an older CLI stops
+# with "unrecognized arguments" halfway through a hook. Same check as deploy.sh.
+require_az_version() {
+  local version
+  version="$(az version --query '"azure-cli"' --output tsv)"
+  if [ "$(printf '%s\n%s\n' "$MIN_AZ_VERSION" "$version" | sort -V | head -n 1)" != "$MIN_AZ_VERSION" ]; then
+    echo "Azure CLI $version is too old: these hooks need $MIN_AZ_VERSION or later (run 'az upgrade');" \
+      "2.87.0 renamed the firewall-rule arguments they use." >&2
+    exit 1
+  fi
+}
 
 require_az_login() {
   if ! az account show --output none; then

@@ -10,6 +10,7 @@ cd "$(dirname "$0")/../.."
 : "${POSTGRES_HOST:?}" "${POSTGRES_DATABASE:?}" "${POSTGRES_ADMIN_NAME:?}" "${POSTGRES_SERVER_NAME:?}"
 : "${WEB_APP_PRINCIPAL_ID:?}" "${APP_DB_ROLE:?}" "${AZURE_RESOURCE_GROUP:?}"
 
+require_az_version
 require_az_login
 prepare_python
 open_firewall_for_this_machine azd-postprovision

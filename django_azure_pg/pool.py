@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 from django.core.exceptions import ImproperlyConfigured
 
+from . import telemetry
 from .login import TokenLogin
 
 
@@ -30,7 +31,7 @@ def token_connection_class(
             def connect_base(**params: Any) -> Any:
                 return super(TokenConnection, cls).connect(conninfo, **params)
 
-            return cls.azure_login.connect(connect_base, kwargs)
+            return telemetry.login(cls.azure_login, connect_base, kwargs)
 
     TokenConnection.__name__ = TokenConnection.__qualname__ = f"{base.__name__}WithToken"
     return TokenConnection

@@ -191,6 +191,9 @@ def cache_step(source: TokenSource) -> Step:
         # Failed since the cached token was obtained: a refresh is failing.
         step.status = "warning"
         step.cause = "A token fetch failed in this process (see last_fetch_error)."
+    elif not status.usable and status.fetch_running_s is not None:
+        step.status = "warning"
+        step.cause = "No usable token is cached and a fetch is still waiting for an answer."
     return step
 
 

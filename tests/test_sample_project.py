@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -87,7 +88,7 @@ def test_deploy_sh_against_a_stub_az(tmp_path: Path, wheel: Path) -> None:
     assert re.search(
         r"connection create postgres-flexible .*--system-identity --client-type django", text
     )
-    assert "--https-only true" in text and '"healthCheckPath": "/health/"' in text
+    assert "--https-only true" in text and '"healthCheckPath": "/healthz"' in text
     assert "SCM_DO_BUILD_DURING_DEPLOYMENT=true" in text
     assert "az webapp up " not in text  # deprecated; and it would boot the app too early
     migrate = run.lines[run.position("python manage.py migrate_locked")]
@@ -110,7 +111,7 @@ def test_deploy_sh_against_a_stub_az(tmp_path: Path, wheel: Path) -> None:
     assert not [n for n in names if "__pycache__" in n or n.startswith(".venv")]
     requirements = archive.read("requirements.txt").decode()
     assert re.search(r"^--find-links wheels$", requirements, re.M)
-    assert re.search(r"^django-azure-pg\[pool\]", requirements, re.M)
+    assert re.search(r"^django-azure-pg\[pool,otel\]", requirements, re.M)
 
 
 def test_deploy_sh_can_limit_the_firewall_to_the_apps_addresses(
@@ -304,6 +305,8 @@ def test_bicep_is_well_formed_and_ordered() -> None:
         "Microsoft.DBforPostgreSQL/flexibleServers/administrators",
         "Microsoft.DBforPostgreSQL/flexibleServers/databases",
         "Microsoft.DBforPostgreSQL/flexibleServers/firewallRules",
+        "Microsoft.OperationalInsights/workspaces",
+        "Microsoft.Insights/components",
     } <= types
     by_type = {str(r["type"]).rsplit("/", 1)[-1]: s for s, r in resources.items()}
     admin, database, firewall = (
@@ -321,6 +324,8 @@ def test_bicep_is_well_formed_and_ordered() -> None:
                 assert a in _after(resources, b) or b in _after(resources, a), (a, b)
     # The app (with its settings) comes after the database side is complete.
     assert {admin, database, firewall} <= _after(resources, by_type["sites"])
+    # Application Insights (on its workspace) exists before the app that reports to it.
+    assert {by_type["components"], by_type["workspaces"]} <= _after(resources, by_type["sites"])
 
     params = set(re.findall(r"^param (\w+)", text, re.M))
     assert all(re.search(rf"\b{p}\b", text.split(f"param {p}", 1)[1]) for p in params)
@@ -328,7 +333,8 @@ def test_bicep_is_well_formed_and_ordered() -> None:
         "activeDirectoryAuth: 'Enabled'",
         "passwordAuth: 'Disabled'",
         "httpsOnly: true",
-        "healthCheckPath: '/health/'",
+        "healthCheckPath: '/healthz'",
+        "value: appInsights.properties.ConnectionString",
         "type: 'SystemAssigned'",
         "'AZURE_POSTGRESQL_HOST'",
         "'AZURE_POSTGRESQL_NAME'",
@@ -358,4 +364,7 @@ def test_demo_core_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
     assert demo.run(duration=8, lifetime=3, threads=3) == 0
     out = capsys.readouterr().out
     assert "failed requests            0" in out
+    if importlib.util.find_spec("opentelemetry.sdk"):  # make demo prints a few metrics
+        assert re.search(r"db.client.connection.create_time +20 connections", out)
+        assert re.search(r"azure_pg.token.fetches +success=\d", out)
     assert "RESULT: OK" in out

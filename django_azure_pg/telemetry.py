@@ -38,6 +38,7 @@ which the doctor and the health view read. No Django import here.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import weakref
@@ -66,6 +67,8 @@ ENABLED = otel_trace is not None
 """Whether ``opentelemetry-api`` could be imported (the SDK is the application's business)."""
 
 INSTRUMENTATION_NAME = "django_azure_pg"
+
+logger = logging.getLogger("django_azure_pg.telemetry")
 
 C = TypeVar("C")
 
@@ -179,6 +182,14 @@ def fetch_running(source: TokenSource, fetch: _Fetch) -> None:
     """In the fetch thread, before the credential is called: open the span, attach it."""
     if not ENABLED:
         return
+    try:
+        _open_fetch_span(source, fetch)
+    except Exception:  # telemetry never stands in the token's way
+        _local.active = None
+        logger.debug("OpenTelemetry: could not open the token fetch span", exc_info=True)
+
+
+def _open_fetch_span(source: TokenSource, fetch: _Fetch) -> None:
     parent = _parents.pop(id(fetch), None)
     trigger = "refusal" if fetch.forced else ("wait" if parent is not None else "refresh")
     attributes: dict[str, Any] = {**_identity(source), "azure_pg.fetch.trigger": trigger}
@@ -232,9 +243,23 @@ def fetch_done(
     active = getattr(_local, "active", None)
     if active is None:
         return
-    span, token, attributes = active
     _local.active = None
-    throttled = fetch.seen.count > 0
+    try:
+        _close_fetch_span(active, fetch, failure, elapsed)
+    except Exception:  # telemetry never stands in the token's way
+        logger.debug("OpenTelemetry: could not record the token fetch", exc_info=True)
+
+
+def _close_fetch_span(
+    active: tuple[Any, Any, dict[str, Any]],
+    fetch: _Fetch,
+    failure: BaseException | None,
+    elapsed: float,
+) -> None:
+    span, token, attributes = active
+    throttled = fetch.seen.count > 0 or (
+        failure is not None and errors.throttled_retry_after(failure) is not None
+    )
     outcome = "success" if failure is None else ("throttled" if throttled else "error")
     result: dict[str, Any] = {**attributes, "azure_pg.outcome": outcome}
     if failure is not None:

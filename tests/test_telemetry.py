@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -19,7 +20,8 @@ from django.db import OperationalError
 from django_azure_pg import telemetry, tokens
 from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
 
-from .conftest import ITEST_DB, ROLE, MakeWrapper
+from .conftest import ITEST_DB, ROLE, SCOPE, MakeWrapper
+from .fakes import FakeClock, FakeCredential
 
 otel_trace = pytest.importorskip("opentelemetry.trace")
 otel_metrics = pytest.importorskip("opentelemetry.metrics")
@@ -100,14 +102,30 @@ def login_once(wrapper: Any) -> None:
     wrapper.close()
 
 
+GRAM = 12
+"""A run of this many base64url characters of a token, anywhere, counts as a leak."""
+
+
 def assert_nothing_secret(otel: Otel, emulator: IdentityEmulator) -> None:
+    """No piece of any issued token (header, claims or signature) in anything exported."""
     text = otel.text()
     issued = emulator.issued_tokens()
     assert issued
-    for token in issued:
-        header, payload, signature = token.split(".")
-        for fragment in (token, header, payload, signature, signature[:16], payload[:24]):
-            assert fragment not in text
+    grams = {
+        part[i : i + GRAM]
+        for token in issued
+        for part in token.split(".")
+        for i in range(len(part) - GRAM + 1)
+    }
+    leaks = [
+        match.start()
+        for match in re.finditer(rf"[A-Za-z0-9_\-]{{{GRAM},}}", text)
+        if any(
+            match.group()[i : i + GRAM] in grams for i in range(len(match.group()) - GRAM + 1)
+        )
+    ]
+    if leaks:  # the offsets only: the failure report must not print the fragment either
+        pytest.fail(f"token fragments in the exported telemetry at offsets {leaks[:5]}")
     assert "eyJ" not in text  # no JWT segment of any kind
     assert emulator.identity_header not in text
     assert "access_token" not in text
@@ -284,6 +302,50 @@ def test_outage_of_the_identity_endpoint(
     login_once(wrapper)
     assert otel.spans("azure_pg.login")[-1].attributes["azure_pg.outcome"] == "success"
     assert_nothing_secret(otel, emulator)
+
+
+class _BrokenTracer:
+    def start_span(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a broken exporter setup")
+
+
+def test_a_failing_instrument_never_stands_in_the_tokens_way(
+    otel: Otel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    credential = FakeCredential(clock)
+    monkeypatch.setattr(telemetry, "_tracer", _BrokenTracer())
+    source = tokens.TokenSource(lambda: credential, SCOPE, label="FakeCredential", clock=clock)
+    assert source.get_token().value == credential.issued[-1]
+    assert source.status().usable
+
+
+def test_status_is_a_snapshot_without_the_token() -> None:
+    clock = FakeClock()
+    credential = FakeCredential(clock, lifetime=1000)
+    source = tokens.TokenSource(
+        lambda: credential, SCOPE, label="FakeCredential", clock=clock, spread=lambda: 0.0
+    )
+    empty = source.status()
+    assert (empty.cached, empty.usable, empty.remaining_s, empty.last_error) == (
+        False,
+        False,
+        None,
+        None,
+    )
+    source.get_token()
+    clock.advance(100)
+    status = source.status()
+    assert status.cached and status.usable
+    assert status.age_s == 100 and status.remaining_s == 900 and status.lifetime_s == 1000
+    assert status.next_refresh_in_s == 900 - 250  # a quarter of the lifetime, spread 0
+    assert status.fetch_running_s is None and status.throttled_for_s == 0
+    assert credential.issued[-1] not in repr(status)
+    credential.error = RuntimeError("endpoint down, answer was eyJhbGciOi.eyJzdWIi.c2lnbmF0dXJl")
+    clock.advance(700)  # inside the refresh window: a background refresh, which fails
+    source.get_token()
+    failed = until(lambda: source.status().last_error, 5.0)
+    assert failed.startswith("RuntimeError: endpoint down") and "eyJ" not in failed
 
 
 _WITHOUT_OTEL = r"""

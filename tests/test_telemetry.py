@@ -120,9 +120,7 @@ def assert_nothing_secret(otel: Otel, emulator: IdentityEmulator) -> None:
     leaks = [
         match.start()
         for match in re.finditer(rf"[A-Za-z0-9_\-]{{{GRAM},}}", text)
-        if any(
-            match.group()[i : i + GRAM] in grams for i in range(len(match.group()) - GRAM + 1)
-        )
+        if any(match.group()[i : i + GRAM] in grams for i in range(len(match.group()) - GRAM + 1))
     ]
     if leaks:  # the offsets only: the failure report must not print the fragment either
         pytest.fail(f"token fragments in the exported telemetry at offsets {leaks[:5]}")

@@ -87,13 +87,13 @@ class LoginRecord:
 
 _last_error: weakref.WeakKeyDictionary[TokenSource, tuple[float, str]] = weakref.WeakKeyDictionary()
 _logins: dict[str, LoginRecord] = {}
-_record_lock = threading.Lock()
+# No lock: single item reads and writes, atomic under the GIL — and nothing a fork() could
+# leave held in a child.
 
 
 def last_fetch_error(source: TokenSource) -> tuple[float, str] | None:
     """(time.time(), redacted "Type: message") of the source's last failed fetch, or None."""
-    with _record_lock:
-        return _last_error.get(source)
+    return _last_error.get(source)
 
 
 def last_login(alias: str) -> LoginRecord | None:
@@ -236,8 +236,7 @@ def fetch_done(
     """
     if failure is not None:
         text = redact(f"{type(failure).__name__}: {failure}")[:300]
-        with _record_lock:
-            _last_error[source] = (time.time(), text)
+        _last_error[source] = (time.time(), text)
     if not ENABLED:
         return
     active = getattr(_local, "active", None)

@@ -245,8 +245,8 @@ def test_refused_login_wrong_user(
     make_wrapper: MakeWrapper,
     emulator: IdentityEmulator,
 ) -> None:
-    postgres.create_entra_role("aad_not_mine")  # exists, mapped to another principal
-    wrapper = make_wrapper(USER="aad_not_mine")
+    postgres.create_entra_role("aad_otel_not_mine")  # exists, mapped to another principal
+    wrapper = make_wrapper(USER="aad_otel_not_mine")
     with pytest.raises(OperationalError):
         login_once(wrapper)
     (login,) = otel.spans("azure_pg.login")

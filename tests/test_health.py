@@ -154,6 +154,19 @@ def test_throttled_with_nothing_cached(
     assert body["databases"][alias]["reason"] == health.TOKEN_THROTTLED
 
 
+def test_invalid_settings_say_configuration_error(
+    probe: Callable[..., tuple[int, dict[str, Any]]], add_alias: Callable[..., str]
+) -> None:
+    alias = add_alias("health5", NAME=ITEST_DB, USER=ROLE, OPTIONS={"token_timeout": "abc"})
+    status, body = probe(alias)
+    assert status == 503
+    assert body["databases"][alias] == {
+        "ok": False,
+        "reason": health.CONFIGURATION,
+        "connected": False,
+    }
+
+
 def test_default_aliases_are_the_token_logins(
     add_alias: Callable[..., str], identity: Identity
 ) -> None:

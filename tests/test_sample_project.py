@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -346,6 +347,49 @@ def test_bicep_is_well_formed_and_ordered() -> None:
         body = (SAMPLE / "infra/hooks" / hook).read_text()
         for output in re.findall(r"\$\{(\w+):\?\}", body):
             assert re.search(rf"^output {output} ", text, re.M), output
+
+
+_SETTINGS_PROBE = """
+import sys, types
+calls = []
+if sys.argv[1] == "installed":  # azure-monitor-opentelemetry, as a stand-in
+    distro = types.ModuleType("azure.monitor.opentelemetry")
+    distro.configure_azure_monitor = lambda **kw: calls.append(kw)
+    sys.modules["azure.monitor"] = types.ModuleType("azure.monitor")
+    sys.modules["azure.monitor.opentelemetry"] = distro
+else:  # not installed
+    sys.modules["azure.monitor"] = None
+import config.settings
+print(len(calls))
+"""
+
+
+@pytest.mark.parametrize(
+    ("distro", "connection_string", "calls"),
+    [("installed", "InstrumentationKey=0", "1"), ("installed", "", "0"), ("missing", "x", "0")],
+)
+def test_settings_configure_azure_monitor_only_with_a_connection_string(
+    distro: str, connection_string: str, calls: str
+) -> None:
+    env = {
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("AZURE_POSTGRESQL_", "DJANGO_"))
+        },
+        "DATABASE_URL": "postgres://app@127.0.0.1:5432/app",
+        "APPLICATIONINSIGHTS_CONNECTION_STRING": connection_string,
+        "PYTHONPATH": os.pathsep.join([str(SAMPLE), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _SETTINGS_PROBE, distro],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [calls]
 
 
 def test_bicep_ordering_check_catches_a_parallel_child() -> None:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import django
 import pytest
 from azure.identity import ManagedIdentityCredential
 from django.db import OperationalError
@@ -197,6 +198,34 @@ def test_rotation_spans_and_metrics(
     assert created[0].attributes["db.system.name"] == "postgresql"
     (remaining,) = otel.points("azure_pg.token.remaining_lifetime", **{"azure_pg.identity": label})
     assert 0 < remaining.value <= 3.0
+    assert_nothing_secret(otel, emulator)
+
+
+@pytest.mark.skipif(django.VERSION < (5, 1), reason="Django's pool needs 5.1+")
+def test_pool_logins_are_observed_too(
+    otel: Otel, make_wrapper: MakeWrapper, emulator: IdentityEmulator
+) -> None:
+    pytest.importorskip("psycopg_pool")
+    wrapper = make_wrapper(OPTIONS={"pool": {"min_size": 2, "max_size": 2, "timeout": 5}})
+    with wrapper.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    wrapper.close()
+
+    def pool_logins() -> list[Any]:
+        return [
+            s
+            for s in otel.spans("azure_pg.login")
+            if s.attributes["db.client.connection.pool.name"] == wrapper.alias
+        ]
+
+    until(lambda: len(pool_logins()) >= 2)  # min_size 2: both opened in the pool's workers
+    logins = pool_logins()
+    assert len(logins) >= 2
+    assert {s.attributes["azure_pg.outcome"] for s in logins} == {"success"}
+    created = otel.points(
+        "db.client.connection.create_time", **{"db.client.connection.pool.name": wrapper.alias}
+    )
+    assert sum(p.count for p in created) >= 2
     assert_nothing_secret(otel, emulator)
 
 

@@ -36,7 +36,7 @@ import psycopg
 from azure.identity import ManagedIdentityCredential
 from django.db.utils import ConnectionHandler, load_backend
 
-from django_azure_pg import tokens
+from django_azure_pg import telemetry, tokens
 from django_azure_pg.login import TokenLogin
 from django_azure_pg.pool import token_connection_class
 from django_azure_pg_testing import IdentityEmulator, LocalPostgres
@@ -164,6 +164,94 @@ class Bench:
             {"django_azure_pg": measure(ours), "stock + static token": measure(stock)},
             rounds,
         )
+
+    # 7 ---------------------------------------------------------------------------
+    def telemetry_overhead(self, rounds: int, seconds: float, threads: int) -> dict[str, Any]:
+        """The connect path with the OpenTelemetry SDK exporting to memory vs telemetry off.
+
+        "Off" is the code path taken when ``opentelemetry-api`` is not installed
+        (``telemetry.ENABLED`` is False: every hook returns at once). Runs last: it
+        installs the SDK as the process's global providers.
+        """
+        if not telemetry.ENABLED:
+            print("  telemetry: opentelemetry-api is not installed; skipped")
+            return {"skipped": "opentelemetry-api not installed"}
+        try:
+            exporter = install_otel_sdk()
+        except ImportError:
+            print("  telemetry: opentelemetry-sdk is not installed; skipped")
+            return {"skipped": "opentelemetry-sdk not installed"}
+        entry = self.entry()
+
+        def measure(enabled: bool) -> Callable[[], float]:
+            def make() -> Callable[[], None]:
+                w = self.wrapper(entry)
+
+                def work() -> None:
+                    w.connect()
+                    w.close()
+
+                return work
+
+            def run() -> float:
+                telemetry.ENABLED = enabled
+                try:
+                    return run_threads(threads, seconds, make)
+                finally:
+                    telemetry.ENABLED = True
+                    exporter.clear()
+
+            return run
+
+        self.wrapper(entry).connect()  # warm the token
+        result = compare(
+            "connect path, telemetry off (as without the API) vs SDK exporting to memory",
+            {"telemetry off": measure(False), "SDK to memory": measure(True)},
+            rounds,
+        )
+        result["cost_ratio"] = result["ratio"]  # throughput off / on = time per connection on / off
+        added = self._login_overhead(entry)
+        result["login_overhead_us"] = added
+        # The same ratio from the microbenchmark: the CPU time telemetry adds to one login,
+        # over the time one connection takes at the measured (CPU-bound) rate.
+        per_connection = 1 / result["summary"]["telemetry off"]["median"]
+        result["derived_cost_ratio"] = 1 + added["added"] * 1e-6 / per_connection
+        print(
+            f"  derived: 1 + {added['added']:.0f} us / {per_connection * 1e3:.2f} ms "
+            f"= {result['derived_cost_ratio']:.3f}"
+        )
+        return result
+
+    def _login_overhead(self, entry: dict[str, Any]) -> dict[str, float]:
+        """Microseconds the observed login adds, with a connect that does nothing."""
+        login = self.wrapper(entry).azure_login
+        params = self.wrapper(entry).get_connection_params()
+        login.token()
+
+        def per_call(enabled: bool | None, n: int = 2000) -> float:
+            telemetry.ENABLED = bool(enabled)
+            observed = telemetry.login if enabled is not None else None
+            try:
+                started = time.perf_counter()
+                for _ in range(n):
+                    if observed is None:  # no wrapper at all: login.py alone
+                        login.connect(lambda **kw: None, params)
+                    else:
+                        observed(login, lambda **kw: None, params)
+                return (time.perf_counter() - started) / n * 1e6
+            finally:
+                telemetry.ENABLED = True
+
+        samples: dict[bool | None, list[float]] = {None: [], False: [], True: []}
+        for _ in range(9):  # interleaved, like the comparisons
+            for mode, values in samples.items():
+                values.append(per_call(mode))
+        bare, off, on = (statistics.median(samples[m]) for m in (None, False, True))
+        print(
+            f"  login path without the connect itself: {bare:.1f} us unwrapped, "
+            f"{off:.1f} us off, {on:.1f} us on"
+        )
+        return {"unwrapped": bare, "off": off, "on": on, "added": on - off}
 
     # 2 ---------------------------------------------------------------------------
     def identity_calls(self, threads: int, per_thread: int, lifetime: float) -> dict[str, Any]:
@@ -357,6 +445,23 @@ class Bench:
         return out
 
 
+def install_otel_sdk() -> Any:
+    """The OpenTelemetry SDK as the global providers, exporting spans and metrics to memory."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))  # exports in the caller's thread
+    trace.set_tracer_provider(provider)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    return exporter
+
+
 def token_cost(login: TokenLogin, credential: Any) -> dict[str, float]:
     """Microseconds each side spends getting the password for one connection (no connect)."""
     from azure_postgresql_auth.core import get_entra_token
@@ -474,6 +579,8 @@ def main(argv: list[str] | None = None) -> int:
                 rounds if q else 5, 1.0, threads=4
             ),
             "grants_check": grants_check.measure(pg, *((100, 100) if q else (1000, 1000))),
+            # last: it installs the OpenTelemetry SDK for the rest of the process
+            "telemetry": bench.telemetry_overhead(rounds, seconds, threads=4),
         }
     results["wall_seconds"] = time.monotonic() - started
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -549,6 +656,16 @@ def print_table(r: dict[str, Any]) -> None:
             "≤ 10 queries",
         )
     )
+    t = r.get("telemetry") or {}
+    if "cost_ratio" in t:
+        rows.append(
+            (
+                "7 connect path, SDK to memory / telemetry off (time per connection)",
+                f"{t['cost_ratio']:.3f} (login path +{t['login_overhead_us']['added']:.0f} us: "
+                f"{t['derived_cost_ratio']:.3f})",
+                "< 1.02",
+            )
+        )
     width = max(len(a) for a, _, _ in rows)
     print("\nSummary")
     for label, value, target in rows:

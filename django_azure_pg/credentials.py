@@ -35,12 +35,12 @@ from typing import Any
 from azure import identity
 from azure.core.credentials import TokenCredential
 
-from . import clouds, forksafe
+from . import clouds, forksafe, telemetry
 from .options import SERVICE_CONNECTOR_SUFFIXES
 from .redaction import install_log_redaction
 from .tokens import CredentialFactory, observe_response
 
-_OBSERVED: dict[str, Any] = {"raw_response_hook": observe_response}
+_OBSERVED: dict[str, Any] = {"raw_response_hook": telemetry.observing(observe_response)}
 """Lets the token cache see HTTP 429 / Retry-After from the identity endpoint."""
 
 logger = logging.getLogger("django_azure_pg.credentials")

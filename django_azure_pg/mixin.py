@@ -28,7 +28,7 @@ from django.db.backends.postgresql import base as postgresql
 from django.utils.functional import cached_property
 from django.views.decorators.debug import sensitive_variables
 
-from . import options, pool, tls
+from . import options, pool, telemetry, tls
 from .client import DatabaseClient
 from .credentials import CredentialConfigError
 from .login import TokenLogin
@@ -97,8 +97,8 @@ class TokenLoginMixin(_Base):
         if login is None or self.pool:
             return super().get_new_connection(conn_params)
         connect = super().get_new_connection
-        return login.connect(
-            tls.explained(self.alias, lambda **params: connect(params)), conn_params
+        return telemetry.login(
+            login, tls.explained(self.alias, lambda **params: connect(params)), conn_params
         )
 
     @property

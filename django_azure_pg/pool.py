@@ -17,7 +17,7 @@ import psycopg
 from django.core.exceptions import ImproperlyConfigured
 from psycopg.conninfo import conninfo_to_dict
 
-from . import tls
+from . import telemetry, tls
 from .login import TokenLogin
 
 
@@ -38,7 +38,7 @@ def token_connection_class(
                 return super(TokenConnection, cls).connect("", **merged)
 
             login = cls.azure_login
-            return login.connect(tls.explained(login.alias, connect_base), params)
+            return telemetry.login(login, tls.explained(login.alias, connect_base), params)
 
     TokenConnection.__name__ = TokenConnection.__qualname__ = f"{base.__name__}WithToken"
     return TokenConnection

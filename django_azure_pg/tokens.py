@@ -52,7 +52,7 @@ from typing import Any
 
 from azure.core.credentials import TokenCredential
 
-from . import claims, forksafe, redaction
+from . import claims, forksafe, redaction, telemetry
 from .errors import THROTTLE_FALLBACK, retry_after_seconds, throttled_retry_after
 from .errors import TokenError as TokenError
 from .errors import TokenThrottled as TokenThrottled
@@ -318,6 +318,7 @@ class TokenSource:
             target=self._run, args=(fetch,), name="django-azure-pg-token", daemon=True
         )
         self._inflight = fetch
+        telemetry.fetch_started(fetch, self._token, now)
         if start:
             fetch.thread.start()
         return fetch
@@ -337,6 +338,7 @@ class TokenSource:
         return credential
 
     def _run(self, fetch: _Fetch) -> None:
+        telemetry.fetch_running(self, fetch)
         started = time.monotonic()
         try:
             token = self._obtain(fetch)
@@ -377,6 +379,7 @@ class TokenSource:
         )
 
     def _succeeded(self, fetch: _Fetch, token: Token, elapsed: float) -> None:
+        telemetry.fetch_done(self, fetch, None, elapsed)
         now = self.clock()
         with self._lock:
             current = self._inflight is fetch
@@ -422,6 +425,7 @@ class TokenSource:
         fetch.future.set_result(token)
 
     def _failed(self, fetch: _Fetch, exc: BaseException, elapsed: float) -> None:
+        telemetry.fetch_done(self, fetch, exc, elapsed)
         now = self.clock()
         retry_after = fetch.seen.retry_after if fetch.seen.count else throttled_retry_after(exc)
         if retry_after is not None:
@@ -504,6 +508,57 @@ class TokenSource:
             self._next_refresh = max(
                 token.refresh_at(self._spread(), self.refresh_margin), self._throttled_until
             )
+
+    def status(self) -> TokenStatus:
+        """What this source knows now, for the doctor, the health view and metrics (read-only).
+
+        Times are seconds relative to now on this source's clock; nothing secret.
+        """
+        now = self.clock()
+        with self._lock:
+            token, fetch = self._token, self._inflight
+            next_refresh, throttled_until = self._next_refresh, self._throttled_until
+            forced, forced_ok_at = self._forced, self._forced_ok_at
+        failed = telemetry.last_fetch_error(self)
+        return TokenStatus(
+            label=self.label,
+            scope=self.scope,
+            cached=token is not None,
+            usable=token is not None and token.usable(now),
+            age_s=None if token is None else now - token.obtained_at,
+            remaining_s=None if token is None else token.expires_on - now,
+            lifetime_s=None if token is None else token.lifetime,
+            next_refresh_in_s=None if token is None else next_refresh - now,
+            fetch_running_s=None if fetch is None else now - fetch.started,
+            last_error=None if failed is None else failed[1],
+            last_error_ago_s=None if failed is None else time.time() - failed[0],
+            throttled_for_s=max(throttled_until - now, 0.0),
+            refusal_refresh_in_s=(
+                0.0
+                if forced is None
+                else max(forced.refusal_interval() - (now - forced_ok_at), 0.0)
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class TokenStatus:
+    """A snapshot of one :class:`TokenSource` (``TokenSource.status()``); never holds a token."""
+
+    label: str  # the credential, as the doctor names it
+    scope: str
+    cached: bool  # a token is cached (possibly expired)
+    usable: bool  # ... and would be handed out now
+    age_s: float | None  # since the cached token was obtained
+    remaining_s: float | None  # until it expires (negative: expired)
+    lifetime_s: float | None
+    next_refresh_in_s: float | None  # when the next (background) fetch is due
+    fetch_running_s: float | None  # a fetch in flight, for this long
+    last_error: str | None  # the last failed fetch in this process: type and redacted text
+    last_error_ago_s: float | None
+    throttled_for_s: float  # the endpoint's Retry-After still to run (0: not throttled)
+    refusal_refresh_in_s: float  # until a refusal of the token the last forced refresh
+    # brought may force another refresh (0: available now; see refresh_after_refusal)
 
 
 # -- what the identity endpoint said ------------------------------------------

@@ -15,6 +15,7 @@ import argparse
 import sys
 import time
 
+from . import metrics
 from .load import drive
 from .stand import DATABASE, ROLE, Stand, get_json
 
@@ -38,6 +39,7 @@ def run(duration: float = 75.0, lifetime: float = 30.0, threads: int = 4, out=pr
             _, final_health = get_json(site.url + "/health/")
         after = stand.emulator.stats.as_dict()
         ids, reviews = stand.stored()
+        telemetry = metrics.rows(metrics.snapshot(stand)) if metrics.available() else []
 
     lost = sorted(load.restaurants - ids)
     lost_reviews = sum(max(0, n - reviews.get(rid, 0)) for rid, n in load.reviews.items())
@@ -83,6 +85,11 @@ def run(duration: float = 75.0, lifetime: float = 30.0, threads: int = 4, out=pr
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         out(f"  {key.ljust(width)}  {value}")
+    if telemetry:
+        out("")
+        width = max(len(k) for k, _ in telemetry)
+        for key, value in telemetry:
+            out(f"  {key.ljust(width)}  {value}")
     ok = load.failures == 0 and not lost and lost_reviews == 0 and load.requests > 0
     rotations_ok = tokens - stand.workers >= 2
     out("")

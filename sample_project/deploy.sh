@@ -87,7 +87,7 @@ az webapp create --resource-group "$RESOURCE_GROUP" --plan "$PLAN" --name "$APP_
   --runtime "PYTHON:3.12" --output none
 az webapp update --resource-group "$RESOURCE_GROUP" --name "$APP_NAME" --https-only true --output none
 az webapp config set --resource-group "$RESOURCE_GROUP" --name "$APP_NAME" \
-  --startup-file startup.sh --generic-configurations '{"healthCheckPath": "/health/"}' --output none
+  --startup-file startup.sh --generic-configurations '{"healthCheckPath": "/healthz"}' --output none
 APP_PRINCIPAL_ID="$(az webapp identity assign --resource-group "$RESOURCE_GROUP" \
   --name "$APP_NAME" --query principalId --output tsv)"
 SECRET_KEY="$("$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(50))')"
@@ -151,4 +151,4 @@ with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as archive:
 PY
 az webapp deploy --resource-group "$RESOURCE_GROUP" --name "$APP_NAME" \
   --src-path app.zip --type zip --output none
-echo "https://${APP_NAME}.azurewebsites.net/  (health: /health/)"
+echo "https://${APP_NAME}.azurewebsites.net/  (health: /healthz)"

@@ -49,9 +49,20 @@ def test_working_setup(
         "settings",
         "credential",
         "token",
+        "cache",
         "role",
         "connect",
     ]
+    cache = data["steps"][3]
+    assert cache["status"] == "ok"
+    detail = cache["detail"]
+    assert detail["token_cached"] is True and detail["token_usable"] is True
+    assert 0 <= detail["token_age_s"] < 60
+    assert 0 < detail["token_remaining_s"] <= emulator.lifetime
+    assert 0 < detail["next_refresh_in_s"] < detail["token_remaining_s"]
+    assert detail["last_fetch_error"] is None and detail["throttled_for_s"] == 0
+    assert detail["refusal_refresh_available_in_s"] == 0
+    assert "[ok]   cache" in text and "token_remaining_s:" in text
 
 
 def test_missing_role(add_alias: Callable[..., str], identity: Identity) -> None:
@@ -96,6 +107,7 @@ def test_broken_identity_endpoint(
     assert code == 1
     assert "[FAIL] token" in text
     assert f"likely cause: {errors.ADVICE[errors.TokenTimeout].cause}" in text
+    assert "[warn] cache" in text and "token_cached: False" in text
     assert "[skip] connect" in text
 
 

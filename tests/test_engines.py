@@ -258,6 +258,7 @@ def test_doctor_on_the_postgis_engine(
         "settings",
         "credential",
         "token",
+        "cache",
         "role",
         "connect",
     ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -95,7 +97,7 @@ def test_deploy_sh_against_a_stub_az(tmp_path: Path, wheel: Path) -> None:
     settings = run.lines[run.position("az webapp config appsettings set")]
     assert "AZURE_POSTGRESQL_HOST=restaurants-db.postgres.database.azure.com" in settings
     assert "AZURE_POSTGRESQL_NAME=restaurant AZURE_POSTGRESQL_USER=aad_restaurantdb" in settings
-    assert "--https-only true" in text and '"healthCheckPath": "/health/"' in text
+    assert "--https-only true" in text and '"healthCheckPath": "/healthz"' in text
     assert "webapp identity assign" in text and "--query principalId" in text
     assert "SCM_DO_BUILD_DURING_DEPLOYMENT=true" in text
     assert "az webapp up " not in text  # deprecated; and it would boot the app too early
@@ -119,7 +121,7 @@ def test_deploy_sh_against_a_stub_az(tmp_path: Path, wheel: Path) -> None:
     assert not [n for n in names if "__pycache__" in n or n.startswith(".venv")]
     requirements = archive.read("requirements.txt").decode()
     assert re.search(r"^--find-links wheels$", requirements, re.M)
-    assert re.search(r"^django-azure-pg\[pool\]", requirements, re.M)
+    assert re.search(r"^django-azure-pg\[pool,otel\]", requirements, re.M)
 
 
 def test_deploy_sh_can_limit_the_firewall_to_the_apps_addresses(
@@ -339,6 +341,8 @@ def test_bicep_is_well_formed_and_ordered() -> None:
         "Microsoft.DBforPostgreSQL/flexibleServers/administrators",
         "Microsoft.DBforPostgreSQL/flexibleServers/databases",
         "Microsoft.DBforPostgreSQL/flexibleServers/firewallRules",
+        "Microsoft.OperationalInsights/workspaces",
+        "Microsoft.Insights/components",
     } <= types
     by_type = {str(r["type"]).rsplit("/", 1)[-1]: s for s, r in resources.items()}
     admin, database, firewall = (
@@ -356,6 +360,8 @@ def test_bicep_is_well_formed_and_ordered() -> None:
                 assert a in _after(resources, b) or b in _after(resources, a), (a, b)
     # The app (with its settings) comes after the database side is complete.
     assert {admin, database, firewall} <= _after(resources, by_type["sites"])
+    # Application Insights (on its workspace) exists before the app that reports to it.
+    assert {by_type["components"], by_type["workspaces"]} <= _after(resources, by_type["sites"])
 
     params = set(re.findall(r"^param (\w+)", text, re.M))
     assert all(re.search(rf"\b{p}\b", text.split(f"param {p}", 1)[1]) for p in params)
@@ -363,7 +369,8 @@ def test_bicep_is_well_formed_and_ordered() -> None:
         "activeDirectoryAuth: 'Enabled'",
         "passwordAuth: 'Disabled'",
         "httpsOnly: true",
-        "healthCheckPath: '/health/'",
+        "healthCheckPath: '/healthz'",
+        "value: appInsights.properties.ConnectionString",
         "type: 'SystemAssigned'",
         "'AZURE_POSTGRESQL_HOST'",
         "'AZURE_POSTGRESQL_NAME'",
@@ -375,6 +382,49 @@ def test_bicep_is_well_formed_and_ordered() -> None:
         body = (SAMPLE / "infra/hooks" / hook).read_text()
         for output in re.findall(r"\$\{(\w+):\?\}", body):
             assert re.search(rf"^output {output} ", text, re.M), output
+
+
+_SETTINGS_PROBE = """
+import sys, types
+calls = []
+if sys.argv[1] == "installed":  # azure-monitor-opentelemetry, as a stand-in
+    distro = types.ModuleType("azure.monitor.opentelemetry")
+    distro.configure_azure_monitor = lambda **kw: calls.append(kw)
+    sys.modules["azure.monitor"] = types.ModuleType("azure.monitor")
+    sys.modules["azure.monitor.opentelemetry"] = distro
+else:  # not installed
+    sys.modules["azure.monitor"] = None
+import config.settings
+print(len(calls))
+"""
+
+
+@pytest.mark.parametrize(
+    ("distro", "connection_string", "calls"),
+    [("installed", "InstrumentationKey=0", "1"), ("installed", "", "0"), ("missing", "x", "0")],
+)
+def test_settings_configure_azure_monitor_only_with_a_connection_string(
+    distro: str, connection_string: str, calls: str
+) -> None:
+    env = {
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("AZURE_POSTGRESQL_", "DJANGO_"))
+        },
+        "DATABASE_URL": "postgres://app@127.0.0.1:5432/app",
+        "APPLICATIONINSIGHTS_CONNECTION_STRING": connection_string,
+        "PYTHONPATH": os.pathsep.join([str(SAMPLE), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _SETTINGS_PROBE, distro],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [calls]
 
 
 def test_bicep_ordering_check_catches_a_parallel_child() -> None:
@@ -393,4 +443,7 @@ def test_demo_core_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
     assert demo.run(duration=8, lifetime=3, threads=3) == 0
     out = capsys.readouterr().out
     assert "failed requests            0" in out
+    if importlib.util.find_spec("opentelemetry.sdk"):  # make demo prints a few metrics
+        assert re.search(r"db.client.connection.create_time +20 connections", out)
+        assert re.search(r"azure_pg.token.fetches +success=\d", out)
     assert "RESULT: OK" in out

@@ -16,6 +16,7 @@ from typing import Any
 from .. import claims, clouds, credentials, errors, tls
 from ..mixin import TokenLoginMixin
 from ..redaction import redact
+from ..tokens import TokenSource
 from . import one_off
 
 _SHOWN_VARS = (*credentials.IDENTITY_HINTS, "AZURE_TENANT_ID", clouds.AUTHORITY_HOST_VAR)
@@ -146,6 +147,7 @@ def run(alias: str, entry: dict[str, Any], environ: Any = os.environ) -> Report:
             token = login.source.get_token()
         except Exception as exc:
             step.failed(exc)
+            steps.append(cache_step(login.source))
             steps.append(Step("connect", "skipped"))
             return Report(alias, steps)
         found = claims.decode(token.value)
@@ -156,6 +158,7 @@ def run(alias: str, entry: dict[str, Any], environ: Any = os.environ) -> Report:
             "expires_at": expires.isoformat(timespec="seconds"),
             "claims": claims.public(found),
         }
+        steps.append(cache_step(login.source))
         role_step = Step("role", "ok")
         steps.append(role_step)
         try:
@@ -167,6 +170,55 @@ def run(alias: str, entry: dict[str, Any], environ: Any = os.environ) -> Report:
 
     steps.append(_connect(wrapper))
     return Report(alias, steps)
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def cache_step(source: TokenSource) -> Step:
+    """The token cache's state in this process (``TokenSource.status()``): never a token."""
+    status = source.status()
+    now = time.time()
+    detail: dict[str, Any] = {
+        "credential": status.label,
+        "token_cached": status.cached,
+        "token_usable": status.usable,
+        "token_age_s": _seconds(status.age_s),
+        "token_remaining_s": _seconds(status.remaining_s),
+        "next_refresh_in_s": _seconds(status.next_refresh_in_s),
+        "next_refresh_at": None
+        if status.next_refresh_in_s is None
+        else _iso(now + status.next_refresh_in_s),
+        "fetch_in_flight_s": _seconds(status.fetch_running_s),
+        "last_fetch_error": status.last_error,
+        "last_fetch_error_ago_s": _seconds(status.last_error_ago_s),
+        "throttled_for_s": _seconds(status.throttled_for_s),
+        "refusal_refresh_available_in_s": _seconds(status.refusal_refresh_in_s),
+    }
+    step = Step("cache", "ok", detail)
+    if status.throttled_for_s > 0:
+        step.status = "warning"
+        step.cause = "The identity endpoint throttled this process (HTTP 429, Retry-After)."
+        step.fix = "Wait for the Retry-After; fewer processes or fewer credential objects help."
+    elif status.last_error is not None and (
+        not status.usable
+        or status.age_s is None
+        or (status.last_error_ago_s or 0.0) < status.age_s
+    ):
+        # Failed since the cached token was obtained: a refresh is failing.
+        step.status = "warning"
+        step.cause = "A token fetch failed in this process (see last_fetch_error)."
+    elif not status.usable and status.fetch_running_s is not None:
+        step.status = "warning"
+        step.cause = "No usable token is cached and a fetch is still waiting for an answer."
+    return step
+
+
+def _iso(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat(
+        timespec="seconds"
+    )
 
 
 def _connect(wrapper: Any) -> Step:

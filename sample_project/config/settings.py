@@ -11,6 +11,19 @@ import django_azure_pg
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+# Telemetry to Application Insights (infra/main.bicep sets the connection string). The
+# Azure Monitor distro installs the OpenTelemetry SDK; django-azure-pg only reports through
+# the API: token fetches, logins, refused logins, throttling (README "Observability").
+# Each gunicorn worker imports this file after the fork (no --preload), so each has its
+# own exporter threads.
+if os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
+    try:
+        from azure.monitor.opentelemetry import configure_azure_monitor
+    except ImportError:  # not installed: the site runs without telemetry
+        pass
+    else:
+        configure_azure_monitor()  # reads APPLICATIONINSIGHTS_CONNECTION_STRING
+
 
 def env_bool(name: str, default: bool = False) -> bool:
     return os.environ.get(name, str(default)).lower() in {"1", "true", "yes", "on"}

@@ -101,6 +101,29 @@ resource allowAzure 'Microsoft.DBforPostgreSQL/flexibleServers/firewallRules@202
   dependsOn: [database]
 }
 
+// Telemetry: a workspace-based Application Insights resource; the app's settings carry its
+// connection string, and config/settings.py calls configure_azure_monitor() when it is set.
+resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+  name: 'log-${token}'
+  location: location
+  tags: tags
+  properties: {
+    sku: { name: 'PerGB2018' }
+    retentionInDays: 30
+  }
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
+  name: 'appi-${token}'
+  location: location
+  tags: tags
+  kind: 'web'
+  properties: {
+    Application_Type: 'web'
+    WorkspaceResourceId: logs.id
+  }
+}
+
 resource web 'Microsoft.Web/sites@2023-12-01' = {
   name: 'app-${token}'
   location: location
@@ -113,7 +136,7 @@ resource web 'Microsoft.Web/sites@2023-12-01' = {
     siteConfig: {
       linuxFxVersion: 'PYTHON|${pythonVersion}'
       appCommandLine: 'startup.sh'
-      healthCheckPath: '/health/'
+      healthCheckPath: '/healthz'
       alwaysOn: true
       ftpsState: 'Disabled'
       minTlsVersion: '1.2'
@@ -123,6 +146,7 @@ resource web 'Microsoft.Web/sites@2023-12-01' = {
         { name: 'AZURE_POSTGRESQL_HOST', value: postgres.properties.fullyQualifiedDomainName }
         { name: 'AZURE_POSTGRESQL_NAME', value: databaseName }
         { name: 'AZURE_POSTGRESQL_USER', value: appRole }
+        { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: appInsights.properties.ConnectionString }
       ]
     }
   }

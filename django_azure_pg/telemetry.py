@@ -1,0 +1,371 @@
+"""OpenTelemetry spans and metrics for the token path, when ``opentelemetry-api`` is installed.
+
+The package only *emits* through the OpenTelemetry API (``pip install
+"django-azure-pg[otel]"``); it never installs or configures an SDK. The
+application owns that — e.g. ``azure-monitor-opentelemetry``'s
+``configure_azure_monitor()``, which sends to Application Insights. Without
+the API every hook below is a function that returns at once; with the API but
+no SDK, the API's no-op tracer and meter make them nearly as cheap.
+
+What is emitted (names and attributes are listed in README "Observability"):
+
+* a span per token fetch (``azure_pg.token.fetch``): a background refresh is
+  its own root span; a fetch a caller waits on is a child of the caller's span
+  (the context is captured when the fetch starts and attached in the fetch
+  thread);
+* a span per physical login (``azure_pg.login``, kind CLIENT) with the
+  database client attributes of OpenTelemetry's semantic conventions where
+  they apply: ``db.system.name`` = ``postgresql``, ``server.address``,
+  ``server.port``, ``db.namespace``, ``error.type`` (Semantic conventions for
+  PostgreSQL client operations, opentelemetry.io/docs/specs/semconv/database/
+  postgresql; SQL client spans, .../semconv/db/sql);
+* metrics: fetches by outcome, fetch duration, 429 responses, refused logins
+  by cause, the cached token's remaining lifetime per identity (observable
+  gauge), and ``db.client.connection.create_time`` (histogram, seconds, with
+  ``db.client.connection.pool.name``: semantic conventions for database client
+  metrics, opentelemetry.io/docs/specs/semconv/db/database-metrics).
+
+Nothing that identifies a secret is ever put in a span, event, attribute or
+metric: no token, no signature, no client secret, no endpoint response body,
+no exception text — only type names, status classes, counts and durations.
+The credential label (e.g. ``ManagedIdentityCredential(client_id=…)``) is the
+one the doctor prints.
+
+Independently of OpenTelemetry this module also keeps, per process, the last
+fetch error of each token source and the last login outcome of each alias,
+which the doctor and the health view read. No Django import here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import psycopg
+
+from . import clouds, errors
+from .errors import LoginRefused
+from .redaction import redact
+
+if TYPE_CHECKING:
+    from .login import TokenLogin
+    from .tokens import Token, TokenSource, _Fetch
+
+try:
+    from opentelemetry import context as otel_context
+    from opentelemetry import metrics as otel_metrics
+    from opentelemetry import trace as otel_trace
+except ImportError:  # the [otel] extra is not installed: every hook is a no-op
+    otel_context = otel_metrics = otel_trace = None  # type: ignore[assignment]
+
+ENABLED = otel_trace is not None
+"""Whether ``opentelemetry-api`` could be imported (the SDK is the application's business)."""
+
+INSTRUMENTATION_NAME = "django_azure_pg"
+
+logger = logging.getLogger("django_azure_pg.telemetry")
+
+C = TypeVar("C")
+
+# -- what the doctor and the health view read (kept with or without OpenTelemetry) --
+
+
+@dataclass(frozen=True)
+class LoginRecord:
+    """How the last physical login of an alias in this process ended."""
+
+    ok: bool
+    at: float  # time.time()
+    error_type: str | None = None  # exception class name; never its text
+    refused: bool = False  # the server refused the token (a LoginRefused)
+
+
+_last_error: weakref.WeakKeyDictionary[TokenSource, tuple[float, str]] = weakref.WeakKeyDictionary()
+_logins: dict[str, LoginRecord] = {}
+# No lock: single item reads and writes, atomic under the GIL — and nothing a fork() could
+# leave held in a child.
+
+
+def last_fetch_error(source: TokenSource) -> tuple[float, str] | None:
+    """(time.time(), redacted "Type: message") of the source's last failed fetch, or None."""
+    return _last_error.get(source)
+
+
+def last_login(alias: str) -> LoginRecord | None:
+    return _logins.get(alias)
+
+
+def _note_login(alias: str, record: LoginRecord) -> None:
+    _logins[alias] = record
+
+
+# -- instruments ------------------------------------------------------------------
+
+_parents: dict[int, Any] = {}  # id(fetch) -> the waiting caller's context
+_local = threading.local()  # in a fetch thread: the fetch's span, its context token, statuses
+
+
+def _identity(source: TokenSource) -> dict[str, str]:
+    """Low-cardinality, secret-free attributes naming a token source."""
+    resource = source.scope.removesuffix("/.default")
+    return {
+        "azure_pg.credential.kind": source.label.split("(", 1)[0],
+        "azure_pg.identity": source.label,
+        "azure_pg.cloud": clouds.cloud_of_scope(source.scope) or "custom",
+        "azure_pg.scope.resource": resource,
+    }
+
+
+if ENABLED:
+    _tracer = otel_trace.get_tracer(INSTRUMENTATION_NAME)
+    _meter = otel_metrics.get_meter(INSTRUMENTATION_NAME)
+    _fetches = _meter.create_counter(
+        "azure_pg.token.fetches", unit="{fetch}", description="Token fetches by outcome."
+    )
+    _fetch_duration = _meter.create_histogram(
+        "azure_pg.token.fetch.duration",
+        unit="s",
+        description="Time one call to the credential took.",
+    )
+    _throttled = _meter.create_counter(
+        "azure_pg.token.throttled",
+        unit="{response}",
+        description="HTTP 429 answers from the identity endpoint.",
+    )
+    _refused = _meter.create_counter(
+        "azure_pg.login.refused",
+        unit="{login}",
+        description="Logins the server refused, by cause (also those a fresh token cured).",
+    )
+    _create_time = _meter.create_histogram(
+        "db.client.connection.create_time",
+        unit="s",
+        description="The time it took to create a new connection (token included).",
+    )
+
+    def _remaining_lifetime(options: Any) -> Iterable[Any]:
+        from .tokens import _all_sources
+
+        for source in list(_all_sources):
+            status = source.status()
+            if status.remaining_s is not None:
+                yield otel_metrics.Observation(status.remaining_s, _identity(source))
+
+    _meter.create_observable_gauge(
+        "azure_pg.token.remaining_lifetime",
+        callbacks=[_remaining_lifetime],
+        unit="s",
+        description="Seconds until the cached token of each identity expires.",
+    )
+
+
+# -- token fetch hooks (called by tokens.TokenSource) -------------------------------
+
+
+def fetch_started(fetch: _Fetch, cached: Token | None, now: float) -> None:
+    """In the caller's thread, under the source's lock: remember who waits for ``fetch``.
+
+    A fetch started while a usable token is cached is a background refresh and
+    gets its own root span; any other (no token, or a refusal-forced refresh)
+    has a caller waiting, whose span becomes the parent.
+    """
+    if ENABLED and (fetch.forced or cached is None or not cached.usable(now)):
+        _parents[id(fetch)] = otel_context.get_current()
+
+
+def fetch_running(source: TokenSource, fetch: _Fetch) -> None:
+    """In the fetch thread, before the credential is called: open the span, attach it."""
+    if not ENABLED:
+        return
+    try:
+        _open_fetch_span(source, fetch)
+    except Exception:  # telemetry never stands in the token's way
+        _local.active = None
+        logger.debug("OpenTelemetry: could not open the token fetch span", exc_info=True)
+
+
+def _open_fetch_span(source: TokenSource, fetch: _Fetch) -> None:
+    parent = _parents.pop(id(fetch), None)
+    trigger = "refusal" if fetch.forced else ("wait" if parent is not None else "refresh")
+    attributes: dict[str, Any] = {**_identity(source), "azure_pg.fetch.trigger": trigger}
+    span = _tracer.start_span(
+        "azure_pg.token.fetch",
+        context=parent if parent is not None else otel_context.Context(),
+        attributes=attributes,
+    )
+    token = otel_context.attach(otel_trace.set_span_in_context(span))
+    _local.active = (span, token, attributes)
+    _local.status = None
+
+
+def response_seen(response: Any) -> None:
+    """azure-core ``raw_response_hook`` (with ``tokens.observe_response``): status classes, 429s."""
+    http = getattr(response, "http_response", response)
+    status = getattr(http, "status_code", None)
+    if not isinstance(status, int) or getattr(_local, "active", None) is None:
+        return
+    _local.status = status
+    if status == 429:
+        _throttled.add(1, _local.active[2])
+
+
+def observing(hook: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``hook``, also reporting the endpoint's answers when OpenTelemetry is on."""
+    if not ENABLED:
+        return hook
+
+    def both(response: Any) -> None:
+        response_seen(response)
+        hook(response)
+
+    return both
+
+
+def fetch_done(
+    source: TokenSource, fetch: _Fetch, failure: BaseException | None, elapsed: float
+) -> None:
+    """In the fetch thread, when the credential answered or failed: end the span, count it.
+
+    Called before the waiting callers are released, so a caller that got its
+    token finds the span ended.
+    """
+    if failure is not None:
+        text = redact(f"{type(failure).__name__}: {failure}")[:300]
+        _last_error[source] = (time.time(), text)
+    if not ENABLED:
+        return
+    active = getattr(_local, "active", None)
+    if active is None:
+        return
+    _local.active = None
+    try:
+        _close_fetch_span(active, fetch, failure, elapsed)
+    except Exception:  # telemetry never stands in the token's way
+        logger.debug("OpenTelemetry: could not record the token fetch", exc_info=True)
+
+
+def _close_fetch_span(
+    active: tuple[Any, Any, dict[str, Any]],
+    fetch: _Fetch,
+    failure: BaseException | None,
+    elapsed: float,
+) -> None:
+    span, token, attributes = active
+    throttled = fetch.seen.count > 0 or (
+        failure is not None and errors.throttled_retry_after(failure) is not None
+    )
+    outcome = "success" if failure is None else ("throttled" if throttled else "error")
+    result: dict[str, Any] = {**attributes, "azure_pg.outcome": outcome}
+    if failure is not None:
+        result["error.type"] = type(failure).__name__
+    span.set_attribute("azure_pg.outcome", outcome)
+    span.set_attribute("azure_pg.throttled", throttled)
+    status = _local.status
+    if status is not None:
+        span.set_attribute("azure_pg.endpoint.status_class", f"{status // 100}xx")
+    if failure is not None:
+        span.set_attribute("error.type", type(failure).__name__)
+        span.set_status(otel_trace.StatusCode.ERROR, outcome)
+    span.end()
+    otel_context.detach(token)
+    metric = {k: v for k, v in result.items() if k != "azure_pg.scope.resource"}
+    _fetches.add(1, metric)
+    _fetch_duration.record(elapsed, metric)
+
+
+# -- physical logins -------------------------------------------------------------------
+
+
+def _server(params: Mapping[str, Any]) -> tuple[str, int]:
+    host = str(params.get("host") or "").split(",")[0] or "localhost"
+    try:
+        port = int(str(params.get("port") or "5432").split(",")[0])
+    except ValueError:
+        port = 5432
+    return host, port
+
+
+def login(login: TokenLogin, connect: Callable[..., C], params: Mapping[str, Any]) -> C:
+    """``login.connect(connect, params)``, observed: a span, the create time, refusals.
+
+    Wraps the one call every physical connection makes (plain, CONN_MAX_AGE and
+    the pool's connection class), so ``login.py`` itself stays untouched.
+    """
+    if not ENABLED:
+        try:
+            conn = login.connect(connect, params)
+        except BaseException as exc:
+            _note_login(login.alias, _failed_login(exc))
+            raise
+        _note_login(login.alias, LoginRecord(True, time.time()))
+        return conn
+    attempts = 0
+
+    def counted(**kwargs: Any) -> C:
+        nonlocal attempts
+        attempts += 1
+        try:
+            return connect(**kwargs)
+        except psycopg.OperationalError as exc:
+            # Every refusal the server made, also one that a fresh token then cured.
+            cause = errors.login_refusal(exc)
+            if cause is not None:
+                _refused.add(1, {**attributes, "azure_pg.refusal.cause": cause.__name__})
+            raise
+
+    host, port = _server(params)
+    attributes: dict[str, Any] = {
+        "db.system.name": "postgresql",
+        "server.address": host,
+        "server.port": port,
+        "db.client.connection.pool.name": login.alias,
+        "azure_pg.identity": login.source.label,
+    }
+    span_attributes = {
+        **attributes,
+        "db.namespace": str(params.get("dbname") or ""),
+        "azure_pg.sslmode": str(params.get("sslmode") or "prefer"),
+    }
+    started = time.perf_counter()
+    with _tracer.start_as_current_span(
+        "azure_pg.login",
+        kind=otel_trace.SpanKind.CLIENT,
+        attributes=span_attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            conn = login.connect(counted, params)
+        except BaseException as exc:
+            record = _failed_login(exc)
+            _note_login(login.alias, record)
+            outcome = "refused" if record.refused else "error"
+            span.set_attribute("azure_pg.outcome", outcome)
+            span.set_attribute("error.type", record.error_type or "")
+            if record.refused:
+                span.set_attribute("azure_pg.refusal.cause", record.error_type or "")
+            span.set_attribute("azure_pg.login.attempts", attempts)
+            span.set_status(otel_trace.StatusCode.ERROR, outcome)
+            _create_time.record(
+                time.perf_counter() - started,
+                {**attributes, "azure_pg.outcome": outcome, "error.type": record.error_type},
+            )
+            raise
+        _note_login(login.alias, LoginRecord(True, time.time()))
+        span.set_attribute("azure_pg.outcome", "success")
+        span.set_attribute("azure_pg.login.attempts", attempts)
+        _create_time.record(
+            time.perf_counter() - started, {**attributes, "azure_pg.outcome": "success"}
+        )
+        return conn
+
+
+def _failed_login(exc: BaseException) -> LoginRecord:
+    return LoginRecord(
+        False, time.time(), type(exc).__name__, refused=isinstance(exc, LoginRefused)
+    )

@@ -360,16 +360,16 @@ def test_status_is_a_snapshot_without_the_token() -> None:
         None,
         None,
     )
-    source.get_token()
+    token = source.get_token()
     clock.advance(100)
     status = source.status()
     assert status.cached and status.usable
     assert status.age_s == 100 and status.remaining_s == 900 and status.lifetime_s == 1000
-    assert status.next_refresh_in_s == 900 - 250  # a quarter of the lifetime, spread 0
+    assert status.next_refresh_in_s == pytest.approx(token.refresh_at(0.0) - clock.now)
     assert status.fetch_running_s is None and status.throttled_for_s == 0
     assert credential.issued[-1] not in repr(status)
     credential.error = RuntimeError("endpoint down, answer was eyJhbGciOi.eyJzdWIi.c2lnbmF0dXJl")
-    clock.advance(700)  # inside the refresh window: a background refresh, which fails
+    clock.advance(700)  # past the refresh moment, still usable: a background refresh fails
     source.get_token()
     failed = until(lambda: source.status().last_error, 5.0)
     assert failed.startswith("RuntimeError: endpoint down") and "eyJ" not in failed

@@ -167,6 +167,13 @@ def all_at_once(threads: int, work: Callable[[], None]) -> None:
 def _isolated_token_registry() -> Iterator[None]:
     yield
     tokens.reset()
+    # A fetch still in flight (a background refresh begun at the test's end) would reach
+    # the emulator during the next test and spoil its request counts: give it a moment to
+    # land (a fetch from the emulator takes milliseconds; a gated fake one is not waited for).
+    deadline = time.monotonic() + 0.5
+    for thread in threading.enumerate():
+        if thread.name == "django-azure-pg-token":
+            thread.join(max(deadline - time.monotonic(), 0))
 
 
 @pytest.fixture

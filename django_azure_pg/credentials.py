@@ -24,7 +24,8 @@ from azure import identity
 from azure.core.credentials import TokenCredential
 
 from . import clouds, forksafe
-from .options import SERVICE_CONNECTOR_SUFFIXES
+from ._names import SERVICE_CONNECTOR_PREFIX as SERVICE_CONNECTOR_PREFIX
+from ._names import SERVICE_CONNECTOR_SUFFIXES
 from .redaction import install_log_redaction
 from .tokens import CredentialFactory, observe_response
 
@@ -33,7 +34,6 @@ _OBSERVED: dict[str, Any] = {"raw_response_hook": observe_response}
 
 logger = logging.getLogger("django_azure_pg.credentials")
 
-SERVICE_CONNECTOR_PREFIX = "AZURE_POSTGRESQL_"
 FEDERATED_TOKEN_FILE = "AZURE_FEDERATED_TOKEN_FILE"  # noqa: S105 — a variable name
 IDENTITY_HINTS = (
     "IDENTITY_ENDPOINT", "MSI_ENDPOINT", "AZURE_CLIENT_ID", FEDERATED_TOKEN_FILE,

@@ -424,7 +424,7 @@ def settings_import(rounds: int) -> dict[str, Any]:
             out = json.loads(done.stdout)
             samples[label].append(out["ms"])
             loaded[label] = out["loaded"]
-    result = {
+    result: dict[str, dict[str, Any]] = {
         label: {**summary(v), "samples": v, "loaded": loaded[label]}
         for label, v in samples.items()
     }

@@ -22,6 +22,7 @@ import ast
 import importlib
 import json
 import logging
+import os
 import pkgutil
 import subprocess
 import sys
@@ -86,8 +87,10 @@ def test_settings_import_loads_neither_azure_identity_msal_nor_psycopg() -> None
     assert loaded == [], f"import django_azure_pg / from_env loaded {loaded}"
 
 
-BLOCK_DJANGO = """
+BLOCK_DJANGO = f"""
 import json, sys, traceback
+
+OURS = {os.path.join(PACKAGE_DIR, "")!r}  # this package's own files
 
 attempts = []
 
@@ -97,10 +100,10 @@ class NoDjango:
         if name != "django" and not name.startswith("django."):
             return None
         frames = [f for f in traceback.extract_stack()[:-1] if "<frozen" not in f.filename]
-        ours = [f.filename for f in frames if "/django_azure_pg/" in f.filename]
-        attempts.append({"name": name, "by": frames[-1].filename if frames else "?",
-                         "ours": ours})
-        raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
+        ours = [f.filename for f in frames if f.filename.startswith(OURS)]
+        attempts.append({{"name": name, "by": frames[-1].filename if frames else "?",
+                         "ours": ours}})
+        raise ModuleNotFoundError(f"No module named {{name!r}} (blocked)", name=name)
 
 sys.meta_path.insert(0, NoDjango())
 """
@@ -129,7 +132,7 @@ print(json.dumps(report))
         module: result
         for module, result in report.items()
         if result["error"] is not None
-        or any("/django_azure_pg/" in a["by"] for a in result["attempts"])
+        or any(a["by"].startswith(os.path.join(PACKAGE_DIR, "")) for a in result["attempts"])
     }
     assert not failures, "the core pulled Django in:\n" + "\n".join(
         f"  {module} ({result['error'] or 'imported'}): "
@@ -263,3 +266,23 @@ def test_service_connector_names_are_still_found_where_they_were() -> None:
 
     assert credentials.SERVICE_CONNECTOR_PREFIX == _names.SERVICE_CONNECTOR_PREFIX
     assert options.SERVICE_CONNECTOR_SUFFIXES is _names.SERVICE_CONNECTOR_SUFFIXES
+
+
+@pytest.mark.parametrize("name", DJANGO_FREE)
+def test_core_module_has_no_django_import_even_inside_functions(name: str) -> None:
+    """Imports inside functions run later, out of reach of the fresh-interpreter check."""
+    tree = ast.parse(_module_file(name).read_text(encoding="utf-8"))
+    found = [
+        node.lineno
+        for node in ast.walk(tree)
+        if (
+            isinstance(node, ast.Import)
+            and any(a.name == "django" or a.name.startswith("django.") for a in node.names)
+        )
+        or (
+            isinstance(node, ast.ImportFrom)
+            and not node.level
+            and (node.module == "django" or (node.module or "").startswith("django."))
+        )
+    ]
+    assert not found, f"{name} imports Django at line(s) {found}"

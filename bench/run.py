@@ -104,10 +104,21 @@ def compare(name: str, contenders: dict[str, Callable[[], float]], rounds: int) 
     result = {k: summary(v) for k, v in samples.items()}
     a, b = list(contenders)
     ratio = result[a]["median"] / result[b]["median"]
+    # Each round runs A then B back to back: their ratio cancels what the machine was
+    # doing during that round, so the spread of per-round ratios is the run's own noise.
+    per_round = summary([x / y for x, y in zip(samples[a], samples[b], strict=True)])
     print(
         f"  {name}: {a} {result[a]['median']:.0f}/s vs {b} {result[b]['median']:.0f}/s → ratio {ratio:.3f}"
+        f" (per round: min {per_round['min']:.3f}, median {per_round['median']:.3f},"
+        f" max {per_round['max']:.3f})"
     )
-    return {"samples": samples, "summary": result, "ratio": ratio, "ratio_of": f"{a} / {b}"}
+    return {
+        "samples": samples,
+        "summary": result,
+        "ratio": ratio,
+        "ratio_of": f"{a} / {b}",
+        "round_ratios": per_round,
+    }
 
 
 class Bench:
@@ -159,11 +170,24 @@ class Bench:
             return lambda: run_threads(threads, seconds, make)
 
         self.wrapper(ours).connect()  # warm the token
-        return compare(
+        result = compare(
             "connect throughput (new physical connections/s through Django)",
             {"django_azure_pg": measure(ours), "stock + static token": measure(stock)},
             rounds,
         )
+        # Time per connection per thread: threads / (connections per second).
+        medians = {k: v["median"] for k, v in result["summary"].items()}
+        per_connection = {k: threads / m * 1e6 for k, m in medians.items()}
+        result["per_connection_us"] = per_connection
+        result["overhead_us"] = (
+            per_connection["django_azure_pg"] - per_connection["stock + static token"]
+        )
+        print(
+            f"    per connection: {per_connection['django_azure_pg']:.0f} us vs "
+            f"{per_connection['stock + static token']:.0f} us → "
+            f"{result['overhead_us']:+.0f} us (medians; {threads} threads)"
+        )
+        return result
 
     # 7 ---------------------------------------------------------------------------
     def telemetry_overhead(self, rounds: int, seconds: float, threads: int) -> dict[str, Any]:
@@ -462,6 +486,62 @@ def install_otel_sdk() -> Any:
     return exporter
 
 
+HEAVY = ("azure.identity", "msal", "psycopg")
+
+IMPORTS = {
+    "django_azure_pg + from_env": (
+        "import django_azure_pg\nfrom django_azure_pg.env import from_env"
+    ),
+    "dj_database_url": "import dj_database_url",
+    "django_azure_pg.login (first connection)": "import django_azure_pg.login",
+}
+"""What settings.py imports, beside dj-database-url; and, for scale, what the first
+connection loads (the login side: azure-identity, MSAL, psycopg)."""
+
+_IMPORT_PROBE = """
+import json, sys, time
+import django, django.conf, django.core.exceptions  # settings.py runs inside Django
+began = time.perf_counter()
+{code}
+took = time.perf_counter() - began
+print(json.dumps({{"ms": took * 1000, "loaded": [h for h in {heavy!r} if h in sys.modules]}}))
+"""
+
+
+def settings_import(rounds: int) -> dict[str, Any]:
+    """Import time of settings.py's imports, each in a fresh interpreter, Django loaded.
+
+    Rounds interleave the contenders (A B C A B C …) like every comparison here; the
+    clock covers the imports only, not the interpreter's start or Django's.
+    """
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    samples: dict[str, list[float]] = {k: [] for k in IMPORTS}
+    loaded: dict[str, list[str]] = {}
+    for _ in range(rounds):
+        for label, code in IMPORTS.items():
+            probe = _IMPORT_PROBE.format(code=code, heavy=HEAVY)
+            done = subprocess.run(
+                [sys.executable, "-c", probe],
+                capture_output=True, text=True, check=True, env=env, cwd=ROOT,
+            )  # fmt: skip
+            out = json.loads(done.stdout)
+            samples[label].append(out["ms"])
+            loaded[label] = out["loaded"]
+    result: dict[str, dict[str, Any]] = {
+        label: {**summary(v), "samples": v, "loaded": loaded[label]}
+        for label, v in samples.items()
+    }
+    for label, r in result.items():
+        heavy = ", ".join(r["loaded"]) or "none of " + ", ".join(HEAVY)
+        print(
+            f"  settings import, {label}: median {r['median']:.1f} ms "
+            f"(min {r['min']:.1f}, max {r['max']:.1f}; {rounds} fresh interpreters); loads {heavy}"
+        )
+    return result
+
+
 def token_cost(login: TokenLogin, credential: Any) -> dict[str, float]:
     """Microseconds each side spends getting the password for one connection (no connect)."""
     from azure_postgresql_auth.core import get_entra_token
@@ -544,8 +624,16 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (smoke run)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SECTIONS,
+        metavar="SECTION",
+        help=f"run only these sections ({', '.join(SECTIONS)}); results in bench/results/only.json",
+    )
     args = parser.parse_args(argv)
     q = args.quick
+    wanted = set(args.only or SECTIONS)
     rounds, seconds = (2, 0.5) if q else (7, 1.5)
     for key in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "AZURE_POSTGRESQL_CLIENTID"):
         os.environ.pop(key, None)
@@ -559,6 +647,26 @@ def main(argv: list[str] | None = None) -> int:
         pg.create_database(DB, owner=ROLE)
         bench = Bench(emulator, pg, q)
         print("django-azure-pg benchmarks")
+        sections: dict[str, Callable[[], Any]] = {
+            "settings_import": lambda: settings_import(3 if q else 9),
+            "connect_throughput": lambda: bench.connect_throughput(rounds, seconds, threads=4),
+            "identity_calls": lambda: bench.identity_calls(
+                32, 50 if q else 1000, lifetime=2.0 if q else 12.0
+            ),
+            "slow_endpoint": lambda: bench.slow_endpoint_latency(
+                8, 4.0 if q else 14.0, lifetime=1.2 if q else 4.0, latency=0.2
+            ),
+            "pool_throughput": lambda: bench.pool_throughput(rounds, seconds, threads=4),
+            "versus_azure_postgresql_auth": lambda: bench.versus_azure_postgresql_auth(
+                rounds if q else 5, 1.0, threads=4
+            ),
+            "grants_check": lambda: grants_check.measure(
+                pg, *((100, 100) if q else (1000, 1000))
+            ),
+            # last: it installs the OpenTelemetry SDK for the rest of the process
+            "telemetry": lambda: bench.telemetry_overhead(rounds, seconds, threads=4),
+        }
+        assert tuple(sections) == SECTIONS
         results: dict[str, Any] = {
             "machine": {
                 "python": platform.python_version(),
@@ -567,59 +675,90 @@ def main(argv: list[str] | None = None) -> int:
                 "cpus": os.cpu_count(),
                 "platform": platform.platform(),
             },
-            "connect_throughput": bench.connect_throughput(rounds, seconds, threads=4),
-            "identity_calls": bench.identity_calls(
-                32, 50 if q else 1000, lifetime=2.0 if q else 12.0
-            ),
-            "slow_endpoint": bench.slow_endpoint_latency(
-                8, 4.0 if q else 14.0, lifetime=1.2 if q else 4.0, latency=0.2
-            ),
-            "pool_throughput": bench.pool_throughput(rounds, seconds, threads=4),
-            "versus_azure_postgresql_auth": bench.versus_azure_postgresql_auth(
-                rounds if q else 5, 1.0, threads=4
-            ),
-            "grants_check": grants_check.measure(pg, *((100, 100) if q else (1000, 1000))),
-            # last: it installs the OpenTelemetry SDK for the rest of the process
-            "telemetry": bench.telemetry_overhead(rounds, seconds, threads=4),
         }
+        for name, run in sections.items():
+            if name in wanted:
+                results[name] = run()
     results["wall_seconds"] = time.monotonic() - started
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / ("quick.json" if q else "latest.json")).write_text(
-        json.dumps(results, indent=2, default=str)
-    )
-    if not q:
+    stem = "only" if args.only else "quick" if q else "latest"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str))
+    if not q and not args.only:
         plot(results, ROOT / "docs" / "benchmarks.png")
     print_table(results)
     return 0
 
 
+SECTIONS = (
+    "settings_import",
+    "connect_throughput",
+    "identity_calls",
+    "slow_endpoint",
+    "pool_throughput",
+    "versus_azure_postgresql_auth",
+    "grants_check",
+    "telemetry",
+)
+
+
 def print_table(r: dict[str, Any]) -> None:
-    ic, se = r["identity_calls"], r["slow_endpoint"]
-    rows = [
-        (
-            "1 connect throughput ratio (ours / stock)",
-            f"{r['connect_throughput']['ratio']:.3f}",
-            "≥ 0.97",
-        ),
-        (
-            "2 identity calls, 32 threads x connections",
-            f"{ic['calls']} calls for {ic['connections']} connections over "
-            f"{ic['lifetimes']:.1f} lifetimes ({ic['calls_per_lifetime']:.2f}/lifetime)",
-            f"≤ {ic['target_max_calls']}",
-        ),
-        (
-            "3 token wait per connection once warm",
-            f"p50 {se['p50_ms']:.3f} ms, p99 {se['p99_ms']:.3f} ms, "
-            f"max {se['max_ms']:.3f} ms ({se['rotations']:.1f} rotations)",
-            "p99 ≤ 1 ms",
-        ),
-        (
-            "4 pool request cycle ratio (ours / stock)",
-            f"{r['pool_throughput']['ratio']:.3f}",
-            "≥ 0.97",
-        ),
-    ]
-    for label, data in r["versus_azure_postgresql_auth"].items():
+    rows: list[tuple[str, str, str]] = []
+    si = r.get("settings_import")
+    if si:
+        ours, theirs = si["django_azure_pg + from_env"], si["dj_database_url"]
+        login = si["django_azure_pg.login (first connection)"]
+        rows.append(
+            (
+                "0 settings import (Django loaded), ours vs dj_database_url",
+                f"{ours['median']:.1f} ms vs {theirs['median']:.1f} ms (medians of "
+                f"{ours['rounds']}); loads {', '.join(ours['loaded']) or 'none of ' + '/'.join(HEAVY)}"
+                f"; the login side, for scale: {login['median']:.0f} ms",
+                "tens of ms at most, none of them",
+            )
+        )
+    ct = r.get("connect_throughput")
+    if ct:
+        spread = ct["round_ratios"]
+        rows.append(
+            (
+                "1 connect throughput ratio (ours / stock)",
+                f"{ct['ratio']:.3f}; per round min {spread['min']:.3f} / median "
+                f"{spread['median']:.3f} / max {spread['max']:.3f}; "
+                f"{ct['overhead_us']:+.0f} us per connection",
+                "within the per-round spread",
+            )
+        )
+    ic = r.get("identity_calls")
+    if ic:
+        rows.append(
+            (
+                "2 identity calls, 32 threads x connections",
+                f"{ic['calls']} calls for {ic['connections']} connections over "
+                f"{ic['lifetimes']:.1f} lifetimes ({ic['calls_per_lifetime']:.2f}/lifetime)",
+                f"≤ {ic['target_max_calls']}",
+            )
+        )
+    se = r.get("slow_endpoint")
+    if se:
+        rows.append(
+            (
+                "3 token wait per connection once warm",
+                f"p50 {se['p50_ms']:.3f} ms, p99 {se['p99_ms']:.3f} ms, "
+                f"max {se['max_ms']:.3f} ms ({se['rotations']:.1f} rotations)",
+                "p99 ≤ 1 ms",
+            )
+        )
+    pt = r.get("pool_throughput")
+    if pt:
+        spread = pt["round_ratios"]
+        rows.append(
+            (
+                "4 pool request cycle ratio (ours / stock)",
+                f"{pt['ratio']:.3f}; per round min {spread['min']:.3f} / max {spread['max']:.3f}",
+                "≥ 0.97",
+            )
+        )
+    for label, data in r.get("versus_azure_postgresql_auth", {}).items():
         if not isinstance(data, dict) or "token_cost_us" not in data:
             continue
         target = "≥ 50" if "slow" in label else "≥ 1.0"
@@ -641,21 +780,22 @@ def print_table(r: dict[str, Any]) -> None:
                 target,
             )
         )
-    g = r["grants_check"]
-    before = g.get("verify_before")
-    rows.append(
-        (
-            f"6 grant_aad_privileges --check, {g['tables']} tables + {g['sequences']} sequences",
-            f"{g['command_after']['queries']} queries, {g['command_after']['seconds']:.3f} s"
-            + (
-                f" (verify: {before['queries']} → {g['verify_after']['queries']} queries, "
-                f"{before['seconds']:.3f} → {g['verify_after']['seconds']:.3f} s)"
-                if before
-                else ""
-            ),
-            "≤ 10 queries",
+    g = r.get("grants_check")
+    if g:
+        before = g.get("verify_before")
+        rows.append(
+            (
+                f"6 grant_aad_privileges --check, {g['tables']} tables + {g['sequences']} sequences",
+                f"{g['command_after']['queries']} queries, {g['command_after']['seconds']:.3f} s"
+                + (
+                    f" (verify: {before['queries']} → {g['verify_after']['queries']} queries, "
+                    f"{before['seconds']:.3f} → {g['verify_after']['seconds']:.3f} s)"
+                    if before
+                    else ""
+                ),
+                "≤ 10 queries",
+            )
         )
-    )
     t = r.get("telemetry") or {}
     if "cost_ratio" in t:
         rows.append(
@@ -666,7 +806,7 @@ def print_table(r: dict[str, Any]) -> None:
                 "< 1.02",
             )
         )
-    width = max(len(a) for a, _, _ in rows)
+    width = max((len(a) for a, _, _ in rows), default=0)
     print("\nSummary")
     for label, value, target in rows:
         print(f"  {label.ljust(width)}  {value}   (target {target})")

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from azure import identity
 
-logger = logging.getLogger("django_azure_pg.credentials")
+logger = logging.getLogger(__name__)
 
 PUBLIC_SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
 SCOPES = {

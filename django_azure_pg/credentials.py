@@ -36,7 +36,8 @@ from azure import identity
 from azure.core.credentials import TokenCredential
 
 from . import clouds, forksafe, telemetry
-from .options import SERVICE_CONNECTOR_SUFFIXES
+from ._names import SERVICE_CONNECTOR_PREFIX as SERVICE_CONNECTOR_PREFIX
+from ._names import SERVICE_CONNECTOR_SUFFIXES
 from .redaction import install_log_redaction
 from .tokens import CredentialFactory, observe_response
 
@@ -45,7 +46,6 @@ _OBSERVED: dict[str, Any] = {"raw_response_hook": telemetry.observing(observe_re
 
 logger = logging.getLogger("django_azure_pg.credentials")
 
-SERVICE_CONNECTOR_PREFIX = "AZURE_POSTGRESQL_"
 FEDERATED_TOKEN_FILE = "AZURE_FEDERATED_TOKEN_FILE"  # noqa: S105 — a variable name
 TOKEN_CREDENTIALS_VAR = "AZURE_TOKEN_CREDENTIALS"  # noqa: S105 — a variable name
 IDENTITY_HINTS = (

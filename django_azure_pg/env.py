@@ -19,7 +19,9 @@ OPTIONS as both libraries do for every scheme (our own keys such as
 
 Django is imported only to raise ``ImproperlyConfigured``, so that importing
 the package (which registers the URL schemes) does not import it — unless
-django-environ is installed, which imports Django itself.
+django-environ is installed, which imports Django itself. Nor does importing this
+module load azure-identity, MSAL or psycopg (``tests/test_imports.py``): settings.py
+runs it for every ``manage.py`` command, connecting or not.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from .credentials import SERVICE_CONNECTOR_PREFIX
-from .options import FALSE_WORDS, SERVICE_CONNECTOR_SUFFIXES, TRUE_WORDS
+from ._names import SERVICE_CONNECTOR_PREFIX, SERVICE_CONNECTOR_SUFFIXES
+from .options import FALSE_WORDS, TRUE_WORDS
 
 ENGINE = "django_azure_pg"
 URL_SCHEMES = ("azure-postgres", "azure-postgresql")
@@ -129,7 +131,11 @@ def register_environ_schemes() -> bool:
     """
     if importlib.util.find_spec("environ") is None:
         return False
-    env_class = getattr(importlib.import_module("environ"), "Env", None)
+    try:
+        module = importlib.import_module("environ")
+    except ImportError:  # django-environ looks for Django itself; without it, nothing to teach
+        return False
+    env_class = getattr(module, "Env", None)
     schemes = getattr(env_class, "DB_SCHEMES", None)
     if not isinstance(schemes, dict):  # another package named "environ"
         return False

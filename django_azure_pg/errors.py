@@ -136,8 +136,9 @@ class TokenRefusedByServer(ServerCause):
 
 # Azure Database for PostgreSQL's login refusals. Sources:
 # - "The access token has expired. Please acquire a new token and retry." — the
-#   server's text for an expired token at login (/work/shared/AZURE_FACTS.md; also
-#   quoted as "... Acquire a new token and try again." in user reports);
+#   server's text for an expired token at login, as users quote it (darold/ora2pg
+#   issue #1851, a token from `az account get-access-token` outliving its hour;
+#   also quoted as "... Acquire a new token and try again.");
 # - 'password authentication failed for user "…"' for a token that is invalid or
 #   not for this role, and 'role "…" does not exist' for a role never created —
 #   microsoft/GitHub-Copilot-for-Azure plugin/skills/azure-postgres/references/

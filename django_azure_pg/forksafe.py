@@ -19,7 +19,7 @@ import socket
 import types
 from typing import Any
 
-logger = logging.getLogger("django_azure_pg.credentials")
+logger = logging.getLogger(__name__)
 
 _explicit_objects: dict[int, Any] = {}
 _retired: list[Any] = []

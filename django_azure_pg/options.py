@@ -11,13 +11,8 @@ import math
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-SERVICE_CONNECTOR_SUFFIXES = {
-    "client_id": "CLIENTID",
-    "client_secret": "CLIENTSECRET",
-    "tenant_id": "TENANTID",
-}
-"""Each credential key, and the suffix of the Service Connector variable that stands for it
-(``AZURE_POSTGRESQL_CLIENTID`` …): OPTIONS wins key by key, the variable fills the rest."""
+from ._names import SERVICE_CONNECTOR_SUFFIXES as SERVICE_CONNECTOR_SUFFIXES
+
 CREDENTIAL_KEYS = ("credential", *SERVICE_CONNECTOR_SUFFIXES)
 TOKEN_KEYS = ("token_scope", "token_refresh_margin", "token_timeout", "allow_custom_token_scope")
 TRANSPORT_KEYS = ("allow_plaintext_token",)

@@ -75,6 +75,25 @@ def test_expired_at_server_is_refreshed_and_retried_once() -> None:
     assert cred.calls == 2
 
 
+@pytest.mark.parametrize("refusal", [REFUSED, EXPIRED], ids=["stale", "expired"])
+def test_no_second_token_to_a_server_that_was_not_verified(refusal: Exception) -> None:
+    """``sslmode=require`` encrypts but does not check who answers: the one token it
+    refused may have gone to an impostor, which must not get a fresh one as well."""
+    clock = FakeClock()
+    cred = FakeCredential(clock)
+    lg = aged(login(cred), clock)
+    connect = FakeConnect(refusal)
+    with pytest.raises(psycopg.OperationalError) as info:
+        lg.connect(connect, {"host": "db.internal", "sslmode": "require"})
+    assert info.value is refusal  # the server's own error, unchanged
+    assert len(connect.calls) == 1 and cred.calls == 1  # no fresh token fetched or sent
+    # The control: the same refusal from a verified server is retried with a fresh token.
+    clock.advance(600)
+    connect = FakeConnect(refusal)
+    assert lg.connect(connect, {"host": "db.internal", "sslmode": "verify-full"}) == "connection"
+    assert len(connect.calls) == 2 and cred.calls == 2
+
+
 class SlowConnect(FakeConnect):
     """A login that takes ``seconds`` on the injected clock before the server answers."""
 

@@ -21,7 +21,7 @@ that same process it would wait on this front forever; ``cancel_safe()``
 (what psycopg itself uses) works.
 
 Azure's texts (see ``AZURE_TEXTS``): "The access token has expired. Please acquire
-a new token and retry." for an expired token (/work/shared/AZURE_FACTS.md);
+a new token and retry." for an expired token (as quoted in darold/ora2pg issue #1851);
 'password authentication failed for user "…"' for a token not valid for the role
 and 'role "…" does not exist' for a missing role (microsoft/GitHub-Copilot-for-Azure
 plugin/skills/azure-postgres/references/TROUBLESHOOTING.md). Microsoft documents no

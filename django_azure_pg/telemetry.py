@@ -149,9 +149,7 @@ if ENABLED:
     )
 
     def _remaining_lifetime(options: Any) -> Iterable[Any]:
-        from .tokens import _all_sources
-
-        for source in list(_all_sources):
+        for source in _sources():
             status = source.status()
             if status.remaining_s is not None:
                 yield otel_metrics.Observation(status.remaining_s, _identity(source))
@@ -165,6 +163,21 @@ if ENABLED:
 
 
 # -- token fetch hooks (called by tokens.TokenSource) -------------------------------
+
+
+def _no_sources() -> Iterable[TokenSource]:
+    return ()
+
+
+_sources: Callable[[], Iterable[TokenSource]] = _no_sources
+
+
+def watch_sources(sources: Callable[[], Iterable[TokenSource]]) -> None:
+    """Where the remaining-lifetime gauge finds the live token sources (set by ``tokens``,
+    so this module never imports it)."""
+    global _sources
+    _sources = sources
+
 
 
 def fetch_started(fetch: _Fetch, cached: Token | None, now: float) -> None:

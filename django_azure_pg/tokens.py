@@ -619,6 +619,7 @@ def _safe_cause(exc: BaseException, depth: int = 0) -> CredentialFailure:
 # -- process-wide registry ------------------------------------------------
 
 _all_sources: weakref.WeakSet[TokenSource] = weakref.WeakSet()
+telemetry.watch_sources(lambda: list(_all_sources))
 _registry: dict[Hashable, TokenSource] = {}
 _registry_lock = threading.Lock()
 

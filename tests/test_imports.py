@@ -49,6 +49,7 @@ DJANGO_FREE = (
     "django_azure_pg.login",
     "django_azure_pg.options",
     "django_azure_pg.redaction",
+    "django_azure_pg.telemetry",
     "django_azure_pg.timing",
     "django_azure_pg.tls",
     "django_azure_pg.tokens",
@@ -185,7 +186,16 @@ def import_graph() -> dict[str, set[str]]:
         path = _module_file(name)
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         edges: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        typing_only = {
+            id(inner)
+            for block in ast.walk(tree)
+            if isinstance(block, ast.If) and ast.unparse(block.test).endswith("TYPE_CHECKING")
+            for inner in ast.walk(block)
+        }
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue  # for type checkers only: never imported at run time
             if isinstance(node, ast.Import):
                 edges.update(a.name for a in node.names if a.name in modules)
             elif isinstance(node, ast.ImportFrom):

@@ -36,7 +36,7 @@ import psycopg
 from azure.identity import ManagedIdentityCredential
 from django.db.utils import ConnectionHandler, load_backend
 
-from django_azure_pg import telemetry, tokens
+from django_azure_pg import registry, telemetry
 from django_azure_pg.login import TokenLogin
 from django_azure_pg.pool import token_connection_class
 from django_azure_pg_testing import IdentityEmulator, LocalPostgres
@@ -279,7 +279,7 @@ class Bench:
 
     # 2 ---------------------------------------------------------------------------
     def identity_calls(self, threads: int, per_thread: int, lifetime: float) -> dict[str, Any]:
-        tokens.reset()
+        registry.reset()
         self.emulator.lifetime = lifetime
         ident = self.emulator.add_identity("uami-calls")
         self.emulator.allow_role(ROLE, ident)
@@ -326,7 +326,7 @@ class Bench:
     def slow_endpoint_latency(
         self, threads: int, seconds: float, lifetime: float, latency: float
     ) -> dict[str, Any]:
-        tokens.reset()
+        registry.reset()
         ident = self.emulator.add_identity("uami-slow")
         self.emulator.allow_role(ROLE, ident)
         self.emulator.lifetime = lifetime
@@ -424,7 +424,7 @@ class Bench:
         except ImportError:
             print("  azure-postgresql-auth not installed: skipped (pip install '.[bench]')")
             return {"skipped": "azure-postgresql-auth not installed"}
-        tokens.reset()
+        registry.reset()
         conninfo = f"host={self.pg.host} port={self.pg.port} dbname={DB} sslmode=disable"
         out: dict[str, Any] = {}
         for label, credential in (

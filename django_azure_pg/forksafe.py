@@ -7,16 +7,22 @@ never reads or writes the parent's keep-alive socket to the identity endpoint.
 What a child replaces (credential objects, connection pools) is kept alive,
 untouched, in one list (:func:`retire`), so no finalizer takes a lock a parent
 thread may have held at fork time. A transport we do not know how to renew is
-reported once, at runtime. The package has one at-fork handler
-(``tokens._after_fork_in_child``); it calls :func:`after_fork_in_child`. No
-Django import here.
+reported once, at runtime.
+
+The package has one at-fork handler, here: it renews those transports, then
+runs what other modules asked for with :func:`on_fork` — a new lock where a
+parent thread may have held one (redaction, registry), and every token source
+starting afresh with its own place in the refresh window (tokens). No Django
+import here.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import types
+from collections.abc import Callable
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -117,3 +123,34 @@ def after_fork_in_child() -> None:
                 "one instead, so each process builds its own.",
                 name,
             )
+
+
+_before: list[Callable[[], None]] = []
+_in_child: list[Callable[[], None]] = []
+
+
+def on_fork(
+    *, before: Callable[[], None] | None = None, child: Callable[[], None] | None = None
+) -> None:
+    """Run ``before`` in the parent just before ``fork()``, ``child`` in the child after it
+    (in the order modules registered them, after the transports are renewed)."""
+    if before is not None:
+        _before.append(before)
+    if child is not None:
+        _in_child.append(child)
+
+
+def _before_fork() -> None:
+    for hook in _before:
+        hook()
+
+
+def _after_fork_in_child() -> None:
+    """The package's one at-fork handler: every lock, fetch and transport a child inherits."""
+    after_fork_in_child()
+    for hook in _in_child:
+        hook()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from . import claims, clouds, credentials, errors, options, tls, tokens
+from . import claims, clouds, credentials, errors, options, registry, tls, tokens
 from .errors import LoginRefused, RoleNameUnknown, TokenAcquisitionError
 from .redaction import redact
 
@@ -68,7 +68,7 @@ class TokenLogin:
         options.check(opts)
         scope = clouds.scope_for(opts.get("token_scope"), host)
         choice = credentials.choose(opts, environ, scope)
-        source = tokens.get_source(
+        source = registry.get_source(
             choice.key(),
             choice.factory(),
             scope,

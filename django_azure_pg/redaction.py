@@ -18,6 +18,8 @@ import os
 import re
 import threading
 
+from . import forksafe
+
 # JWTs: three base64url segments, the first two starting with '{"' encoded.
 _JWT = re.compile(r"eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*")
 # "access_token": "..." style fragments of JSON bodies, whatever the token shape.
@@ -159,7 +161,7 @@ def install_log_redaction() -> None:
 
 
 def after_fork_in_child() -> None:
-    """A new lock in a forked child (called by tokens' at-fork handler).
+    """A new lock in a forked child (run by forksafe's at-fork handler).
 
     ``install_log_redaction`` runs in the token thread; a fork while that
     thread held the lock would leave it held forever in the child.
@@ -181,3 +183,6 @@ def uninstall_log_redaction() -> None:
             for installed in (_FILTER, _CORE_FILTER):
                 if installed in logger.filters:
                     logger.removeFilter(installed)
+
+
+forksafe.on_fork(child=after_fork_in_child)

@@ -32,31 +32,34 @@ time breaks a day later. A :class:`TokenSource` sits in between:
 * after ``fork()`` the child gets fresh locks and a fresh credential object, so
   it never shares an HTTP connection with its parent.
 
-This module deliberately has no Django import.
+The rest of the token path, one job per module: the timing rules
+(:mod:`.timing`), what the identity endpoint said (:mod:`.endpoint`), one
+source per credential configuration (:mod:`.registry`), the at-fork handler
+(:mod:`.forksafe`). This module deliberately has no Django import.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import random
 import threading
 import time
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any
 
 from azure.core.credentials import TokenCredential
 
-from . import claims, forksafe, redaction, telemetry
-from .errors import THROTTLE_FALLBACK, retry_after_seconds, throttled_retry_after
+from . import claims, endpoint, forksafe, telemetry
+from .endpoint import CredentialFailure as CredentialFailure
+from .endpoint import observe_response as observe_response
 from .errors import TokenError as TokenError
 from .errors import TokenThrottled as TokenThrottled
 from .errors import TokenTimeout as TokenTimeout
+from .errors import throttled_retry_after
 from .redaction import install_log_redaction, redact
 from .timing import Token as Token
 from .timing import child_place
@@ -88,13 +91,13 @@ class _Fetch:
     after: _Fetch | None = None  # a fetch in flight that a forced refresh waits for first
     future: Future[Token] = field(default_factory=Future)
     thread: threading.Thread = field(init=False, repr=False)
-    seen: _Throttle = field(default_factory=lambda: _Throttle())  # HTTP 429s it met
+    seen: endpoint.Throttle = field(default_factory=lambda: endpoint.Throttle())  # its 429s
 
     @property
     def forced(self) -> bool:
         return self.refused is not None
 
-    def throttled(self) -> _Throttle | None:
+    def throttled(self) -> endpoint.Throttle | None:
         for fetch in (self, self.after):
             if fetch is not None and fetch.seen.count:
                 return fetch.seen
@@ -360,7 +363,7 @@ class TokenSource:
         delay = self._throttled_until - self.clock()
         if delay > 0:
             self.sleep(delay)
-        _observing.throttle = fetch.seen
+        endpoint.observing.throttle = fetch.seen
         try:
             install_log_redaction()
             credential = self._credential_for_fetch()
@@ -373,7 +376,7 @@ class TokenSource:
                 access = credential.get_token(self.scope)
                 value, expires_on = access.token, access.expires_on
         finally:
-            _observing.throttle = None
+            endpoint.observing.throttle = None
         return Token.issued(
             value, float(expires_on), self.clock(), claims.decode(value), refresh_on
         )
@@ -436,7 +439,7 @@ class TokenSource:
                 f"after {elapsed:.1f} s: {type(exc).__name__}: {redact(str(exc))}"
             )
         # Only a frameless, redacted copy of the credential's exception leaves this thread.
-        error.__cause__ = _safe_cause(exc)
+        error.__cause__ = endpoint.safe_cause(exc)
         with self._lock:
             if retry_after is not None and fetch.generation == self._generation:
                 # What the endpoint said holds whichever fetch heard it.
@@ -561,127 +564,17 @@ class TokenStatus:
     # brought may force another refresh (0: available now; see refresh_after_refusal)
 
 
-# -- what the identity endpoint said ------------------------------------------
-
-
-@dataclass
-class _Throttle:
-    count: int = 0
-    retry_after: float = THROTTLE_FALLBACK
-
-
-_observing = threading.local()
-
-
-def observe_response(response: Any) -> None:
-    """azure-core ``raw_response_hook``: notes HTTP 429 and ``Retry-After`` for the fetch.
-
-    azure-identity retries a 429 itself, honouring ``Retry-After`` (azure-core
-    ``RetryPolicy``, used for App Service, IMDS and the confidential clients;
-    IMDS adds 429 to its retried codes: sdk/identity/azure-identity/azure/identity/
-    _credentials/imds.py ``PIPELINE_SETTINGS``; sdk/core/azure-core/azure/core/
-    pipeline/policies/_retry.py). We add no retry loop of our own; we only need
-    to know that the endpoint throttled, and for how long, which the error
-    azure-identity raises afterwards does not say (App Service's reads
-    "invalid_scope").
-    """
-    seen: _Throttle | None = getattr(_observing, "throttle", None)
-    http = getattr(response, "http_response", response)
-    if seen is None or getattr(http, "status_code", None) != 429:
-        return
-    seen.count += 1
-    seen.retry_after = retry_after_seconds(getattr(http, "headers", None)) or THROTTLE_FALLBACK
-
-
-class CredentialFailure(Exception):
-    """What a credential raised, as text only: type name and redacted message, no frames.
-
-    The original exception's traceback holds frames whose locals hold the
-    endpoint's raw response or the token (azure-identity's and msal's parsers,
-    ``_call_credential``); Django's error reports print frame locals, and the
-    token thread runs under no ``@sensitive_variables``. So nothing of it but
-    this copy leaves the thread. ``exc_type`` keeps the original class for
-    dispatch on types.
-    """
-
-    exc_type: type[BaseException] = Exception
-
-
-def _safe_cause(exc: BaseException, depth: int = 0) -> CredentialFailure:
-    inner = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-    safe = CredentialFailure(f"{type(exc).__name__}: {redact(str(exc))}")
-    safe.exc_type = type(exc)
-    if inner is not None and depth < 5:
-        safe.__cause__ = _safe_cause(inner, depth + 1)
-    return safe
-
-
-# -- process-wide registry ------------------------------------------------
+# -- every live source, and this process's place in refresh windows ------------------
 
 _all_sources: weakref.WeakSet[TokenSource] = weakref.WeakSet()
 telemetry.watch_sources(lambda: list(_all_sources))
-_registry: dict[Hashable, TokenSource] = {}
-_registry_lock = threading.Lock()
-
-
-def get_source(
-    key: Hashable,
-    credential_factory: CredentialFactory,
-    scope: str,
-    *,
-    label: str,
-    refresh_margin: float | None = DEFAULT_REFRESH_MARGIN,
-    timeout: float = DEFAULT_TIMEOUT,
-    rebuild_after_fork: bool = True,
-) -> TokenSource:
-    """The one :class:`TokenSource` for this credential configuration and scope."""
-    full_key = (key, scope, refresh_margin, timeout)
-    source = _registry.get(full_key)
-    if source is not None:
-        return source
-    with _registry_lock:
-        source = _registry.get(full_key)
-        if source is None:
-            source = TokenSource(
-                credential_factory,
-                scope,
-                label=label,
-                refresh_margin=refresh_margin,
-                timeout=timeout,
-                rebuild_after_fork=rebuild_after_fork,
-            )
-            _registry[full_key] = source
-        return source
-
-
-def reset(*, keep_tokens: bool = False) -> None:
-    """Forget every cached token (tests, and after settings change).
-
-    The registry is emptied, and every live source — also those that wrappers
-    and pools still hold — drops its token, the fetch in flight, its refusal
-    budget and throttle record, and builds a new credential object for its
-    next fetch (whose own cache cannot hand the old token back).
-
-    ``keep_tokens=True`` (the end of an ``azure_pg_faults`` test): sources and
-    their still-valid tokens stay, as in a running process; only what the
-    test's faults left behind — fetches in flight, a spent refusal budget, a
-    ``Retry-After`` — is forgotten.
-    """
-    if not keep_tokens:
-        with _registry_lock:
-            _registry.clear()
-    for source in list(_all_sources):
-        source._forget(keep_token=keep_tokens)
-
-
-# -- this process's place in refresh windows (timing.child_place) ---------------------
 
 _place = random.random()
 _forks = 0
 
 
 def place() -> float:
-    """This process's place in every refresh window, in [0, 1)."""
+    """This process's place in every refresh window, in [0, 1) (see :mod:`.timing`)."""
     return _place
 
 
@@ -691,15 +584,11 @@ def _before_fork() -> None:
 
 
 def _after_fork_in_child() -> None:
-    """The package's one at-fork handler: every lock, fetch and transport a child inherits."""
-    global _registry_lock, _place, _forks
+    """The k-th child takes the k-th place after its parent's; every source starts afresh."""
+    global _place, _forks
     _place, _forks = child_place(_place, _forks), 0
-    _registry_lock = threading.Lock()
-    redaction.after_fork_in_child()
-    forksafe.after_fork_in_child()
     for source in list(_all_sources):
         source._after_fork()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+forksafe.on_fork(before=_before_fork, child=_after_fork_in_child)

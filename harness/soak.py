@@ -429,7 +429,7 @@ class Soak:
     def forked(self, processes: int, lifetime: float, refreshes: int) -> Row:
         """Workers forked after the master fetched a token (gunicorn --preload, Celery
         prefork), each logging in to PostgreSQL in a loop through several token lifetimes."""
-        from django_azure_pg import tokens
+        from django_azure_pg import registry
         from django_azure_pg.login import TokenLogin
 
         emu = self.stand.emulator
@@ -437,7 +437,7 @@ class Soak:
         emu.set_fault(latency=0.01)
         saved = {k: os.environ.get(k) for k in emu.app_service_env()}
         os.environ.update(emu.app_service_env())
-        tokens.reset()
+        registry.reset()
         login = TokenLogin.from_settings("default", {}, ROLE)
         params = {
             "host": self.stand.postgres.host,

@@ -17,7 +17,7 @@ import pytest
 from django.conf import settings
 from django.db.utils import ConnectionHandler, load_backend
 
-from django_azure_pg import tokens
+from django_azure_pg import registry
 from django_azure_pg.base import DatabaseWrapper
 from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
 
@@ -166,7 +166,7 @@ def all_at_once(threads: int, work: Callable[[], None]) -> None:
 @pytest.fixture(autouse=True)
 def _isolated_token_registry() -> Iterator[None]:
     yield
-    tokens.reset()
+    registry.reset()
     # A fetch still in flight (a background refresh begun at the test's end) would reach
     # the emulator during the next test and spoil its request counts: give it a moment to
     # land (a fetch from the emulator takes milliseconds; a gated fake one is not waited for).

@@ -21,7 +21,7 @@ import pytest
 from azure.identity import ManagedIdentityCredential
 from django.db import OperationalError
 
-from django_azure_pg import credentials, errors, tokens
+from django_azure_pg import credentials, errors, registry, tokens
 from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
 
 from .conftest import SCOPE, MakeWrapper, in_children
@@ -261,7 +261,7 @@ def test_forked_workers_refresh_on_their_own_and_not_together(
     workers, lifetime, refreshes = 16, 8.0, 3
     short_tokens(lifetime)
     choice = credentials.choose({"client_id": identity.client_id}, os.environ)
-    source = tokens.get_source(choice.key(), choice.factory(), SCOPE, label=choice.name)
+    source = registry.get_source(choice.key(), choice.factory(), SCOPE, label=choice.name)
     first = source.get_token()  # the master fetched a token before forking (gunicorn --preload)
     emulator.set_fault(latency=0.3)
     emulator.stats.peak_concurrent_requests = 0

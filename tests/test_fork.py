@@ -1,7 +1,7 @@
 """After fork(), a child shares no lock, no fetch in flight and no socket with its parent.
 
 Every test here fails with the package's one at-fork handler
-(tokens._after_fork_in_child) removed: the child deadlocks on a lock held at
+(forksafe._after_fork_in_child) removed: the child deadlocks on a lock held at
 fork time, waits for a fetch that will never finish, is refused a refresh its
 parent spent, or talks to the identity endpoint over its parent's keep-alive
 connection.

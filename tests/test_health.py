@@ -13,7 +13,7 @@ import pytest
 from django.http import JsonResponse
 from django.test import RequestFactory, override_settings
 
-from django_azure_pg import health, telemetry, tokens
+from django_azure_pg import health, registry, telemetry
 from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
 
 from .conftest import ITEST_DB, ROLE
@@ -70,7 +70,7 @@ def test_outage_and_recovery(
     # The identity endpoint fails and no token is cached (a new process, or expiry).
     emulator.set_fault("error")
     try:
-        tokens.reset()
+        registry.reset()
         status, body = probe(alias)
         assert status == 503
         assert body["status"] == "unhealthy"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from azure.core.credentials import AccessToken, AccessTokenInfo
 
-from django_azure_pg import timing, tokens
+from django_azure_pg import registry, timing, tokens
 from django_azure_pg.tokens import TokenError, TokenSource, TokenThrottled, TokenTimeout
 
 from .fakes import FakeClock, FakeCredential, FetchLog
@@ -198,9 +198,9 @@ def test_repr_never_shows_the_token() -> None:
 
 def test_registry_returns_one_source_per_key() -> None:
     cred = FakeCredential()
-    a = tokens.get_source("k", lambda: cred, SCOPE, label="x")
-    b = tokens.get_source("k", lambda: cred, SCOPE, label="x")
-    c = tokens.get_source("k", lambda: cred, "other/.default", label="x")
+    a = registry.get_source("k", lambda: cred, SCOPE, label="x")
+    b = registry.get_source("k", lambda: cred, SCOPE, label="x")
+    c = registry.get_source("k", lambda: cred, "other/.default", label="x")
     assert a is b
     assert a is not c
 
@@ -498,7 +498,7 @@ def test_reset_forgets_what_live_sources_know() -> None:
     fresh = source.refresh_after_refusal(old)
     assert fresh is not None
     assert source.refresh_after_refusal(fresh) is None  # the refusal budget is spent
-    tokens.reset()
+    registry.reset()
     assert source._token is None
     again = source.get_token()
     assert len(built) == 3  # a new credential object: its own cache cannot hand back `fresh`
@@ -515,7 +515,7 @@ def test_reset_keeping_tokens_forgets_only_what_faults_left() -> None:
     fresh = source.refresh_after_refusal(old)
     assert fresh is not None
     assert source.refresh_after_refusal(fresh) is None
-    tokens.reset(keep_tokens=True)  # the end of an azure_pg_faults test
+    registry.reset(keep_tokens=True)  # the end of an azure_pg_faults test
     assert source.get_token() is fresh  # still warm: no fetch
     assert cred.calls == 2
     newer = source.refresh_after_refusal(fresh)  # but the refusal budget is there again

@@ -13,7 +13,7 @@ automatically. Every fixture is lazy: nothing starts unless a test asks for it.
 * ``azure_pg_faults`` — the emulator, with faults and token lifetime restored
   after the test (``set_fault("error"|"hang"|"malformed"|"throttle")``,
   ``latency``, ``revoke_all()``, ``stats``), and what the faults left in
-  django-azure-pg's token cache forgotten (``tokens.reset(keep_tokens=True)``:
+  django-azure-pg's token cache forgotten (``registry.reset(keep_tokens=True)``:
   fetches in flight, the refusal budget, a ``Retry-After``), so the next test
   does not inherit them; still-valid cached tokens stay.
 
@@ -92,6 +92,6 @@ def azure_pg_faults(azure_pg_emulator: IdentityEmulator) -> Iterator[IdentityEmu
         # A test that revoked tokens spent the refusal budget of the token sources
         # its connections hold, one that throttled left a Retry-After: the next test
         # must not inherit them. Still-valid tokens stay, as in a running process.
-        from django_azure_pg import tokens
+        from django_azure_pg import registry
 
-        tokens.reset(keep_tokens=True)
+        registry.reset(keep_tokens=True)

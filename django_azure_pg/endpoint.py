@@ -1,0 +1,72 @@
+"""What the identity endpoint said, as far as the token cache needs it.
+
+HTTP 429 and its ``Retry-After`` (seen through azure-core's response hook,
+because the error azure-identity raises afterwards does not say it), and what a
+credential raised, reduced to text that carries no frames and no token. No
+Django import here.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import THROTTLE_FALLBACK, retry_after_seconds
+from .redaction import redact
+
+
+@dataclass
+class Throttle:
+    """The HTTP 429s one fetch met, and the longest wait the endpoint asked for."""
+
+    count: int = 0
+    retry_after: float = THROTTLE_FALLBACK
+
+
+observing = threading.local()
+"""``observing.throttle``: the :class:`Throttle` of the fetch this thread is running."""
+
+
+def observe_response(response: Any) -> None:
+    """azure-core ``raw_response_hook``: notes HTTP 429 and ``Retry-After`` for the fetch.
+
+    azure-identity retries a 429 itself, honouring ``Retry-After`` (azure-core
+    ``RetryPolicy``, used for App Service, IMDS and the confidential clients;
+    IMDS adds 429 to its retried codes: sdk/identity/azure-identity/azure/identity/
+    _credentials/imds.py ``PIPELINE_SETTINGS``; sdk/core/azure-core/azure/core/
+    pipeline/policies/_retry.py). We add no retry loop of our own; we only need
+    to know that the endpoint throttled, and for how long, which the error
+    azure-identity raises afterwards does not say (App Service's reads
+    "invalid_scope").
+    """
+    seen: Throttle | None = getattr(observing, "throttle", None)
+    http = getattr(response, "http_response", response)
+    if seen is None or getattr(http, "status_code", None) != 429:
+        return
+    seen.count += 1
+    seen.retry_after = retry_after_seconds(getattr(http, "headers", None)) or THROTTLE_FALLBACK
+
+
+class CredentialFailure(Exception):
+    """What a credential raised, as text only: type name and redacted message, no frames.
+
+    The original exception's traceback holds frames whose locals hold the
+    endpoint's raw response or the token (azure-identity's and msal's parsers,
+    ``_call_credential``); Django's error reports print frame locals, and the
+    token thread runs under no ``@sensitive_variables``. So nothing of it but
+    this copy leaves the thread. ``exc_type`` keeps the original class for
+    dispatch on types.
+    """
+
+    exc_type: type[BaseException] = Exception
+
+
+def safe_cause(exc: BaseException, depth: int = 0) -> CredentialFailure:
+    """``exc`` and its causes as :class:`CredentialFailure` copies (at most 6 deep)."""
+    inner = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    safe = CredentialFailure(f"{type(exc).__name__}: {redact(str(exc))}")
+    safe.exc_type = type(exc)
+    if inner is not None and depth < 5:
+        safe.__cause__ = safe_cause(inner, depth + 1)
+    return safe

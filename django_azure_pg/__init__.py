@@ -14,13 +14,16 @@ from .driver import require_psycopg3
 
 require_psycopg3()  # before anything imports psycopg: a clear error, not ModuleNotFoundError
 
-from .env import register_url_schemes  # noqa: E402
+from .env import ENGINE, register_url_schemes  # noqa: E402
 
 if TYPE_CHECKING:
     from .env import from_env
+    from .mixin import TokenLoginMixin
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "from_env"]
+__all__ = ["ENGINE", "TokenLoginMixin", "__version__", "from_env"]
+"""The public names (README, "API"); ``TokenLoginMixin`` is loaded on first use, so a
+settings import stays cheap."""
 
 register_url_schemes()
 
@@ -30,4 +33,8 @@ def __getattr__(name: str) -> Any:
         from .env import from_env
 
         return from_env
+    if name == "TokenLoginMixin":
+        from .mixin import TokenLoginMixin
+
+        return TokenLoginMixin
     raise AttributeError(f"module 'django_azure_pg' has no attribute {name!r}")

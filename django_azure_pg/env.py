@@ -35,6 +35,8 @@ from typing import Any
 from ._names import SERVICE_CONNECTOR_PREFIX, SERVICE_CONNECTOR_SUFFIXES
 from .options import FALSE_WORDS, TRUE_WORDS
 
+__all__ = ["ENGINE", "URL_SCHEMES", "from_env"]
+
 ENGINE = "django_azure_pg"
 URL_SCHEMES = ("azure-postgres", "azure-postgresql")
 

@@ -26,6 +26,22 @@ from typing import Any
 import psycopg
 from azure.identity import CredentialUnavailableError
 
+__all__ = [
+    "InsecureTransport",
+    "LoginError",
+    "LoginRefused",
+    "RoleMissing",
+    "RoleNameUnknown",
+    "RoleTypeMismatch",
+    "TokenAcquisitionError",
+    "TokenError",
+    "TokenExpiredAtServer",
+    "TokenNotForRole",
+    "TokenThrottled",
+    "TokenTimeout",
+    "UnverifiedServer",
+]
+
 # -- errors this package raises ------------------------------------------------
 
 

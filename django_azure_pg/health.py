@@ -45,6 +45,8 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 
 from . import errors, telemetry, tokens
+
+__all__ = ["REASONS", "view"]
 from .management import one_off
 from .mixin import TokenLoginMixin
 

@@ -33,6 +33,8 @@ from .client import DatabaseClient
 from .credentials import CredentialConfigError
 from .login import TokenLogin
 
+__all__ = ["TokenLoginMixin"]
+
 _HAS_POOL = hasattr(postgresql.DatabaseWrapper, "pool")  # Django >= 5.1
 
 if TYPE_CHECKING:

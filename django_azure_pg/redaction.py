@@ -20,6 +20,8 @@ import threading
 
 from . import forksafe
 
+__all__ = ["OPT_OUT_VARIABLE", "RedactingFilter", "uninstall_log_redaction"]
+
 # JWTs: three base64url segments, the first two starting with '{"' encoded.
 _JWT = re.compile(r"eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*")
 # "access_token": "..." style fragments of JSON bodies, whatever the token shape.

@@ -19,6 +19,8 @@ from .tokens import (
     _all_sources,
 )
 
+__all__ = ["reset"]
+
 _registry: dict[Hashable, TokenSource] = {}
 _registry_lock = threading.Lock()
 

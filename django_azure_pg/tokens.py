@@ -64,6 +64,9 @@ from .redaction import install_log_redaction, redact
 from .timing import Token as Token
 from .timing import child_place
 
+__all__ = ["observe_response"]
+"""The public name (README, "API"); the rest is the cache's internals."""
+
 logger = logging.getLogger("django_azure_pg.tokens")
 
 DEFAULT_REFRESH_MARGIN: float | None = None

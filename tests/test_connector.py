@@ -25,7 +25,7 @@ from django_azure_pg.connector import Connector, Routed
 from django_azure_pg.errors import InsecureTransport
 from django_azure_pg.login import TokenLogin
 
-from .conftest import ROLE, MakeWrapper
+from .conftest import ITEST_DB, ROLE, MakeWrapper
 from .fakes import FakeCredential
 
 requires_pool = pytest.mark.skipif(django.VERSION < (5, 1), reason="Django's pool needs 5.1+")
@@ -168,3 +168,23 @@ def test_the_one_route_is_the_one_resolve_finds_for_the_final_parameters(
     ready = connector.routed(params, token=token, dial=False)
     assert ready.route == tls.resolve(ready, os.environ)
     assert connector.route_of(ready) is ready.route
+
+
+@pytest.mark.integration
+def test_dbshell_resolves_its_route_once(
+    add_alias: Callable[..., str],
+    identity: Any,
+    resolutions: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from django.core.management import call_command
+
+    from django_azure_pg.client import DatabaseClient
+
+    ran: list[list[str]] = []
+    monkeypatch.setattr(DatabaseClient, "_run", lambda self, args, env: ran.append(args))
+    add_alias("shell1", NAME=ITEST_DB, USER=ROLE, OPTIONS={"client_id": identity.client_id})
+    before = len(resolutions)
+    call_command("dbshell", "--database", "shell1")
+    assert len(ran) == 1 and "sslmode=require" in ran[0][1]
+    assert len(resolutions) - before == 1

@@ -1,7 +1,8 @@
 """Log in to PostgreSQL with an access token; what to do when the server refuses it.
 
-Shared by the plain connection path (``DatabaseWrapper.get_new_connection``)
-and the pool's connection class. No Django import here.
+Owned by each alias's connector (connector.py), through which the plain
+connection path (``DatabaseWrapper.get_new_connection``), the pool's connection
+class and dbshell log in. No Django import here.
 
 A refused token is one of three things:
 

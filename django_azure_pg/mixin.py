@@ -11,8 +11,9 @@ in with Entra tokens exactly like ``ENGINE: "django_azure_pg"``::
     class DatabaseWrapper(TokenLoginMixin, base.DatabaseWrapper): pass
 
 Only the login changes: a token as the password for every new physical
-connection (plain, ``CONN_MAX_AGE`` and the native pool), our OPTIONS kept
-away from libpq, the TLS defaults of ``tls.py``, dbshell with the token in
+connection (plain, ``CONN_MAX_AGE`` and the native pool; all through the
+alias's connector, connector.py), our OPTIONS kept away from libpq, the TLS
+defaults of ``tls.py`` (the route worked out once per connection), dbshell with the token in
 ``PGPASSWORD``, and ``@sensitive_variables`` over the whole connect path.
 Everything else is the wrapped backend's own.
 """

@@ -188,3 +188,14 @@ def test_dbshell_resolves_its_route_once(
     call_command("dbshell", "--database", "shell1")
     assert len(ran) == 1 and "sslmode=require" in ran[0][1]
     assert len(resolutions) - before == 1
+
+
+@pytest.mark.parametrize("host", [AZ, "db.contoso.test", "127.0.0.1"])
+def test_manage_py_check_resolves_the_route_once(
+    host: str, resolutions: list[dict[str, Any]]
+) -> None:
+    from django_azure_pg.checks import check_alias
+
+    identity_env = {"IDENTITY_ENDPOINT": "http://127.0.0.1:1/msi/token"}
+    check_alias("default", {"HOST": host, "NAME": "d", "USER": "u"}, identity_env)
+    assert len(resolutions) == 1

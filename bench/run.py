@@ -38,6 +38,7 @@ from azure.identity import ManagedIdentityCredential
 from django.db.utils import ConnectionHandler, load_backend
 
 from django_azure_pg import registry, telemetry
+from django_azure_pg.connector import Connector
 from django_azure_pg.login import TokenLogin
 from django_azure_pg.pool import token_connection_class
 from django_azure_pg_testing import IdentityEmulator, LocalPostgres
@@ -441,7 +442,7 @@ class Bench:
             ),
         ):
             login = TokenLogin.from_settings("vs", {"credential": credential}, ROLE)
-            ours_cls = token_connection_class(psycopg.Connection, login)
+            ours_cls = token_connection_class(psycopg.Connection, Connector(login))
             login.token()  # warm ours, as a running site would be
             credential.get_token(SCOPE)  # and theirs (fills MSAL's cache where there is one)
 

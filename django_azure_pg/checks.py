@@ -12,6 +12,7 @@ import django
 from django.core.checks import CheckMessage, Error, Warning, register
 
 from . import claims, credentials, options, tls
+from .connector import routed
 
 _DJANGO_KEYS = {"pool", "isolation_level", "assume_role", "server_side_binding"}
 """Keys Django's postgresql backend reads itself (not introspectable)."""
@@ -238,8 +239,8 @@ def _transport(
         allowed = False  # reported above
     token_login = not entry.get("PASSWORD")
     # dial=False: offline, a private-link name is judged by the own name it is verified as.
-    params = tls.apply_defaults(params, environ, token=token_login, dial=False)
-    route = tls.resolve(params, environ)
+    # One route resolution gives the defaults and the route they take (connector.py).
+    route = routed(params, environ, token=token_login, dial=False).route
     refused = tls.problem(route, alias)
     if token_login and refused and (not allowed or route.unresolved_service):
         return [

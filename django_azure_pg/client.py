@@ -27,14 +27,18 @@ from . import tls
 
 class DatabaseClient(PostgresClient):
     def runshell(self, parameters: Iterable[str]) -> None:
-        login = getattr(self.connection, "azure_login", None)
+        connector = getattr(self.connection, "azure_connector", None)
         settings_dict: dict[str, Any] = self.connection.settings_dict
-        # The app's own parameters: our keys removed, the route policy's defaults in.
-        params = tls.libpq_params(self.connection.get_connection_params())
-        params.pop("password", None)
+        # The app's own parameters: our keys removed, the route policy's defaults in,
+        # and (connector.Routed) the route they take, worked out once.
+        app_params = self.connection.get_connection_params()
         env: dict[str, str] = {}
-        if login is not None:
-            tls.guard(self.connection.alias, params, allow_plaintext=login.allow_plaintext)
+        if connector is not None:
+            app_params, _ = connector.guard(app_params)  # the route found with them
+        params = tls.libpq_params(app_params)
+        params.pop("password", None)
+        if connector is not None:
+            login = connector.login
             token = login.token()
             params["user"] = login.role_for(token)
             env["PGPASSWORD"] = token

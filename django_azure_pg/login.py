@@ -1,7 +1,8 @@
 """Log in to PostgreSQL with an access token; what to do when the server refuses it.
 
-Shared by the plain connection path (``DatabaseWrapper.get_new_connection``)
-and the pool's connection class. No Django import here.
+Owned by each alias's connector (connector.py), through which the plain
+connection path (``DatabaseWrapper.get_new_connection``), the pool's connection
+class and dbshell log in. No Django import here.
 
 A refused token is one of three things:
 
@@ -113,14 +114,23 @@ class TokenLogin:
             )
         return role
 
-    def connect(self, connect: Callable[..., C], params: Mapping[str, Any]) -> C:
+    def connect(
+        self,
+        connect: Callable[..., C],
+        params: Mapping[str, Any],
+        *,
+        route: tls.Route | None = None,
+    ) -> C:
         """Call ``connect(**params)`` with a token as the password; retry once if it was stale.
 
         Nothing is fetched or sent over a path TLS does not protect (tls.guard),
         and a refused token is followed by a fresh one only to a verified (or
-        local) server.
+        local) server. ``route``: the route of ``params`` as the caller (the
+        connector, connector.py) already guarded it; without one it is resolved
+        and guarded here.
         """
-        route = tls.guard(self.alias, params, allow_plaintext=self.allow_plaintext)
+        if route is None:
+            route = tls.guard(self.alias, params, allow_plaintext=self.allow_plaintext)
         clock = self.source.clock
         asked = clock()
         token = self._token()

@@ -11,15 +11,15 @@ in with Entra tokens exactly like ``ENGINE: "django_azure_pg"``::
     class DatabaseWrapper(TokenLoginMixin, base.DatabaseWrapper): pass
 
 Only the login changes: a token as the password for every new physical
-connection (plain, ``CONN_MAX_AGE`` and the native pool), our OPTIONS kept
-away from libpq, the TLS defaults of ``tls.py``, dbshell with the token in
+connection (plain, ``CONN_MAX_AGE`` and the native pool; all through the
+alias's connector, connector.py), our OPTIONS kept away from libpq, the TLS
+defaults of ``tls.py`` (the route worked out once per connection), dbshell with the token in
 ``PGPASSWORD``, and ``@sensitive_variables`` over the whole connect path.
 Everything else is the wrapped backend's own.
 """
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -28,8 +28,9 @@ from django.db.backends.postgresql import base as postgresql
 from django.utils.functional import cached_property
 from django.views.decorators.debug import sensitive_variables
 
-from . import options, pool, telemetry, tls
+from . import connector, options, pool
 from .client import DatabaseClient
+from .connector import Connector
 from .credentials import CredentialConfigError
 from .login import TokenLogin
 
@@ -54,12 +55,13 @@ class TokenLoginMixin(_Base):
     client_class = DatabaseClient
 
     @cached_property
-    def azure_login(self) -> TokenLogin | None:
-        """How this alias logs in; ``None`` when a PASSWORD is set (plain password auth)."""
+    def azure_connector(self) -> Connector | None:
+        """How this alias connects (connector.py); ``None`` when a PASSWORD is set
+        (plain password auth)."""
         if self.settings_dict.get("PASSWORD"):
             return None
         try:
-            return TokenLogin.from_settings(
+            return Connector.from_settings(
                 self.alias,
                 self.settings_dict["OPTIONS"],
                 self.settings_dict.get("USER"),
@@ -67,6 +69,12 @@ class TokenLoginMixin(_Base):
             )
         except (CredentialConfigError, ValueError) as exc:
             raise ImproperlyConfigured(f"DATABASES[{self.alias!r}]: {exc}") from exc
+
+    @property
+    def azure_login(self) -> TokenLogin | None:
+        """How this alias logs in (the connector's token login); ``None`` with a PASSWORD."""
+        found = self.azure_connector
+        return None if found is None else found.login
 
     def get_connection_params(self) -> dict[str, Any]:
         if not _HAS_POOL and self.settings_dict["OPTIONS"].get("pool"):
@@ -83,9 +91,10 @@ class TokenLoginMixin(_Base):
         """The wrapped backend's parameters without our OPTIONS keys, before the TLS defaults."""
         return options.strip(super().get_connection_params())
 
-    def route_defaults(self, params: dict[str, Any]) -> dict[str, Any]:
-        """``params`` with the route policy's defaults (tls.apply_defaults), in place."""
-        return tls.apply_defaults(params, os.environ, token=not self.settings_dict.get("PASSWORD"))
+    def route_defaults(self, params: dict[str, Any]) -> connector.Routed:
+        """``params`` with the route policy's defaults, and the route they take
+        (connector.routed: worked out once, then reused by the guard at login)."""
+        return connector.routed(params, token=not self.settings_dict.get("PASSWORD"))
 
     @sensitive_variables()
     def connect(self) -> None:
@@ -95,13 +104,12 @@ class TokenLoginMixin(_Base):
 
     @sensitive_variables()
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
-        login = self.azure_login
-        if login is None or self.pool:
+        found = self.azure_connector
+        if found is None or self.pool:
             return super().get_new_connection(conn_params)
         connect = super().get_new_connection
-        return telemetry.login(
-            login, tls.explained(self.alias, lambda **params: connect(params)), conn_params
-        )
+        # conn_params is get_connection_params()'s Routed: its route is the one guarded.
+        return found.connect(lambda **params: connect(params), conn_params)
 
     @property
     def pool(self) -> Any:
@@ -114,10 +122,10 @@ class TokenLoginMixin(_Base):
         existing = self._connection_pools.get(self.alias)  # type: ignore[attr-defined]
         if existing is not None:
             return existing
-        login = self.azure_login
-        if login is None:
+        found = self.azure_connector
+        if found is None:
             return super().pool
-        built = pool.token_pool(self, login, pool_options)
+        built = pool.token_pool(self, found, pool_options)
         # As Django does: the pool is not open yet, so a thread that loses the
         # race drops its own and everyone uses the first one stored.
         return self._connection_pools.setdefault(self.alias, built)  # type: ignore[attr-defined]

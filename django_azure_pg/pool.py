@@ -17,15 +17,15 @@ import psycopg
 from django.core.exceptions import ImproperlyConfigured
 from psycopg.conninfo import conninfo_to_dict
 
-from . import telemetry, tls
-from .login import TokenLogin
+from .connector import Connector
 
 
 def token_connection_class(
-    base: type[psycopg.Connection[Any]], login: TokenLogin
+    base: type[psycopg.Connection[Any]], connector: Connector
 ) -> type[psycopg.Connection[Any]]:
     class TokenConnection(base):  # type: ignore[valid-type,misc]
-        azure_login = login
+        azure_connector = connector
+        azure_login = connector.login
 
         @classmethod
         def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
@@ -37,14 +37,15 @@ def token_connection_class(
             def connect_base(**merged: Any) -> Any:
                 return super(TokenConnection, cls).connect("", **merged)
 
-            login = cls.azure_login
-            return telemetry.login(login, tls.explained(login.alias, connect_base), params)
+            # One route resolution for this physical connection: the TLS defaults (already
+            # in the pool's kwargs, so unchanged) and the guard both come from it.
+            return cls.azure_connector.connect(connect_base, params)
 
     TokenConnection.__name__ = TokenConnection.__qualname__ = f"{base.__name__}WithToken"
     return TokenConnection
 
 
-def token_pool(wrapper: Any, login: TokenLogin, pool_options: Mapping[str, Any] | bool) -> Any:
+def token_pool(wrapper: Any, connector: Connector, pool_options: Mapping[str, Any] | bool) -> Any:
     """The ``psycopg_pool.ConnectionPool`` Django's ``pool`` property would build
     for ``wrapper``, with a token connection class around the user's (or psycopg's).
 
@@ -65,19 +66,18 @@ def token_pool(wrapper: Any, login: TokenLogin, pool_options: Mapping[str, Any] 
         ) from err
     kwargs = dict(pool_options) if isinstance(pool_options, Mapping) else {}
     base = kwargs.get("connection_class", psycopg.Connection)
-    kwargs["connection_class"] = token_connection_class(base, login)
+    kwargs["connection_class"] = token_connection_class(base, connector)
     kwargs.setdefault(
         "check", ConnectionPool.check_connection if settings_dict["CONN_HEALTH_CHECKS"] else None
     )
     # psycopg merges the pool's conninfo under its kwargs: fold it in before the
     # route policy's defaults, so the route judged is the one libpq takes.
     conninfo = kwargs.pop("conninfo", "") or ""
-    connect_kwargs = wrapper.route_defaults(
-        {**conninfo_to_dict(conninfo), **wrapper.raw_connection_params()}
-    )
     # Refused here, at first use, rather than in the pool's worker threads, where the
     # refusal would reach the caller only as "couldn't get a connection after N sec".
-    tls.guard(wrapper.alias, connect_kwargs, allow_plaintext=login.allow_plaintext)
+    # One route resolution serves the defaults and this guard.
+    routed, _ = connector.guard({**conninfo_to_dict(conninfo), **wrapper.raw_connection_params()})
+    connect_kwargs = dict(routed)  # the pool's own copy, a plain dict
     connect_kwargs["autocommit"] = True  # as Django: it sets the real mode per checkout
     return ConnectionPool(
         kwargs=connect_kwargs,

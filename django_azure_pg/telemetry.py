@@ -54,6 +54,7 @@ from .redaction import redact
 
 if TYPE_CHECKING:
     from .login import TokenLogin
+    from .tls import Route
     from .tokens import Token, TokenSource, _Fetch
 
 try:
@@ -303,15 +304,23 @@ def _server(params: Mapping[str, Any]) -> tuple[str, int]:
     return host, port
 
 
-def login(login: TokenLogin, connect: Callable[..., C], params: Mapping[str, Any]) -> C:
-    """``login.connect(connect, params)``, observed: a span, the create time, refusals.
+def login(
+    login: TokenLogin,
+    connect: Callable[..., C],
+    params: Mapping[str, Any],
+    *,
+    route: Route | None = None,
+) -> C:
+    """``login.connect(connect, params, route=route)``, observed: a span, the create time,
+    refusals.
 
     Wraps the one call every physical connection makes (plain, CONN_MAX_AGE and
-    the pool's connection class), so ``login.py`` itself stays untouched.
+    the pool's connection class, through connector.py), so ``login.py`` itself
+    stays untouched. ``route``: the one the connector already guarded.
     """
     if not ENABLED:
         try:
-            conn = login.connect(connect, params)
+            conn = login.connect(connect, params, route=route)
         except BaseException as exc:
             _note_login(login.alias, _failed_login(exc))
             raise
@@ -353,7 +362,7 @@ def login(login: TokenLogin, connect: Callable[..., C], params: Mapping[str, Any
         set_status_on_exception=False,
     ) as span:
         try:
-            conn = login.connect(counted, params)
+            conn = login.connect(counted, params, route=route)
         except BaseException as exc:
             record = _failed_login(exc)
             _note_login(login.alias, record)

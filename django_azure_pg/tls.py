@@ -53,6 +53,7 @@ No Django import here.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import ipaddress
 import logging
@@ -447,6 +448,24 @@ def apply_defaults(
     libpq does. ``token``: a token login (non-Azure hosts then default to
     verify-full). ``dial``: resolve private-link names (see :func:`dial_private_link`).
     """
+    settle(params, environ, token=token, dial=dial)
+    return params
+
+
+def settle(
+    params: dict[str, Any],
+    environ: Mapping[str, str] = os.environ,
+    *,
+    token: bool = True,
+    dial: bool = True,
+) -> Route:
+    """:func:`apply_defaults` on ``params`` (in place), and the route of the result.
+
+    The route is worked out once, before the defaults are written, and the defaults
+    are then written into it: an explicit sslmode (and root file) is exactly what
+    libpq would report for the final parameters, so a second :func:`resolve` of them
+    would only repeat the first. The connector (connector.py) guards with this route.
+    """
     dial_private_link(params, dial=dial)
     route = resolve(params, environ)
     if route.private_link and not params.get("host"):
@@ -458,7 +477,7 @@ def apply_defaults(
         dial_private_link(params, dial=dial)
         route = resolve(params, environ)
     if route.unresolved_service and environ is os.environ:
-        return params  # libpq refuses these settings itself; guard() says so before a token
+        return route  # libpq refuses these settings itself; guard() says so before a token
     if route.sslmode_from == "libpq default":
         if route.azure:
             params["sslmode"] = AZURE_DEFAULT
@@ -468,14 +487,18 @@ def apply_defaults(
             params["sslmode"] = TOKEN_DEFAULT
     else:
         params["sslmode"] = route.sslmode
+    rootcert = route.sslrootcert
     if (
         params["sslmode"] in VERIFIED
         and route.azure
         and route.sslrootcert is None
         and not _default_root_file_exists()
     ):
-        params["sslrootcert"] = azure_roots()
-    return params
+        rootcert = params["sslrootcert"] = azure_roots()
+    # What resolve() reports for the parameters as written: the sslmode is explicit now.
+    return dataclasses.replace(
+        route, sslmode=params["sslmode"], sslmode_from="settings", sslrootcert=rootcert
+    )
 
 
 def problem(route: Route, alias: str) -> str | None:
@@ -509,7 +532,11 @@ def guard(
     allow_plaintext: bool = False,
 ) -> Route:
     """Check the path before a token is fetched for it; raise :class:`InsecureTransport`."""
-    route = resolve(params, environ)
+    return check(alias, resolve(params, environ), allow_plaintext=allow_plaintext)
+
+
+def check(alias: str, route: Route, *, allow_plaintext: bool = False) -> Route:
+    """:func:`guard` for a route already worked out (:func:`settle`); ``route`` itself."""
     refused = problem(route, alias)
     if refused:
         if not allow_plaintext or route.unresolved_service:
@@ -554,8 +581,13 @@ def unverified_message(alias: str, route: Route, exc: BaseException) -> str:
     )
 
 
-def explained(alias: str, connect: Callable[..., C]) -> Callable[..., C]:
-    """``connect`` whose certificate-verification failures say how to fix them."""
+def explained(
+    alias: str, connect: Callable[..., C], route: Route | None = None
+) -> Callable[..., C]:
+    """``connect`` whose certificate-verification failures say how to fix them.
+
+    ``route``: the one already worked out for these parameters (else resolved on failure).
+    """
 
     def run(**params: Any) -> C:
         try:
@@ -563,7 +595,7 @@ def explained(alias: str, connect: Callable[..., C]) -> Callable[..., C]:
         except psycopg.OperationalError as exc:
             if isinstance(exc, errors.LoginError) or errors.classify(exc) is not errors.TlsVerify:
                 raise
-            route = resolve(params)
-            raise UnverifiedServer(unverified_message(alias, route, exc)) from exc
+            seen = route if route is not None else resolve(params)
+            raise UnverifiedServer(unverified_message(alias, seen, exc)) from exc
 
     return run

@@ -42,6 +42,7 @@ DJANGO_FREE = (
     "django_azure_pg._names",
     "django_azure_pg.claims",
     "django_azure_pg.clouds",
+    "django_azure_pg.connector",
     "django_azure_pg.credentials",
     "django_azure_pg.endpoint",
     "django_azure_pg.errors",

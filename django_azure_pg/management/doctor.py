@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .. import claims, clouds, credentials, errors, tls
+from .. import claims, clouds, connector, credentials, errors
 from ..mixin import TokenLoginMixin
 from ..redaction import redact
 from ..tokens import TokenSource
@@ -109,7 +109,8 @@ def run(alias: str, entry: dict[str, Any], environ: Any = os.environ) -> Report:
                 "user": entry.get("USER") or "(from token)",
                 "sslmode": params.get("sslmode"),
                 "sslrootcert": params.get("sslrootcert") or "(libpq default)",
-                "dials": tls.resolve(params, environ).describe(),
+                # The route the defaults were worked out with (connector.Routed), not again.
+                "dials": connector.route_of(params, environ).describe(),
                 "pool": bool(opts.get("pool")),
             },
         )

@@ -8,12 +8,42 @@ Django import here.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import threading
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import THROTTLE_FALLBACK, retry_after_seconds
 from .redaction import redact
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """``Retry-After`` (seconds or an HTTP date) from response headers, if any."""
+    if not headers:
+        return None
+    value = None
+    for name in ("Retry-After", "retry-after"):
+        try:
+            value = headers.get(name)
+        except AttributeError:
+            return None
+        if value:
+            break
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max((when - datetime.datetime.now(datetime.timezone.utc)).total_seconds(), 0.0)
+
+
+THROTTLE_FALLBACK = 30.0
+"""How long to leave a throttling endpoint alone when it named no ``Retry-After``."""
 
 
 @dataclass

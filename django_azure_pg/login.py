@@ -34,7 +34,17 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from . import claims, clouds, credentials, errors, options, registry, tls, tokens
+from . import (
+    claims,
+    clouds,
+    credentials,
+    diagnosis,
+    errors,
+    options,
+    registry,
+    tls,
+    tokens,
+)
 from .errors import LoginRefused, RoleNameUnknown, TokenAcquisitionError
 from .redaction import redact
 
@@ -137,7 +147,7 @@ class TokenLogin:
         try:
             return connect(**self._with_token(params, token.value))
         except psycopg.OperationalError as exc:
-            refusal = errors.login_refusal(exc)
+            refusal = diagnosis.login_refusal(exc)
             if refusal is None:
                 raise
             late = token.ran_out_during_login(clock())
@@ -164,12 +174,12 @@ class TokenLogin:
                 route.sslmode,
                 self.role_for(token.value),
                 self.choice.name,
-                redact(errors.server_message(exc)),
+                redact(diagnosis.server_message(exc)),
             )
         try:
             return connect(**self._with_token(params, fresh.value))
         except psycopg.OperationalError as exc:
-            refusal = errors.login_refusal(exc)
+            refusal = diagnosis.login_refusal(exc)
             if refusal is None:
                 raise
             if fresh.ran_out_during_login(clock()):
@@ -185,9 +195,9 @@ class TokenLogin:
         found = claims.decode(token.value)
         principal = claims.role_name(found) or "(no name claim)"
         oid = found.get("oid", "(no oid claim)")
-        said = redact(errors.server_message(exc))
+        said = redact(diagnosis.server_message(exc))
         role = self.user or claims.role_name(found)
-        advice = errors.ADVICE[cause]
+        advice = diagnosis.ADVICE[cause]
         verdict = "a fresh token would be refused too"
         if cause is errors.TokenExpiredAtServer:
             left = token.expires_on - self.source.clock()

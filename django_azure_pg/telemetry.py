@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
-from . import clouds, errors
+from . import clouds, diagnosis
 from .errors import LoginRefused
 from .redaction import redact
 
@@ -271,7 +271,7 @@ def _close_fetch_span(
 ) -> None:
     span, token, attributes = active
     throttled = fetch.seen.count > 0 or (
-        failure is not None and errors.throttled_retry_after(failure) is not None
+        failure is not None and diagnosis.throttled_retry_after(failure) is not None
     )
     outcome = "success" if failure is None else ("throttled" if throttled else "error")
     result: dict[str, Any] = {**attributes, "azure_pg.outcome": outcome}
@@ -335,7 +335,7 @@ def login(
             return connect(**kwargs)
         except psycopg.OperationalError as exc:
             # Every refusal the server made, also one that a fresh token then cured.
-            cause = errors.login_refusal(exc)
+            cause = diagnosis.login_refusal(exc)
             if cause is not None:
                 _refused.add(1, {**attributes, "azure_pg.refusal.cause": cause.__name__})
             raise

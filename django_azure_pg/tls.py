@@ -68,7 +68,7 @@ import psycopg
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
 
-from . import clouds, errors
+from . import clouds, diagnosis, errors
 from .errors import InsecureTransport, UnverifiedServer
 
 logger = logging.getLogger("django_azure_pg.tls")
@@ -593,7 +593,7 @@ def explained(
         try:
             return connect(**params)
         except psycopg.OperationalError as exc:
-            if isinstance(exc, errors.LoginError) or errors.classify(exc) is not errors.TlsVerify:
+            if isinstance(exc, errors.LoginError) or diagnosis.classify(exc) is not diagnosis.TlsVerify:
                 raise
             seen = route if route is not None else resolve(params)
             raise UnverifiedServer(unverified_message(alias, seen, exc)) from exc

@@ -54,12 +54,12 @@ from dataclasses import dataclass, field
 from azure.core.credentials import TokenCredential
 
 from . import claims, endpoint, forksafe, telemetry
+from .diagnosis import throttled_retry_after
 from .endpoint import CredentialFailure as CredentialFailure
 from .endpoint import observe_response as observe_response
 from .errors import TokenError as TokenError
 from .errors import TokenThrottled as TokenThrottled
 from .errors import TokenTimeout as TokenTimeout
-from .errors import throttled_retry_after
 from .redaction import install_log_redaction, redact
 from .timing import Token as Token
 from .timing import child_place

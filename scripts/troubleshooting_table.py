@@ -1,4 +1,4 @@
-"""Write the errors table of docs/troubleshooting.md from django_azure_pg.errors.ADVICE.
+"""Write the errors table of docs/troubleshooting.md from django_azure_pg.diagnosis.ADVICE.
 
     python scripts/troubleshooting_table.py    (tests/test_errors.py checks it is current)
 """
@@ -12,11 +12,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from django_azure_pg.errors import markdown_table  # noqa: E402
+from django_azure_pg.diagnosis import markdown_table  # noqa: E402
 
 DOC = ROOT / "docs" / "troubleshooting.md"
 START = (
-    "<!-- errors table: generated from django_azure_pg.errors.ADVICE by "
+    "<!-- errors table: generated from django_azure_pg.diagnosis.ADVICE by "
     "scripts/troubleshooting_table.py -->"
 )
 END = "<!-- /errors table -->"

@@ -11,7 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from django_azure_pg import errors
+from django_azure_pg import diagnosis, errors
 from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
 
 from .conftest import ITEST_DB, ROLE
@@ -71,7 +71,7 @@ def test_missing_role(add_alias: Callable[..., str], identity: Identity) -> None
     assert code == 1
     assert "[FAIL] connect" in text
     assert 'role "aad_ghost" does not exist' in text  # Azure's text, sent by the kit's front
-    advice = errors.ADVICE[errors.RoleMissing]
+    advice = diagnosis.ADVICE[errors.RoleMissing]
     assert f"likely cause: {advice.cause}" in text
     assert f"fix: {advice.fix}" in text
 
@@ -85,7 +85,7 @@ def test_role_not_mapped_to_identity(
     )
     text, code = doctor("doc")
     assert code == 1
-    advice = errors.ADVICE[errors.TokenNotForRole]
+    advice = diagnosis.ADVICE[errors.TokenNotForRole]
     assert f"likely cause: {advice.cause}" in text
     assert f"object id {identity.object_id}" in text  # the principal, from the token's claims
 
@@ -106,7 +106,7 @@ def test_broken_identity_endpoint(
         emulator.clear_faults()
     assert code == 1
     assert "[FAIL] token" in text
-    assert f"likely cause: {errors.ADVICE[errors.TokenTimeout].cause}" in text
+    assert f"likely cause: {diagnosis.ADVICE[errors.TokenTimeout].cause}" in text
     assert "[warn] cache" in text and "token_cached: False" in text
     assert "[skip] connect" in text
 

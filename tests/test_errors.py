@@ -10,15 +10,15 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.identity import CredentialUnavailableError
 
-from django_azure_pg import errors
-from django_azure_pg.errors import (
+from django_azure_pg import diagnosis, endpoint, errors
+from django_azure_pg.diagnosis import (
     ADVICE,
     classify,
     diagnose,
     login_refusal,
-    retry_after_seconds,
     throttled_retry_after,
 )
+from django_azure_pg.endpoint import retry_after_seconds
 from django_azure_pg.tokens import TokenError, TokenThrottled, TokenTimeout
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "troubleshooting.md"
@@ -47,17 +47,17 @@ def wrapped(inner: BaseException) -> BaseException:
 
 
 # One example per rule, written out here (not derived from the table), so that
-# removing a rule from errors.ADVICE or the classifier fails its case.
+# removing a rule from diagnosis.ADVICE or the classifier fails its case.
 EXAMPLES: list[tuple[BaseException, type[BaseException]]] = [
     (errors.TokenNotForRole("x"), errors.TokenNotForRole),
     (errors.RoleTypeMismatch("x"), errors.RoleTypeMismatch),
     (errors.TokenExpiredAtServer("x"), errors.TokenExpiredAtServer),
     (errors.RoleMissing("x"), errors.RoleMissing),
-    (op('FATAL:  password authentication failed for user "u"'), errors.TokenRefusedByServer),
+    (op('FATAL:  password authentication failed for user "u"'), diagnosis.TokenRefusedByServer),
     (errors.RoleNameUnknown("x"), errors.RoleNameUnknown),
     (TokenThrottled("x", 5), TokenThrottled),
     (TokenTimeout("x"), TokenTimeout),
-    (CredentialUnavailableError("No managed identity endpoint found."), errors.NoIdentity),
+    (CredentialUnavailableError("No managed identity endpoint found."), diagnosis.NoIdentity),
     (errors.TokenAcquisitionError("x"), errors.TokenAcquisitionError),
     (errors.InsecureTransport("x"), errors.InsecureTransport),
     (errors.UnverifiedServer("x"), errors.UnverifiedServer),
@@ -65,34 +65,34 @@ EXAMPLES: list[tuple[BaseException, type[BaseException]]] = [
         with_state(
             psycopg.errors.InsufficientPrivilege("permission denied for schema public"), "42501"
         ),
-        errors.SchemaPrivileges,
+        diagnosis.SchemaPrivileges,
     ),
     (
         with_state(psycopg.errors.InsufficientPrivilege("permission denied for table t"), "42501"),
-        errors.ObjectPrivileges,
+        diagnosis.ObjectPrivileges,
     ),
-    (op('FATAL:  database "nope" does not exist'), errors.DatabaseMissing),
+    (op('FATAL:  database "nope" does not exist'), diagnosis.DatabaseMissing),
     (
         op('FATAL:  no pg_hba.conf entry for host "1.2.3.4", user "u", no encryption'),
-        errors.TlsRequired,
+        diagnosis.TlsRequired,
     ),
-    (op("SSL error: certificate verify failed"), errors.TlsVerify),
+    (op("SSL error: certificate verify failed"), diagnosis.TlsVerify),
     (
         op('server certificate for "a.example" does not match host name "b.example"'),
-        errors.TlsVerify,
+        diagnosis.TlsVerify,
     ),
     (
         op('could not translate host name "x" to address: Name or service not known'),
-        errors.HostUnknown,
+        diagnosis.HostUnknown,
     ),
-    (op("Connection refused\n\tIs the server running on that host"), errors.Unreachable),
+    (op("Connection refused\n\tIs the server running on that host"), diagnosis.Unreachable),
     (
         psycopg.OperationalError(  # libpq 18's text for an empty HOST (issue 23)
             'connection is bad: connection to server on socket "/var/run/postgresql/'
             '.s.PGSQL.5432" failed: No such file or directory\n\tIs the server running '
             "locally and accepting connections on that socket?"
         ),
-        errors.NoHost,
+        diagnosis.NoHost,
     ),
 ]
 
@@ -168,14 +168,14 @@ def test_sqlstate_28p01_is_a_refusal_whatever_the_text() -> None:
 
 
 def test_what_the_token_thread_passes_on_keeps_the_type() -> None:
-    # The token thread hands on a frameless copy of a credential's exception (tokens.py).
-    from django_azure_pg.tokens import _safe_cause
+    # The token thread hands on a frameless copy of a credential's exception (endpoint.py).
+    from django_azure_pg.endpoint import safe_cause
 
-    copy = _safe_cause(CredentialUnavailableError("No managed identity endpoint found."))
+    copy = safe_cause(CredentialUnavailableError("No managed identity endpoint found."))
     assert classify(TokenError("x").with_traceback(None)) is None
     err = TokenError("x")
     err.__cause__ = copy
-    assert classify(err) is errors.NoIdentity
+    assert classify(err) is diagnosis.NoIdentity
 
 
 def test_our_own_wording_is_never_read() -> None:
@@ -199,7 +199,7 @@ def test_throttle_read_from_azure_core_errors() -> None:
     err = HttpResponseError(message="throttled", response=Response())  # type: ignore[arg-type]
     assert throttled_retry_after(err) == 17
     imds = CredentialUnavailableError("Token request error: (too_many_requests) Too many requests.")
-    assert throttled_retry_after(imds) == errors.THROTTLE_FALLBACK
+    assert throttled_retry_after(imds) == endpoint.THROTTLE_FALLBACK
     assert throttled_retry_after(RuntimeError("HTTP 500")) is None
 
 
@@ -215,6 +215,6 @@ def test_troubleshooting_doc_is_the_table() -> None:
     text = DOCS.read_text()
     match = re.search(r"<!-- errors table.*?-->\n(.*?)\n<!-- /errors table -->", text, re.S)
     assert match, "docs/troubleshooting.md lost its generated errors table"
-    assert match.group(1).strip() == errors.markdown_table(), (
+    assert match.group(1).strip() == diagnosis.markdown_table(), (
         "docs/troubleshooting.md is out of date: python -m scripts.troubleshooting_table"
     )

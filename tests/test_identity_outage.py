@@ -13,7 +13,8 @@ import time
 import pytest
 from django.db.utils import OperationalError
 
-from django_azure_pg.errors import TokenAcquisitionError, classify
+from django_azure_pg.diagnosis import classify
+from django_azure_pg.errors import TokenAcquisitionError
 from django_azure_pg_testing import IdentityEmulator
 
 from .conftest import ITEST_DB, ROLE, MakeWrapper

@@ -44,6 +44,7 @@ DJANGO_FREE = (
     "django_azure_pg.clouds",
     "django_azure_pg.connector",
     "django_azure_pg.credentials",
+    "django_azure_pg.diagnosis",
     "django_azure_pg.endpoint",
     "django_azure_pg.errors",
     "django_azure_pg.forksafe",

@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from django_azure_pg import errors
+from django_azure_pg import diagnosis, errors
 from django_azure_pg.login import RoleNameUnknown, TokenAcquisitionError, TokenLogin
 
 from .fakes import FakeClock, FakeCredential
@@ -235,7 +235,7 @@ def test_refusals_no_token_cures_are_not_retried(text: str, cause: type[Exceptio
     with pytest.raises(cause) as info:
         lg.connect(connect, {})
     assert len(connect.calls) == 1 and cred.calls == 1
-    assert errors.ADVICE[cause].fix in str(info.value)
+    assert diagnosis.ADVICE[cause].fix in str(info.value)
 
 
 def test_other_errors_not_retried() -> None:

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .. import claims, clouds, connector, credentials, errors
+from .. import claims, clouds, connector, credentials, diagnosis
 from ..mixin import TokenLoginMixin
 from ..redaction import redact
 from ..tokens import TokenSource
@@ -35,9 +35,9 @@ class Step:
     def failed(self, exc: BaseException) -> Step:
         self.status = "fail"
         self.detail["error"] = redact(str(exc))
-        return self.advise(errors.diagnose(exc))
+        return self.advise(diagnosis.diagnose(exc))
 
-    def advise(self, advice: errors.Advice | None) -> Step:
+    def advise(self, advice: diagnosis.Advice | None) -> Step:
         if advice is not None:
             self.cause, self.fix = advice.cause, advice.fix
         return self
@@ -254,7 +254,7 @@ def _inspect(step: Step, conn: Any) -> Step:
     if not usage:
         step.status = "fail"
         step.detail["error"] = "no USAGE on schema public"
-        step.advise(errors.ADVICE[errors.SchemaPrivileges])
+        step.advise(diagnosis.ADVICE[diagnosis.SchemaPrivileges])
     elif not create or unusable:
         step.status = "warning"
         if not create:

@@ -1,0 +1,471 @@
+"""What an error means and what to do about it: the one place texts are matched.
+
+Errors raised by this package carry their cause as their type (:mod:`.errors`).
+Errors from elsewhere (the server, libpq, azure-identity) are classified here,
+by type and SQLSTATE first and by the text the server or libpq sent only where
+nothing else tells them apart. psycopg exposes no SQLSTATE for a failed *login*
+(the connection has no result to read it from), so the login texts Azure
+Database for PostgreSQL sends are matched here, and only here. Nothing matches
+the wording of this package's own messages.
+
+``ADVICE`` maps each cause type to its likely cause and fix; the error text
+users see (login failures), ``manage.py azure_pg_doctor`` and the table in
+docs/troubleshooting.md (checked by tests/test_errors.py) all come from it.
+No Django import.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from azure.identity import CredentialUnavailableError
+
+from .endpoint import THROTTLE_FALLBACK, retry_after_seconds
+from .errors import (
+    InsecureTransport,
+    LoginError,
+    LoginRefused,
+    RoleMissing,
+    RoleNameUnknown,
+    RoleTypeMismatch,
+    TokenAcquisitionError,
+    TokenError,
+    TokenExpiredAtServer,
+    TokenNotForRole,
+    TokenThrottled,
+    TokenTimeout,
+    UnverifiedServer,
+)
+
+# -- causes read from errors raised elsewhere (classified, never raised) ------
+
+
+class ServerCause(Exception):
+    """A cause read from a server, libpq or azure-identity error."""
+
+
+class SchemaPrivileges(ServerCause):
+    pass
+
+
+class ObjectPrivileges(ServerCause):
+    pass
+
+
+class DatabaseMissing(ServerCause):
+    pass
+
+
+class TlsRequired(ServerCause):
+    pass
+
+
+class TlsVerify(ServerCause):
+    pass
+
+
+class HostUnknown(ServerCause):
+    pass
+
+
+class Unreachable(ServerCause):
+    pass
+
+
+class NoIdentity(ServerCause):
+    pass
+
+
+class TokenRefusedByServer(ServerCause):
+    """A refusal the one retry with a fresh token did not cure (or not ours to retry)."""
+
+
+# -- server texts: the one place they are matched -----------------------------
+
+# Azure Database for PostgreSQL's login refusals. Sources:
+# - "The access token has expired. Please acquire a new token and retry." — the
+#   server's text for an expired token at login, as users quote it (darold/ora2pg
+#   issue #1851, a token from `az account get-access-token` outliving its hour;
+#   also quoted as "... Acquire a new token and try again.");
+# - 'password authentication failed for user "…"' for a token that is invalid or
+#   not for this role, and 'role "…" does not exist' for a role never created —
+#   microsoft/GitHub-Copilot-for-Azure plugin/skills/azure-postgres/references/
+#   TROUBLESHOOTING.md;
+# - "Service Principals cannot generate AAD_AUTH_TOKENTYPE_APP_USER tokens for
+#   role[…]" — a managed identity logging in as a role created as a user
+#   (MicrosoftDocs/azure-docs issue #120133);
+# - "Service Principal oid mismatch for role[…]" — the role is mapped to another
+#   principal's object id (cyrilgdn/terraform-provider-postgresql issue #423).
+# Microsoft documents no SQLSTATE for these, and psycopg shows none for a failed
+# login; PostgreSQL's own password failure is 28P01.
+_EXPIRED = re.compile(r"access token has expired", re.I)
+_TOKEN_TYPE = re.compile(r"cannot generate \w+ tokens for role", re.I)
+_OID_MISMATCH = re.compile(r"oid mismatch for role", re.I)
+_PASSWORD_FAILED = re.compile(r"password authentication failed", re.I)
+_ROLE_MISSING = re.compile(r'role "[^"]*" does not exist', re.I)
+
+# PostgreSQL and libpq texts that carry no SQLSTATE on a failed connection.
+_LIBPQ: list[tuple[re.Pattern[str], type[ServerCause]]] = [
+    (re.compile(r'database "[^"]*" does not exist', re.I), DatabaseMissing),
+    (
+        re.compile(
+            r"no pg_hba\.conf entry.*no encryption|SSL off|server does not support SSL"
+            r"|SSL is required|SSL connection is required",
+            re.I,
+        ),
+        TlsRequired,
+    ),
+    (
+        re.compile(
+            r"certificate verify failed|root certificate file|does not match host name", re.I
+        ),
+        TlsVerify,
+    ),
+    (
+        re.compile(
+            r"could not translate host name|Name or service not known|nodename nor servname",
+            re.I,
+        ),
+        HostUnknown,
+    ),
+    (
+        re.compile(
+            r"Connection refused|timeout expired|timed out|No route to host"
+            r"|Network is unreachable",
+            re.I,
+        ),
+        Unreachable,
+    ),
+]
+
+# SQLSTATEs of errors raised after login (queries, migrate).
+_SQLSTATES: Mapping[str, type[ServerCause]] = {
+    "42501": ObjectPrivileges,  # insufficient_privilege (schema: see below)
+    "3D000": DatabaseMissing,  # invalid_catalog_name
+}
+
+
+def login_refusal(exc: BaseException) -> type[LoginRefused] | None:
+    """What a failed login's server message means, or ``None`` if it is no refusal.
+
+    :class:`LoginRefused` itself means "refused, reason not given": a token the
+    server stopped accepting (revoked, expired server-side) or a role mapped to
+    another principal — the caller tells them apart by the token's age.
+    """
+    if isinstance(exc, LoginError):
+        return None
+    text = str(exc)
+    if _EXPIRED.search(text):
+        return TokenExpiredAtServer
+    if _TOKEN_TYPE.search(text):
+        return RoleTypeMismatch
+    if _OID_MISMATCH.search(text):
+        return TokenNotForRole
+    if _ROLE_MISSING.search(text):
+        return RoleMissing
+    if getattr(exc, "sqlstate", None) == "28P01" or _PASSWORD_FAILED.search(text):
+        return LoginRefused
+    return None
+
+
+def server_message(exc: BaseException) -> str:
+    """The server's own line from a psycopg error (after libpq's "connection failed" prefix)."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    line = text.splitlines()[-1]
+    return line[line.find("FATAL:") :] if "FATAL:" in line else line
+
+
+# -- identity endpoint ----------------------------------------------------------
+
+# azure-identity's errors after HTTP 429 keep no response object for managed
+# identity; IMDS's text keeps the endpoint's error code.
+_THROTTLED = re.compile(r"too_many_requests|Too Many Requests", re.I)
+
+
+def throttled_retry_after(exc: BaseException) -> float | None:
+    """Seconds to leave the identity endpoint alone if ``exc`` says it throttled (HTTP 429)."""
+    for err in chain(exc):
+        response = getattr(err, "response", None)
+        status = getattr(err, "status_code", None) or getattr(response, "status_code", None)
+        if status == 429:
+            return retry_after_seconds(getattr(response, "headers", None)) or THROTTLE_FALLBACK
+        if not _is_ours(err) and _THROTTLED.search(str(err)):
+            return THROTTLE_FALLBACK
+    return None
+
+
+# -- the table ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Advice:
+    seen: str
+    """What users see (for the docs)."""
+    cause: str
+    fix: str
+
+
+ADVICE: dict[type[BaseException], Advice] = {}
+"""Cause type → advice. Most specific types first; lookups follow the MRO."""
+
+
+def _advice(cause: type[BaseException], seen: str, why: str, fix: str) -> None:
+    ADVICE[cause] = Advice(seen, why, fix)
+
+
+_advice(
+    TokenNotForRole,
+    '`FATAL: password authentication failed for user "aad_x"` (or `Service Principal oid '
+    "mismatch for role[aad_x]`) for a token fetched moments ago",
+    "USER is not the PostgreSQL role mapped to this identity: a typo, another app's "
+    "`aad_*` role, or a role created for a different principal.",
+    "Set USER to the role created for this identity's object id, or create it as an Entra "
+    "admin: `manage.py create_aad_principal <name> --oid <object id> --type service`. "
+    "Service Connector names the role `aad_<connection name>`.",
+)
+_advice(
+    RoleTypeMismatch,
+    "`FATAL: Service Principals cannot generate AAD_AUTH_TOKENTYPE_APP_USER tokens for "
+    "role[aad_x]`",
+    "The role was created for a user, but a managed identity or service principal logs in as it.",
+    "Drop the role and create it again with `--type service` "
+    "(`pgaadauth_create_principal_with_oid(..., 'service', ...)`).",
+)
+_advice(
+    TokenExpiredAtServer,
+    "`FATAL: The access token has expired. Please acquire a new token and retry.`",
+    "The token had run out of time when the server checked it, and a fresh token did no "
+    "better: the app's clock and the server's disagree, logins take longer than the "
+    "hand-out margin (a tenth of the token's lifetime, at most 60 s), or the token was "
+    "computed outside django-azure-pg (a PASSWORD set in settings.py).",
+    "Check the machine's clock (NTP) and what slows logins; remove a hand-made PASSWORD and "
+    "let the ENGINE fetch tokens.",
+)
+_advice(
+    RoleMissing,
+    '`FATAL: role "aad_x" does not exist`',
+    "The server has no role with this name: the identity was never registered (Bicep/ARM "
+    "links create none), or USER is misspelt.",
+    "Create it as an Entra admin: `manage.py create_aad_principal <USER> --oid <object id> "
+    "--type service` (Service Connector does this when it creates the connection).",
+)
+_advice(
+    TokenRefusedByServer,
+    '`FATAL: password authentication failed for user "aad_x"`',
+    "The server refused the password or token for this role: the role is mapped to another "
+    "principal, USER names another identity's role, or the token is for another tenant or "
+    "cloud.",
+    "USER must be the role created for THIS identity (its object id); check `token_scope` "
+    "for sovereign clouds and that Entra authentication is enabled on the server.",
+)
+_advice(
+    RoleNameUnknown,
+    "`… USER is not set and the access token from … names no PostgreSQL role`",
+    "No claim holds the role name: a service principal's display name, a guest user's "
+    "`#EXT#` UPN and Service Connector's `aad_<connection>` are in no token (the message says "
+    "which case it saw).",
+    "Set USER — with Service Connector, its AZURE_POSTGRESQL_USER (`manage.py check` reports "
+    "the service-principal case as E005).",
+)
+
+
+_advice(
+    InsecureTransport,
+    "`refusing to send an access token to host '…' with sslmode='prefer'` (or `allow`, "
+    "`disable`), or `… libpq cannot use these connection settings`",
+    "A token login would go over a path TLS does not protect: an explicit weak sslmode, "
+    "`PGSSLMODE`, or a service file's sslmode, to a host that is not on this machine; or "
+    "libpq itself cannot use the settings (an unknown service, a broken service file), so "
+    "where the token would go is unknown. Nothing was fetched or sent.",
+    "Remove `sslmode` (token logins get `verify-full`) or use `verify-full`. Fix the service "
+    "name or file (libpq reads `servicefile`, `PGSERVICEFILE`, `~/.pg_service.conf`, then "
+    "`PGSYSCONFDIR` or its compiled-in sysconfdir — `/etc/postgresql-common` in the psycopg "
+    "binary wheel). Only if something else protects the path (a TLS-terminating sidecar), set "
+    '`OPTIONS["allow_plaintext_token"] = True`. `manage.py check` reports it as E006.',
+)
+_advice(
+    UnverifiedServer,
+    "`… did not prove it is '…' (sslmode=verify-full); no access token was sent. libpq said: "
+    "… certificate verify failed` (or `does not match host name`)",
+    "A token login verifies the server's name (verify-full), and this server's certificate "
+    "does not carry HOST or is signed by a CA libpq was not given: HOST is a custom DNS name or "
+    "an IP address, a private-link name given through a service file or PGHOST, or something "
+    "in between presents its own certificate.",
+    "Set HOST to the server's Azure name `<server>.postgres.database.azure.com` and "
+    '`OPTIONS["hostaddr"]` to the address to dial (a private endpoint\'s IP), or point '
+    '`OPTIONS["sslrootcert"]` at the CA that signs a self-managed server. An explicit '
+    "`sslmode=require` sends the token unverified (`manage.py check` warns, W002).",
+)
+_advice(
+    TokenThrottled,
+    "`… the identity endpoint throttled the requests (HTTP 429) …`",
+    "The identity endpoint is throttling this machine (too many token requests) and no "
+    "valid token is cached.",
+    "Find what requests tokens in a loop (a new credential per request, another app on the "
+    "machine); django-azure-pg asks again only after the endpoint's Retry-After.",
+)
+_advice(
+    TokenTimeout,
+    "`… returned no token … within 10 s (the identity endpoint is slow or not answering)` "
+    "(10 s is the default `token_timeout`)",
+    "The identity endpoint did not answer in time and no valid token is cached.",
+    "Check that the app has a managed identity and that IDENTITY_ENDPOINT / IMDS is "
+    "reachable; raise OPTIONS['token_timeout'] only if the endpoint is merely slow.",
+)
+_advice(
+    NoIdentity,
+    "`… CredentialUnavailableError …`",
+    "No identity is available to this process: no managed identity, no `az login`, no "
+    "service principal variables.",
+    "Enable a managed identity on the app (or set AZURE_POSTGRESQL_CLIENTID for a "
+    "user-assigned one); on a laptop run `az login`.",
+)
+_advice(
+    TokenAcquisitionError,
+    "`… could not get an Entra access token from …`",
+    "The credential failed to return a token.",
+    "Read the chained cause; `manage.py azure_pg_doctor` shows which credential was used and why.",
+)
+_advice(
+    SchemaPrivileges,
+    "`permission denied for schema public` (usually during `migrate`)",
+    "The role may not use or create objects in the schema (PostgreSQL 15+ gives non-owners "
+    "no CREATE on public; Service Connector grants nothing on schemas).",
+    "Run `manage.py grant_aad_privileges --migrate` as the schema's owner.",
+)
+_advice(
+    ObjectPrivileges,
+    "`permission denied for table …` / `for sequence …`",
+    "The role lacks privileges on objects owned by another role.",
+    "Run `manage.py grant_aad_privileges` as the objects' owner.",
+)
+_advice(
+    DatabaseMissing,
+    '`FATAL: database "x" does not exist`',
+    "NAME names a database that does not exist on this server.",
+    "Create it (`az postgres flexible-server db create`) or fix NAME.",
+)
+_advice(
+    TlsRequired,
+    "`no pg_hba.conf entry for host … no encryption` / `SSL connection is required`",
+    "TLS is off on one side: a password login with `sslmode=disable`, or a server (or "
+    "something in between) that does not offer TLS; Azure always offers TLS 1.2+.",
+    "Leave sslmode unset (Azure hosts get `verify-full`) or use `verify-full`/`require`.",
+)
+_advice(
+    TlsVerify,
+    "`certificate verify failed` / `root certificate file … does not exist`",
+    "The server certificate could not be verified: a name outside the certificate, a "
+    "TLS-inspecting proxy or a man-in-the-middle, or a root file libpq cannot read.",
+    "Connect with the server's own name; for Azure hosts leave `sslrootcert` unset (the "
+    "bundled Azure roots are used), else point it at a real CA file (the psycopg binary wheel "
+    "does not read /etc/ssl by itself). Never pin intermediates.",
+)
+_advice(
+    HostUnknown,
+    '`could not translate host name "…" to address`',
+    "The host name does not resolve.",
+    "Check HOST (`<server>.postgres.database.azure.com`) and, for private access, the private "
+    "DNS zone linked to the app's virtual network.",
+)
+_advice(
+    Unreachable,
+    "`Connection refused` / `timeout expired`",
+    "The server cannot be reached: firewall rule, network access mode, wrong port, or the "
+    "server is stopped.",
+    "Allow the app's outbound IPs (or 'Allow Azure services') in the server's networking "
+    "settings, or use VNet integration; check PORT (5432, or 6432 for PgBouncer).",
+)
+
+
+# -- issue 23: an empty HOST ----------------------------------------------------------
+
+
+class NoHost(ServerCause):
+    """libpq dialled a local Unix socket: HOST is empty (``manage.py check``: E011)."""
+
+
+# libpq's text when it tries a socket file ('connection to server on socket
+# "/var/run/postgresql/.s.PGSQL.5432" failed: No such file or directory').
+_LIBPQ.append((re.compile(r'connection to server on socket "[^"]*" failed', re.I), NoHost))
+_advice(
+    NoHost,
+    '`connection to server on socket "/var/run/postgresql/.s.PGSQL.5432" failed: No such '
+    "file or directory`",
+    "HOST is empty or missing, so libpq tried a PostgreSQL on this machine's Unix socket "
+    "instead of the Azure server — often a Service Connector variable that is not set.",
+    "Set HOST to `<server>.postgres.database.azure.com`; with `from_env()` it comes from "
+    "AZURE_POSTGRESQL_HOST (or `host=` in AZURE_POSTGRESQL_CONNECTIONSTRING). `manage.py "
+    "check` reports it as E011.",
+)
+
+
+def chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and its causes, outermost first."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _is_ours(exc: BaseException) -> bool:
+    return isinstance(exc, (LoginError, TokenError))
+
+
+def classify(exc: BaseException) -> type[BaseException] | None:
+    """The cause type of ``exc``: our own error types first, then what others' errors say."""
+    errors = list(chain(exc))
+    for err in errors:
+        for klass in type(err).__mro__:
+            if klass in ADVICE and _is_ours(err):
+                return klass
+    for err in errors:
+        if _is_ours(err):
+            continue
+        cause = _foreign_cause(err)
+        if cause is not None:
+            return cause
+    return None
+
+
+def _foreign_cause(err: BaseException) -> type[BaseException] | None:
+    # The token thread passes on only a frameless copy of what a credential raised,
+    # which keeps the original type as exc_type.
+    kept = getattr(err, "exc_type", None)
+    if isinstance(err, CredentialUnavailableError) or (
+        isinstance(kept, type) and issubclass(kept, CredentialUnavailableError)
+    ):
+        return NoIdentity
+    refusal = login_refusal(err)
+    if refusal is LoginRefused:
+        return TokenRefusedByServer
+    if refusal is not None:
+        return refusal
+    state = getattr(err, "sqlstate", None)
+    if isinstance(state, str) and state in _SQLSTATES:
+        cause = _SQLSTATES[state]
+        if cause is ObjectPrivileges and "schema" in str(err):
+            return SchemaPrivileges
+        return cause
+    for pattern, found in _LIBPQ:
+        if pattern.search(str(err)):
+            return found
+    return None
+
+
+def diagnose(exc: BaseException) -> Advice | None:
+    cause = classify(exc)
+    return ADVICE.get(cause) if cause is not None else None
+
+
+def markdown_table() -> str:
+    """The "Errors you may see" table of docs/troubleshooting.md."""
+    rows = ["| What you see | Likely cause | Fix |", "|---|---|---|"]
+    rows += [f"| {a.seen} | {a.cause} | {a.fix} |" for a in ADVICE.values()]
+    return "\n".join(rows)

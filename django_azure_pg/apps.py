@@ -11,4 +11,4 @@ class DjangoAzurePgConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401 — registers the checks
+        from . import _checks  # noqa: F401 — registers the checks

@@ -32,8 +32,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from ._names import SERVICE_CONNECTOR_PREFIX, SERVICE_CONNECTOR_SUFFIXES
-from .options import FALSE_WORDS, TRUE_WORDS
+from ._core.names import SERVICE_CONNECTOR_PREFIX, SERVICE_CONNECTOR_SUFFIXES
+from ._core.options import FALSE_WORDS, TRUE_WORDS
 
 __all__ = ["ENGINE", "URL_SCHEMES", "from_env"]
 

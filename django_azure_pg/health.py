@@ -44,7 +44,8 @@ from django.db.utils import load_backend
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 
-from . import errors, telemetry, tokens
+from . import errors
+from ._core import telemetry
 
 __all__ = ["REASONS", "view"]
 from .management import one_off
@@ -129,11 +130,11 @@ def check(alias: str, *, connect: bool = False) -> Health:
     if login is not None:
         try:
             login.source.get_token()
-        except tokens.TokenThrottled:
+        except errors.TokenThrottled:
             return Health(False, TOKEN_THROTTLED)
-        except tokens.TokenTimeout:
+        except errors.TokenTimeout:
             return Health(False, TOKEN_TIMEOUT)
-        except tokens.TokenError:
+        except errors.TokenError:
             return Health(False, TOKEN_FAILED)
     last = telemetry.last_login(alias)
     max_age = float(getattr(settings, LOGIN_MAX_AGE_SETTING, DEFAULT_LOGIN_MAX_AGE))

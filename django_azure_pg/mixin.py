@@ -28,11 +28,12 @@ from django.db.backends.postgresql import base as postgresql
 from django.utils.functional import cached_property
 from django.views.decorators.debug import sensitive_variables
 
-from . import connector, options, pool
-from .client import DatabaseClient
-from .connector import Connector
-from .credentials import CredentialConfigError
-from .login import TokenLogin
+from . import _pool
+from ._client import DatabaseClient
+from ._core import connector, options
+from ._core.connector import Connector
+from ._core.credentials import CredentialConfigError
+from ._core.login import TokenLogin
 
 __all__ = ["TokenLoginMixin"]
 
@@ -125,7 +126,7 @@ class TokenLoginMixin(_Base):
         found = self.azure_connector
         if found is None:
             return super().pool
-        built = pool.token_pool(self, found, pool_options)
+        built = _pool.token_pool(self, found, pool_options)
         # As Django does: the pool is not open yet, so a thread that loses the
         # race drops its own and everyone uses the first one stored.
         return self._connection_pools.setdefault(self.alias, built)  # type: ignore[attr-defined]

@@ -18,7 +18,7 @@ import os
 import re
 import threading
 
-from . import forksafe
+from ._core import forksafe
 
 __all__ = ["OPT_OUT_VARIABLE", "RedactingFilter", "uninstall_log_redaction"]
 

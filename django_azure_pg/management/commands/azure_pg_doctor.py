@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
-from .. import doctor
+from .. import _doctor
 
 
 class Command(BaseCommand):
@@ -27,7 +27,7 @@ class Command(BaseCommand):
             entry = connections.settings[alias]
         except KeyError:
             raise CommandError(f"No database alias {alias!r} in settings.DATABASES") from None
-        report = doctor.run(alias, dict(entry))
+        report = _doctor.run(alias, dict(entry))
         if options["format"] == "json":
             self.stdout.write(json.dumps(report.as_dict(), indent=2, default=str))
         else:
@@ -36,7 +36,7 @@ class Command(BaseCommand):
             failed = [s.name for s in report.steps if s.status == "fail"]
             raise CommandError(f"alias {alias!r}: {', '.join(failed)} failed", returncode=1)
 
-    def _text(self, report: doctor.Report) -> None:
+    def _text(self, report: _doctor.Report) -> None:
         w = self.stdout.write
         w(f"django-azure-pg doctor — alias {report.alias!r}")
         marks = {

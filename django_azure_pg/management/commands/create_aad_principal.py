@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from .. import owner
+from .. import _owner
 
 
 class Command(BaseCommand):
@@ -42,17 +42,17 @@ class Command(BaseCommand):
         parser.add_argument("--type", choices=("user", "group", "service"), default="service")
         parser.add_argument("--admin", action="store_true", help="Make the role an Entra admin.")
         parser.add_argument("--mfa", action="store_true", help="Require MFA for the principal.")
-        owner.add_arguments(parser)
+        _owner.add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        owner.check_name("the role name", options["name"])
+        _owner.check_name("the role name", options["name"])
         if options["oid"] is not None:
             try:
                 uuid.UUID(options["oid"])
             except ValueError:
                 raise CommandError("--oid must be an object id (a GUID)") from None
-        entry = owner.settings_for(options, dbname="postgres")
-        wrapper = owner.connect(entry, options["database"])
+        entry = _owner.settings_for(options, dbname="postgres")
+        wrapper = _owner.connect(entry, options["database"])
         conn = wrapper.connection
         name = options["name"]
         try:

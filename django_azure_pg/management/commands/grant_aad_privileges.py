@@ -9,8 +9,8 @@ import psycopg
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
-from ... import grants
-from .. import owner
+from ..._core import grants
+from .. import _owner
 
 
 class Command(BaseCommand):
@@ -21,7 +21,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        owner.add_arguments(parser)
+        _owner.add_arguments(parser)
         who = parser.add_mutually_exclusive_group()
         who.add_argument("--role", help="Role to grant to (default: the alias's USER).")
         who.add_argument("--connection", help="Service Connector connection name: role aad_NAME.")
@@ -61,23 +61,23 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["migrate"] and options["read_only"]:
             raise CommandError("--migrate and --read-only contradict each other")
-        owner.check_name("--role", options["role"])
-        owner.check_name("--connection", options["connection"])
+        _owner.check_name("--role", options["role"])
+        _owner.check_name("--connection", options["connection"])
         for schema in options["schemas"] or ():
-            owner.check_name("--schema", schema)
+            _owner.check_name("--schema", schema)
         for extension in options["extensions"] or ():
-            owner.check_name("--extension", extension)
+            _owner.check_name("--extension", extension)
         if options["read_only"] and (options["create_schemas"] or options["extensions"]):
             raise CommandError("--read-only contradicts --create-schemas and --extension")
-        entry = owner.settings_for(options)
+        entry = _owner.settings_for(options)
         app_user = connections.settings[options["database"]]["USER"]
         role = options["role"] or (
             f"aad_{options['connection']}" if options["connection"] else app_user
         )
-        owner.check_name("--connection" if options["connection"] else "the role", role)
+        _owner.check_name("--connection" if options["connection"] else "the role", role)
         if not role:
             raise CommandError("No role: pass --role or --connection, or set USER on the alias")
-        wrapper = owner.connect(entry, options["database"])
+        wrapper = _owner.connect(entry, options["database"])
         try:
             self._run(wrapper.connection, role, options)
         finally:

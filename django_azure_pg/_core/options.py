@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from ._names import SERVICE_CONNECTOR_SUFFIXES as SERVICE_CONNECTOR_SUFFIXES
+from .names import SERVICE_CONNECTOR_SUFFIXES as SERVICE_CONNECTOR_SUFFIXES
 
 CREDENTIAL_KEYS = ("credential", *SERVICE_CONNECTOR_SUFFIXES)
 TOKEN_KEYS = ("token_scope", "token_refresh_margin", "token_timeout", "allow_custom_token_scope")

@@ -12,6 +12,10 @@ from __future__ import annotations
 SERVICE_CONNECTOR_PREFIX = "AZURE_POSTGRESQL_"
 """Service Connector's app settings start with this; a named connection adds ``<NAME>_``."""
 
-SERVICE_CONNECTOR_SUFFIXES = {"client_id": "CLIENTID", "client_secret": "CLIENTSECRET", "tenant_id": "TENANTID"}
+SERVICE_CONNECTOR_SUFFIXES = {
+    "client_id": "CLIENTID",
+    "client_secret": "CLIENTSECRET",
+    "tenant_id": "TENANTID",
+}
 """Each credential key, and the suffix of the Service Connector variable that stands for it
 (``AZURE_POSTGRESQL_CLIENTID`` …): OPTIONS wins key by key, the variable fills the rest."""

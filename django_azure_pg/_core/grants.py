@@ -56,7 +56,9 @@ class Plan:
 
     @property
     def database_privileges(self) -> tuple[str, ...]:
-        return ("CONNECT", "TEMPORARY", "CREATE") if self.create_schemas else ("CONNECT", "TEMPORARY")
+        return (
+            ("CONNECT", "TEMPORARY", "CREATE") if self.create_schemas else ("CONNECT", "TEMPORARY")
+        )
 
     @property
     def table_privileges(self) -> tuple[str, ...]:

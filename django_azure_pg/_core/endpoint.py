@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from .redaction import redact
+from ..redaction import redact
 
 
 def retry_after_seconds(headers: Any) -> float | None:

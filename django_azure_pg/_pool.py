@@ -17,7 +17,7 @@ import psycopg
 from django.core.exceptions import ImproperlyConfigured
 from psycopg.conninfo import conninfo_to_dict
 
-from .connector import Connector
+from ._core.connector import Connector
 
 
 def token_connection_class(

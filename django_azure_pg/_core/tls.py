@@ -68,10 +68,11 @@ import psycopg
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
 
-from . import clouds, diagnosis, errors
-from .errors import InsecureTransport, UnverifiedServer
+from .. import errors
+from ..errors import InsecureTransport, UnverifiedServer
+from . import clouds, diagnosis
 
-logger = logging.getLogger("django_azure_pg.tls")
+logger = logging.getLogger(__name__)
 
 C = TypeVar("C")
 
@@ -100,7 +101,7 @@ OPT_IN = "allow_plaintext_token"
 """OPTIONS key: send the token even where TLS does not protect it (you protect the path)."""
 PRIVATE_LINK = ".privatelink"
 
-_ROOTS = Path(__file__).with_name("certs") / "azure-roots.pem"
+_ROOTS = Path(__file__).parent.parent / "certs" / "azure-roots.pem"
 _PROBE_STOP = "!django-azure-pg-probe"
 """A target_session_attrs value libpq rejects after reading every option, before dialling."""
 _ROUTE_KEYS = ("host", "hostaddr", "port", "sslmode", "sslrootcert")
@@ -593,7 +594,10 @@ def explained(
         try:
             return connect(**params)
         except psycopg.OperationalError as exc:
-            if isinstance(exc, errors.LoginError) or diagnosis.classify(exc) is not diagnosis.TlsVerify:
+            if (
+                isinstance(exc, errors.LoginError)
+                or diagnosis.classify(exc) is not diagnosis.TlsVerify
+            ):
                 raise
             seen = route if route is not None else resolve(params)
             raise UnverifiedServer(unverified_message(alias, seen, exc)) from exc

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 
 from azure.identity import CredentialUnavailableError
 
-from .endpoint import THROTTLE_FALLBACK, retry_after_seconds
-from .errors import (
+from ..errors import (
     InsecureTransport,
     LoginError,
     LoginRefused,
@@ -38,6 +37,7 @@ from .errors import (
     TokenTimeout,
     UnverifiedServer,
 )
+from .endpoint import THROTTLE_FALLBACK, retry_after_seconds
 
 # -- causes read from errors raised elsewhere (classified, never raised) ------
 

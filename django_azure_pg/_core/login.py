@@ -34,23 +34,23 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from .. import errors
+from ..errors import LoginRefused, RoleNameUnknown, TokenAcquisitionError
+from ..redaction import redact
 from . import (
     claims,
     clouds,
     credentials,
     diagnosis,
-    errors,
     options,
     registry,
     tls,
     tokens,
 )
-from .errors import LoginRefused, RoleNameUnknown, TokenAcquisitionError
-from .redaction import redact
 
 __all__ = ["LoginRefused", "RoleNameUnknown", "TokenAcquisitionError", "TokenLogin"]
 
-logger = logging.getLogger("django_azure_pg.login")
+logger = logging.getLogger(__name__)
 
 C = TypeVar("C")
 T = TypeVar("T")
@@ -201,9 +201,8 @@ class TokenLogin:
         verdict = "a fresh token would be refused too"
         if cause is errors.TokenExpiredAtServer:
             left = token.expires_on - self.source.clock()
-            verdict = (
-                f"by this machine's clock the token ({token.lifetime:.0f} s long) "
-                + (f"had {left:.1f} s left" if left >= 0 else f"had expired {-left:.1f} s before")
+            verdict = f"by this machine's clock the token ({token.lifetime:.0f} s long) " + (
+                f"had {left:.1f} s left" if left >= 0 else f"had expired {-left:.1f} s before"
             )
         return cause(
             f"Database alias {self.alias!r}: the server refused the login as USER {role!r} "

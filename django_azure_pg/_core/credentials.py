@@ -35,16 +35,16 @@ from typing import Any
 from azure import identity
 from azure.core.credentials import TokenCredential
 
+from ..redaction import install_log_redaction
 from . import clouds, forksafe, telemetry
-from ._names import SERVICE_CONNECTOR_PREFIX as SERVICE_CONNECTOR_PREFIX
-from ._names import SERVICE_CONNECTOR_SUFFIXES
-from .redaction import install_log_redaction
+from .names import SERVICE_CONNECTOR_PREFIX as SERVICE_CONNECTOR_PREFIX
+from .names import SERVICE_CONNECTOR_SUFFIXES
 from .tokens import CredentialFactory, observe_response
 
 _OBSERVED: dict[str, Any] = {"raw_response_hook": telemetry.observing(observe_response)}
 """Lets the token cache see HTTP 429 / Retry-After from the identity endpoint."""
 
-logger = logging.getLogger("django_azure_pg.credentials")
+logger = logging.getLogger(__name__)
 
 FEDERATED_TOKEN_FILE = "AZURE_FEDERATED_TOKEN_FILE"  # noqa: S105 — a variable name
 TOKEN_CREDENTIALS_VAR = "AZURE_TOKEN_CREDENTIALS"  # noqa: S105 — a variable name
@@ -409,7 +409,7 @@ AZURE_IDENTITY_FAILURE_LOGGERS = (
 class _ReportedOnce(logging.Filter):
     """Drops azure-identity's own WARNING about a failed fetch made by our token thread.
 
-    django_azure_pg.tokens logs that same failure (credential, scope, time waited and
+    django_azure_pg._core.tokens logs that same failure (credential, scope, time waited and
     azure-identity's text) and the login error carries it, so without this filter one
     outage prints it three times (twice from azure-identity, nested in each other).
     Left alone: fetches by other code in the process, and everything when the logger

@@ -17,8 +17,8 @@ from django.core.management.base import CommandError, CommandParser
 from django.db import connections
 from django.db.utils import load_backend
 
+from .._core.options import CREDENTIAL_KEYS
 from ..env import ENGINE
-from ..options import CREDENTIAL_KEYS
 from . import one_off
 
 DEFAULT_PASSWORD_ENV = "AZURE_PG_OWNER_PASSWORD"  # noqa: S105 — a variable name

@@ -22,7 +22,7 @@ from typing import Any
 from django.db.backends.postgresql.client import DatabaseClient as PostgresClient
 from psycopg.conninfo import make_conninfo
 
-from . import tls
+from ._core import tls
 
 
 class DatabaseClient(PostgresClient):

@@ -13,10 +13,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .. import claims, clouds, connector, credentials, diagnosis
+from .._core import claims, clouds, connector, credentials, diagnosis
+from .._core.tokens import TokenSource
 from ..mixin import TokenLoginMixin
 from ..redaction import redact
-from ..tokens import TokenSource
 from . import one_off
 
 _SHOWN_VARS = (*credentials.IDENTITY_HINTS, "AZURE_TENANT_ID", clouds.AUTHORITY_HOST_VAR)
@@ -78,10 +78,10 @@ def check_steps(alias: str, entry: dict[str, Any], environ: Any) -> list[Step]:
     leftover PASSWORD, a token pasted into it, a missing HOST or a pool Django cannot
     build are explained here too, not only as the raw error they lead to.
     """
-    from .. import checks
+    from .. import _checks
 
     steps = []
-    for message in checks.check_alias(alias, entry, environ):
+    for message in _checks.check_alias(alias, entry, environ):
         status = "fail" if message.is_serious() else "warning"
         step = Step(f"check {message.id}", status, {"id": message.id})
         step.cause, step.fix = message.msg, message.hint
@@ -203,9 +203,7 @@ def cache_step(source: TokenSource) -> Step:
         step.cause = "The identity endpoint throttled this process (HTTP 429, Retry-After)."
         step.fix = "Wait for the Retry-After; fewer processes or fewer credential objects help."
     elif status.last_error is not None and (
-        not status.usable
-        or status.age_s is None
-        or (status.last_error_ago_s or 0.0) < status.age_s
+        not status.usable or status.age_s is None or (status.last_error_ago_s or 0.0) < status.age_s
     ):
         # Failed since the cached token was obtained: a refresh is failing.
         step.status = "warning"

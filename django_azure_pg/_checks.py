@@ -11,8 +11,8 @@ from typing import Any
 import django
 from django.core.checks import CheckMessage, Error, Warning, register
 
-from . import claims, credentials, options, tls
-from .connector import routed
+from ._core import claims, credentials, options, tls
+from ._core.connector import routed
 
 _DJANGO_KEYS = {"pool", "isolation_level", "assume_role", "server_side_binding"}
 """Keys Django's postgresql backend reads itself (not introspectable)."""

@@ -48,9 +48,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
+from ..errors import LoginRefused
+from ..redaction import redact
 from . import clouds, diagnosis
-from .errors import LoginRefused
-from .redaction import redact
 
 if TYPE_CHECKING:
     from .login import TokenLogin
@@ -69,7 +69,7 @@ ENABLED = otel_trace is not None
 
 INSTRUMENTATION_NAME = "django_azure_pg"
 
-logger = logging.getLogger("django_azure_pg.telemetry")
+logger = logging.getLogger(__name__)
 
 C = TypeVar("C")
 
@@ -178,7 +178,6 @@ def watch_sources(sources: Callable[[], Iterable[TokenSource]]) -> None:
     so this module never imports it)."""
     global _sources
     _sources = sources
-
 
 
 def fetch_started(fetch: _Fetch, cached: Token | None, now: float) -> None:

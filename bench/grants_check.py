@@ -35,7 +35,7 @@ from django.core.management import call_command
 from django.db import connections
 from django.db.utils import ConnectionHandler
 
-from django_azure_pg import grants
+from django_azure_pg._core import grants
 from django_azure_pg_testing import LocalPostgres
 
 ROOT = Path(__file__).resolve().parent.parent

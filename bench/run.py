@@ -37,10 +37,11 @@ import psycopg
 from azure.identity import ManagedIdentityCredential
 from django.db.utils import ConnectionHandler, load_backend
 
-from django_azure_pg import registry, telemetry
-from django_azure_pg.connector import Connector
-from django_azure_pg.login import TokenLogin
-from django_azure_pg.pool import token_connection_class
+from django_azure_pg import registry
+from django_azure_pg._core import telemetry
+from django_azure_pg._core.connector import Connector
+from django_azure_pg._core.login import TokenLogin
+from django_azure_pg._pool import token_connection_class
 from django_azure_pg_testing import IdentityEmulator, LocalPostgres
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -534,8 +535,7 @@ def settings_import(rounds: int) -> dict[str, Any]:
             samples[label].append(out["ms"])
             loaded[label] = out["loaded"]
     result: dict[str, dict[str, Any]] = {
-        label: {**summary(v), "samples": v, "loaded": loaded[label]}
-        for label, v in samples.items()
+        label: {**summary(v), "samples": v, "loaded": loaded[label]} for label, v in samples.items()
     }
     for label, r in result.items():
         heavy = ", ".join(r["loaded"]) or "none of " + ", ".join(HEAVY)
@@ -664,9 +664,7 @@ def main(argv: list[str] | None = None) -> int:
             "versus_azure_postgresql_auth": lambda: bench.versus_azure_postgresql_auth(
                 rounds if q else 5, 1.0, threads=4
             ),
-            "grants_check": lambda: grants_check.measure(
-                pg, *((100, 100) if q else (1000, 1000))
-            ),
+            "grants_check": lambda: grants_check.measure(pg, *((100, 100) if q else (1000, 1000))),
             # last: it installs the OpenTelemetry SDK for the rest of the process
             "telemetry": lambda: bench.telemetry_overhead(rounds, seconds, threads=4),
         }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._core.driver import require_psycopg3
+from ._driver import require_psycopg3
 
 require_psycopg3()  # before anything imports psycopg: a clear error, not ModuleNotFoundError
 

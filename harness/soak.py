@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from django_azure_pg import timing
+from django_azure_pg._core import timing
 
 from .load import LoadResult, drive
 from .stand import DATABASE, ROLE, Site, Stand, get_json
@@ -430,7 +430,7 @@ class Soak:
         """Workers forked after the master fetched a token (gunicorn --preload, Celery
         prefork), each logging in to PostgreSQL in a loop through several token lifetimes."""
         from django_azure_pg import registry
-        from django_azure_pg.login import TokenLogin
+        from django_azure_pg._core.login import TokenLogin
 
         emu = self.stand.emulator
         emu.lifetime = lifetime
@@ -578,9 +578,7 @@ def headroom_markdown() -> list[str]:
         "|---|---|---|---|",
     ]
     for name, lifetime, msal in kinds:
-        token = timing.Token.issued(
-            "t", lifetime, 0.0, {"iat": 0}, lifetime / 2 if msal else None
-        )
+        token = timing.Token.issued("t", lifetime, 0.0, {"iat": 0}, lifetime / 2 if msal else None)
         opens, closes = token.window()
         old = min(300.0, lifetime / 4) / 2
         lines.append(

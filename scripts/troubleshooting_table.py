@@ -1,6 +1,6 @@
 """Write the errors table of docs/troubleshooting.md from django_azure_pg.diagnosis.ADVICE.
 
-    python scripts/troubleshooting_table.py    (tests/test_errors.py checks it is current)
+python scripts/troubleshooting_table.py    (tests/test_errors.py checks it is current)
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from django_azure_pg.diagnosis import markdown_table  # noqa: E402
+from django_azure_pg._core.diagnosis import markdown_table  # noqa: E402
 
 DOC = ROOT / "docs" / "troubleshooting.md"
 START = (

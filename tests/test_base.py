@@ -192,7 +192,7 @@ def test_pool_checkout_skips_the_tls_route_once_the_pool_exists(
     """Django calls get_connection_params() on every checkout and drops the result: the
     route (service files, PG* variables) is worked out once, when the pool is built."""
     pytest.importorskip("psycopg_pool")
-    from django_azure_pg import tls
+    from django_azure_pg._core import tls
 
     wrapper = make_wrapper(OPTIONS={"pool": True})
     query(wrapper, "SELECT 1")  # builds the pool, with the TLS defaults

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
-from django_azure_pg.checks import check_alias
+from django_azure_pg._checks import check_alias
 
 from .conftest import BAD_OPTIONS
 
@@ -51,7 +51,9 @@ def test_known_keys_come_from_the_installed_libpq_and_psycopg() -> None:
 
 def test_token_over_plaintext_is_an_error() -> None:
     for mode in ("prefer", "allow", "disable"):
-        messages = check_alias("default", {"HOST": AZ, "USER": "u", "OPTIONS": {"sslmode": mode}}, MI_ENV)
+        messages = check_alias(
+            "default", {"HOST": AZ, "USER": "u", "OPTIONS": {"sslmode": mode}}, MI_ENV
+        )
         assert [m.id for m in messages] == ["django_azure_pg.E006"]
         assert "allow_plaintext_token" in messages[0].msg and repr(mode) in messages[0].msg
     assert ids({"HOST": "db.internal", "USER": "u", "OPTIONS": {"sslmode": "disable"}}) == [
@@ -63,10 +65,19 @@ def test_token_over_plaintext_is_an_error() -> None:
     ) == ["django_azure_pg.E006"]
     # Loopback and the local socket may go without TLS; so may an explicit opt-in.
     assert ids({"HOST": "127.0.0.1", "USER": "u", "OPTIONS": {"sslmode": "disable"}}) == []
-    assert ids({"HOST": "/var/run/postgresql", "USER": "u", "OPTIONS": {"sslmode": "disable"}}) == []
-    assert ids(
-        {"HOST": "db.internal", "USER": "u", "OPTIONS": {"sslmode": "disable", "allow_plaintext_token": True}}
-    ) == []
+    assert (
+        ids({"HOST": "/var/run/postgresql", "USER": "u", "OPTIONS": {"sslmode": "disable"}}) == []
+    )
+    assert (
+        ids(
+            {
+                "HOST": "db.internal",
+                "USER": "u",
+                "OPTIONS": {"sslmode": "disable", "allow_plaintext_token": True},
+            }
+        )
+        == []
+    )
 
 
 def test_unverified_azure_is_a_warning() -> None:
@@ -85,7 +96,11 @@ def test_unverified_azure_is_a_warning() -> None:
     BAD_OPTIONS,
 )
 def test_bad_option_values_name_alias_and_key(opts: dict[str, Any], key: str) -> None:
-    messages = [m for m in check_alias("reports", {"HOST": AZ, "USER": "u", "OPTIONS": opts}, MI_ENV) if m.id == "django_azure_pg.E007"]
+    messages = [
+        m
+        for m in check_alias("reports", {"HOST": AZ, "USER": "u", "OPTIONS": opts}, MI_ENV)
+        if m.id == "django_azure_pg.E007"
+    ]
     assert len(messages) == 1, messages
     assert "DATABASES['reports']" in messages[0].msg
     assert f"OPTIONS[{key!r}]" in messages[0].msg
@@ -118,22 +133,24 @@ def test_default_credential_with_nothing_to_find(
 ) -> None:
     tag = tmp_path / "chassis_asset_tag"
     tag.write_text("No Asset Tag\n")  # a laptop or another cloud
-    monkeypatch.setattr("django_azure_pg.credentials.CHASSIS_ASSET_TAG_FILE", str(tag))
-    monkeypatch.setattr("django_azure_pg.checks.shutil.which", lambda name: None)
+    monkeypatch.setattr("django_azure_pg._core.credentials.CHASSIS_ASSET_TAG_FILE", str(tag))
+    monkeypatch.setattr("django_azure_pg._checks.shutil.which", lambda name: None)
     assert ids({"HOST": AZ, "USER": "u"}, {}) == ["django_azure_pg.W001"]
-    monkeypatch.setattr("django_azure_pg.checks.shutil.which", lambda name: "/usr/bin/az")
+    monkeypatch.setattr("django_azure_pg._checks.shutil.which", lambda name: "/usr/bin/az")
     assert ids({"HOST": AZ, "USER": "u"}, {}) == []
 
 
 def test_no_false_w001_where_imds_answers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # IMDS sets no environment variable: an Azure VM is known by its chassis asset tag,
     # an AKS pod by Kubernetes' service variable.
-    monkeypatch.setattr("django_azure_pg.checks.shutil.which", lambda name: None)
+    monkeypatch.setattr("django_azure_pg._checks.shutil.which", lambda name: None)
     tag = tmp_path / "chassis_asset_tag"
     tag.write_text("7783-7084-3265-9085-8269-3286-77\n")
-    monkeypatch.setattr("django_azure_pg.credentials.CHASSIS_ASSET_TAG_FILE", str(tag))
+    monkeypatch.setattr("django_azure_pg._core.credentials.CHASSIS_ASSET_TAG_FILE", str(tag))
     assert ids({"HOST": AZ, "USER": "u"}, {}) == []  # Azure VM
-    monkeypatch.setattr("django_azure_pg.credentials.CHASSIS_ASSET_TAG_FILE", str(tmp_path / "none"))
+    monkeypatch.setattr(
+        "django_azure_pg._core.credentials.CHASSIS_ASSET_TAG_FILE", str(tmp_path / "none")
+    )
     assert ids({"HOST": AZ, "USER": "u"}, {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}) == []  # AKS
     assert ids({"HOST": AZ, "USER": "u"}, {}) == ["django_azure_pg.W001"]
 
@@ -189,13 +206,19 @@ def test_checks_follow_the_token_login_not_the_engine_name(
 ) -> None:
     from django.conf import settings
 
-    from django_azure_pg.checks import check_databases
+    from django_azure_pg._checks import check_databases
 
     if "gis" in engine:
         pytest.importorskip("django.contrib.gis.gdal", reason="GDAL not installed")
     if "prometheus" in engine:
         pytest.importorskip("django_prometheus", reason="django-prometheus not installed")
-    weak = {"ENGINE": engine, "HOST": AZ, "NAME": "d", "USER": "u", "OPTIONS": {"sslmode": "require"}}
+    weak = {
+        "ENGINE": engine,
+        "HOST": AZ,
+        "NAME": "d",
+        "USER": "u",
+        "OPTIONS": {"sslmode": "require"},
+    }
     monkeypatch.setattr(settings, "DATABASES", {"weak": weak})
     monkeypatch.setenv("IDENTITY_ENDPOINT", MI_ENV["IDENTITY_ENDPOINT"])
     found = [m.id for m in check_databases()]
@@ -221,8 +244,13 @@ def entra_like_token() -> str:
     def part(obj: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
 
-    claims = {"aud": "https://ossrdbms-aad.database.windows.net", "iss": "https://sts.windows.net/t/",
-              "oid": "o", "tid": "t", "exp": 2000000000}
+    claims = {
+        "aud": "https://ossrdbms-aad.database.windows.net",
+        "iss": "https://sts.windows.net/t/",
+        "oid": "o",
+        "tid": "t",
+        "exp": 2000000000,
+    }
     return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
 
 
@@ -288,6 +316,8 @@ def test_pool_needs_django_51(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_bad_azure_token_credentials_is_e001() -> None:
-    messages = check_alias("default", {"HOST": AZ, "USER": "u"}, {"AZURE_TOKEN_CREDENTIALS": "production"})
+    messages = check_alias(
+        "default", {"HOST": AZ, "USER": "u"}, {"AZURE_TOKEN_CREDENTIALS": "production"}
+    )
     assert [m.id for m in messages] == ["django_azure_pg.E001"]
     assert "AZURE_TOKEN_CREDENTIALS" in messages[0].msg

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from django_azure_pg import claims
+from django_azure_pg._core import claims
 from django_azure_pg_testing import jwt
 
 SUB = "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rg-shop/providers"

@@ -20,10 +20,10 @@ from typing import Any
 import django
 import pytest
 
-from django_azure_pg import connector, tls
-from django_azure_pg.connector import Connector, Routed
+from django_azure_pg._core import connector, tls
+from django_azure_pg._core.connector import Connector, Routed
+from django_azure_pg._core.login import TokenLogin
 from django_azure_pg.errors import InsecureTransport
-from django_azure_pg.login import TokenLogin
 
 from .conftest import ITEST_DB, ROLE, MakeWrapper
 from .fakes import FakeCredential
@@ -179,7 +179,7 @@ def test_dbshell_resolves_its_route_once(
 ) -> None:
     from django.core.management import call_command
 
-    from django_azure_pg.client import DatabaseClient
+    from django_azure_pg._client import DatabaseClient
 
     ran: list[list[str]] = []
     monkeypatch.setattr(DatabaseClient, "_run", lambda self, args, env: ran.append(args))
@@ -194,7 +194,7 @@ def test_dbshell_resolves_its_route_once(
 def test_manage_py_check_resolves_the_route_once(
     host: str, resolutions: list[dict[str, Any]]
 ) -> None:
-    from django_azure_pg.checks import check_alias
+    from django_azure_pg._checks import check_alias
 
     identity_env = {"IDENTITY_ENDPOINT": "http://127.0.0.1:1/msi/token"}
     check_alias("default", {"HOST": host, "NAME": "d", "USER": "u"}, identity_env)

@@ -14,8 +14,8 @@ from azure.identity import (
     WorkloadIdentityCredential,
 )
 
-from django_azure_pg.clouds import PUBLIC_SCOPE, scope_for
-from django_azure_pg.credentials import CredentialConfigError, choose
+from django_azure_pg._core.clouds import PUBLIC_SCOPE, scope_for
+from django_azure_pg._core.credentials import CredentialConfigError, choose
 
 from .fakes import FakeCredential
 
@@ -32,7 +32,7 @@ def _not_an_azure_vm(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterato
     """This machine's own chassis must not decide the tests (they set the sign themselves)."""
     tag = tmp_path / "chassis_asset_tag"
     tag.write_text("No Asset Tag\n")
-    monkeypatch.setattr("django_azure_pg.credentials.CHASSIS_ASSET_TAG_FILE", str(tag))
+    monkeypatch.setattr("django_azure_pg._core.credentials.CHASSIS_ASSET_TAG_FILE", str(tag))
     yield tag
 
 
@@ -81,7 +81,10 @@ def test_options_win_over_environment() -> None:
     ("env", "missing"),
     [
         ({SC + "CLIENTSECRET": "s"}, "AZURE_POSTGRESQL_CLIENTID\\) and tenant_id"),
-        ({SC + "CLIENTSECRET": "s", SC + "CLIENTID": "c"}, "AZURE_POSTGRESQL_TENANTID\\) is not set"),
+        (
+            {SC + "CLIENTSECRET": "s", SC + "CLIENTID": "c"},
+            "AZURE_POSTGRESQL_TENANTID\\) is not set",
+        ),
     ],
 )
 def test_contradictory_variables_are_named(env: dict[str, str], missing: str) -> None:
@@ -147,17 +150,64 @@ WORKLOAD = {
 @pytest.mark.parametrize(
     ("where", "env", "kind", "cls", "says"),
     [
-        ("App Service / Functions", {**APP_SERVICE, "WEBSITE_SITE_NAME": "app"}, "managed_identity", ManagedIdentityCredential, "IDENTITY_ENDPOINT"),
-        ("Container Apps", {**APP_SERVICE, "CONTAINER_APP_NAME": "app"}, "managed_identity", ManagedIdentityCredential, "IDENTITY_ENDPOINT"),
-        ("Cloud Shell / Azure ML", {"MSI_ENDPOINT": "http://127.0.0.1:1/"}, "managed_identity", ManagedIdentityCredential, "MSI_ENDPOINT"),
-        ("AKS pod, node identity", {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, "managed_identity", ManagedIdentityCredential, "KUBERNETES_SERVICE_HOST"),
-        ("AKS workload identity", WORKLOAD, "workload_identity", WorkloadIdentityCredential, "AZURE_FEDERATED_TOKEN_FILE"),
-        ("service principal variables", {"AZURE_CLIENT_ID": "c", "AZURE_TENANT_ID": "t", "AZURE_CLIENT_SECRET": "shh"}, "environment", EnvironmentCredential, "AZURE_CLIENT_SECRET"),
-        ("laptop", {"PATH": "/usr/bin"}, "default", DefaultAzureCredential, "nothing here says Azure"),
+        (
+            "App Service / Functions",
+            {**APP_SERVICE, "WEBSITE_SITE_NAME": "app"},
+            "managed_identity",
+            ManagedIdentityCredential,
+            "IDENTITY_ENDPOINT",
+        ),
+        (
+            "Container Apps",
+            {**APP_SERVICE, "CONTAINER_APP_NAME": "app"},
+            "managed_identity",
+            ManagedIdentityCredential,
+            "IDENTITY_ENDPOINT",
+        ),
+        (
+            "Cloud Shell / Azure ML",
+            {"MSI_ENDPOINT": "http://127.0.0.1:1/"},
+            "managed_identity",
+            ManagedIdentityCredential,
+            "MSI_ENDPOINT",
+        ),
+        (
+            "AKS pod, node identity",
+            {"KUBERNETES_SERVICE_HOST": "10.0.0.1"},
+            "managed_identity",
+            ManagedIdentityCredential,
+            "KUBERNETES_SERVICE_HOST",
+        ),
+        (
+            "AKS workload identity",
+            WORKLOAD,
+            "workload_identity",
+            WorkloadIdentityCredential,
+            "AZURE_FEDERATED_TOKEN_FILE",
+        ),
+        (
+            "service principal variables",
+            {"AZURE_CLIENT_ID": "c", "AZURE_TENANT_ID": "t", "AZURE_CLIENT_SECRET": "shh"},
+            "environment",
+            EnvironmentCredential,
+            "AZURE_CLIENT_SECRET",
+        ),
+        (
+            "laptop",
+            {"PATH": "/usr/bin"},
+            "default",
+            DefaultAzureCredential,
+            "nothing here says Azure",
+        ),
     ],
 )
 def test_credential_per_environment(
-    where: str, env: dict[str, str], kind: str, cls: type, says: str, monkeypatch: pytest.MonkeyPatch
+    where: str,
+    env: dict[str, str],
+    kind: str,
+    cls: type,
+    says: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for name, value in env.items():  # WorkloadIdentityCredential reads them when built
         monkeypatch.setenv(name, value)
@@ -186,13 +236,21 @@ def test_service_connector_still_wins_inside_azure() -> None:
     ("value", "env", "kind"),
     [
         ("ManagedIdentityCredential", {}, "managed_identity"),  # names are case-insensitive
-        ("managedidentitycredential", {"AZURE_CLIENT_SECRET": "s", "AZURE_CLIENT_ID": "c", "AZURE_TENANT_ID": "t"}, "managed_identity"),
+        (
+            "managedidentitycredential",
+            {"AZURE_CLIENT_SECRET": "s", "AZURE_CLIENT_ID": "c", "AZURE_TENANT_ID": "t"},
+            "managed_identity",
+        ),
         ("workloadidentitycredential", {}, "workload_identity"),
         ("environmentcredential", APP_SERVICE, "environment"),
         ("dev", APP_SERVICE, "default"),  # the user asks for the developer chain, even in Azure
         ("azureclicredential", APP_SERVICE, "default"),  # azure-identity narrows it to the CLI
         ("prod", APP_SERVICE, "managed_identity"),
-        ("prod", {}, "default"),  # narrowed to Environment/Workload/ManagedIdentity by azure-identity
+        (
+            "prod",
+            {},
+            "default",
+        ),  # narrowed to Environment/Workload/ManagedIdentity by azure-identity
     ],
 )
 def test_azure_token_credentials_is_honoured(value: str, env: dict[str, str], kind: str) -> None:
@@ -210,5 +268,7 @@ def test_azure_token_credentials_narrows_default_azure_credential(
 
 
 def test_bad_azure_token_credentials_is_named() -> None:
-    with pytest.raises(CredentialConfigError, match=r"AZURE_TOKEN_CREDENTIALS='production'.*prod, dev"):
+    with pytest.raises(
+        CredentialConfigError, match=r"AZURE_TOKEN_CREDENTIALS='production'.*prod, dev"
+    ):
         choose({}, {"AZURE_TOKEN_CREDENTIALS": "production"})

@@ -11,7 +11,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from django_azure_pg import diagnosis, errors
+from django_azure_pg import errors
+from django_azure_pg._core import diagnosis
 from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
 
 from .conftest import ITEST_DB, ROLE

@@ -21,7 +21,8 @@ import pytest
 from azure.identity import ManagedIdentityCredential
 from django.db import OperationalError
 
-from django_azure_pg import credentials, errors, registry, tokens
+from django_azure_pg import errors
+from django_azure_pg._core import credentials, registry, tokens
 from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
 
 from .conftest import SCOPE, MakeWrapper, in_children
@@ -276,7 +277,10 @@ def test_forked_workers_refresh_on_their_own_and_not_together(
                 moments.append(token.obtained_at - first.issued_at)
                 seen.append(token.value)
             time.sleep(0.005)
-        return ",".join(f"{m:.3f}" for m in moments) + f";{os.getpid()};{source._next_refresh - first.issued_at:.2f}"
+        return (
+            ",".join(f"{m:.3f}" for m in moments)
+            + f";{os.getpid()};{source._next_refresh - first.issued_at:.2f}"
+        )
 
     try:
         reports = in_children(workers, worker)

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from django_azure_pg.client import DatabaseClient
+from django_azure_pg._client import DatabaseClient
 from django_azure_pg.mixin import TokenLoginMixin, has_token_login
 from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
 

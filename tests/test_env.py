@@ -241,10 +241,18 @@ def test_end_to_end_from_environment(
 
 
 @pytest.mark.parametrize(
-    "url", ["postgres://u:s3cret@host:abc/db", "nonsense", "foo://u:s3cret@h/db", "postgres://u:s3cret@[::1/db"]
+    "url",
+    [
+        "postgres://u:s3cret@host:abc/db",
+        "nonsense",
+        "foo://u:s3cret@h/db",
+        "postgres://u:s3cret@[::1/db",
+    ],
 )
 def test_bad_database_url_names_the_variable_not_the_url(url: str) -> None:
-    with pytest.raises(ImproperlyConfigured, match=r"^DATABASE_URL is not a usable database URL") as info:
+    with pytest.raises(
+        ImproperlyConfigured, match=r"^DATABASE_URL is not a usable database URL"
+    ) as info:
         from_env(environ={"DATABASE_URL": url})
     assert "s3cret" not in str(info.value) and info.value.__cause__ is None
     with pytest.raises(ImproperlyConfigured, match=r"^default_url is not"):

@@ -10,16 +10,17 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.identity import CredentialUnavailableError
 
-from django_azure_pg import diagnosis, endpoint, errors
-from django_azure_pg.diagnosis import (
+from django_azure_pg import errors
+from django_azure_pg._core import diagnosis, endpoint
+from django_azure_pg._core.diagnosis import (
     ADVICE,
     classify,
     diagnose,
     login_refusal,
     throttled_retry_after,
 )
-from django_azure_pg.endpoint import retry_after_seconds
-from django_azure_pg.tokens import TokenError, TokenThrottled, TokenTimeout
+from django_azure_pg._core.endpoint import retry_after_seconds
+from django_azure_pg._core.tokens import TokenError, TokenThrottled, TokenTimeout
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "troubleshooting.md"
 
@@ -169,7 +170,7 @@ def test_sqlstate_28p01_is_a_refusal_whatever_the_text() -> None:
 
 def test_what_the_token_thread_passes_on_keeps_the_type() -> None:
     # The token thread hands on a frameless copy of a credential's exception (endpoint.py).
-    from django_azure_pg.endpoint import safe_cause
+    from django_azure_pg._core.endpoint import safe_cause
 
     copy = safe_cause(CredentialUnavailableError("No managed identity endpoint found."))
     assert classify(TokenError("x").with_traceback(None)) is None

@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from azure.identity import ManagedIdentityCredential
 
-from django_azure_pg import credentials, forksafe, redaction, timing, tokens
+from django_azure_pg import redaction
+from django_azure_pg._core import credentials, forksafe, timing, tokens
 from django_azure_pg_testing import Identity, IdentityEmulator
 
 from .conftest import SCOPE

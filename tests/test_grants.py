@@ -262,7 +262,7 @@ def test_check_names_the_owner_of_what_cannot_be_granted(setup: Setup) -> None:
 
 
 def test_verify_is_one_query_per_schema_whatever_the_number_of_tables(setup: Setup) -> None:
-    from django_azure_pg import grants
+    from django_azure_pg._core import grants
 
     for i in range(40):
         setup.owner_sql(f"CREATE TABLE t{i} (id serial PRIMARY KEY)")

@@ -13,7 +13,8 @@ import pytest
 from django.http import JsonResponse
 from django.test import RequestFactory, override_settings
 
-from django_azure_pg import health, registry, telemetry
+from django_azure_pg import health, registry
+from django_azure_pg._core import telemetry
 from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
 
 from .conftest import ITEST_DB, ROLE

@@ -13,7 +13,7 @@ import time
 import pytest
 from django.db.utils import OperationalError
 
-from django_azure_pg.diagnosis import classify
+from django_azure_pg._core.diagnosis import classify
 from django_azure_pg.errors import TokenAcquisitionError
 from django_azure_pg_testing import IdentityEmulator
 
@@ -55,7 +55,9 @@ def test_endpoint_answering_500_fails_once_and_names_the_managed_identity(
     # One report per failure: our ERROR; azure-identity's WARNINGs about the same fetch are
     # dropped (they would repeat it twice more).
     loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert [r.name for r in loud] == ["django_azure_pg.tokens"], [r.getMessage() for r in loud]
+    assert [r.name for r in loud] == ["django_azure_pg._core.tokens"], [
+        r.getMessage() for r in loud
+    ]
     assert "ManagedIdentityCredential" in loud[0].getMessage()
 
 

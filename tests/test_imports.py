@@ -5,12 +5,14 @@
   every cold start, connecting or not: neither may load azure-identity, MSAL or
   psycopg (hundreds of milliseconds). They load when the first connection logs in.
 * **The core imports no Django.** The token logic, the credential choice, the login
-  and the TLS policy are plain Python: each module of :data:`DJANGO_FREE` must import
-  with Django absent. The Django side (``base``, ``mixin``, ``pool``, ``client``,
-  ``checks``, ``apps``, ``env``'s errors, the management commands) sits on top.
+  and the TLS policy are plain Python in the private ``django_azure_pg._core``: each
+  module of :data:`DJANGO_FREE` must import with Django absent. The Django side
+  (``base``, ``mixin``, ``_pool``, ``_client``, ``_checks``, ``apps``, ``env``'s errors,
+  the management commands) sits on top.
 * **No import cycles** between the package's modules, counting the imports inside
   functions too.
-* **Logger names are module names**, so ``LOGGING`` can single out one module.
+* **Logger names are module names**, so ``LOGGING`` can single out one module, and
+  every one of them is below ``django_azure_pg``, so one entry covers the package.
 
 Each import check runs in a fresh interpreter: this one has long since imported
 everything.
@@ -38,27 +40,29 @@ PACKAGE_DIR = Path(django_azure_pg.__file__).parent
 HEAVY = ("azure.identity", "msal", "psycopg")
 """Loaded by the first login, never by ``settings.py``."""
 
+
+def _modules() -> list[str]:
+    names = ["django_azure_pg"]
+    for info in pkgutil.walk_packages([str(PACKAGE_DIR)], prefix="django_azure_pg."):
+        names.append(info.name)
+    return sorted(names)
+
+
+CORE_PACKAGE = "django_azure_pg._core"
 DJANGO_FREE = (
-    "django_azure_pg._names",
-    "django_azure_pg.claims",
-    "django_azure_pg.clouds",
-    "django_azure_pg.connector",
-    "django_azure_pg.credentials",
-    "django_azure_pg.diagnosis",
-    "django_azure_pg.endpoint",
+    *(m for m in _modules() if m == CORE_PACKAGE or m.startswith(CORE_PACKAGE + ".")),
     "django_azure_pg.errors",
-    "django_azure_pg.forksafe",
-    "django_azure_pg.grants",
-    "django_azure_pg.login",
-    "django_azure_pg.options",
     "django_azure_pg.redaction",
-    "django_azure_pg.registry",
-    "django_azure_pg.telemetry",
-    "django_azure_pg.timing",
-    "django_azure_pg.tls",
-    "django_azure_pg.tokens",
 )
-"""The core: modules that must import with Django absent (README, Development)."""
+"""Modules that must import with Django absent (README, Development): the private core
+package, every module in it, and the two public Django-free modules it raises and logs with."""
+
+
+def test_the_core_package_is_found() -> None:
+    """The list above is discovered, so it cannot silently come out empty."""
+    assert {f"{CORE_PACKAGE}.tokens", f"{CORE_PACKAGE}.login", f"{CORE_PACKAGE}.tls"} <= set(
+        DJANGO_FREE
+    )
 
 
 def run_python(code: str) -> str:
@@ -165,13 +169,6 @@ print(json.dumps([a["by"] for a in attempts]))
     assert any(by.endswith("django_azure_pg/mixin.py") for by in json.loads(out))
 
 
-def _modules() -> list[str]:
-    names = ["django_azure_pg"]
-    for info in pkgutil.walk_packages([str(PACKAGE_DIR)], prefix="django_azure_pg."):
-        names.append(info.name)
-    return sorted(names)
-
-
 def _module_file(name: str) -> Path:
     parts = name.split(".")[1:]
     path = PACKAGE_DIR.joinpath(*parts)
@@ -276,7 +273,8 @@ def test_logger_name_is_the_module_name(name: str) -> None:
 
 
 def test_service_connector_names_are_still_found_where_they_were() -> None:
-    from django_azure_pg import _names, credentials, options
+    from django_azure_pg._core import credentials, options
+    from django_azure_pg._core import names as _names
 
     assert credentials.SERVICE_CONNECTOR_PREFIX == _names.SERVICE_CONNECTOR_PREFIX
     assert options.SERVICE_CONNECTOR_SUFFIXES is _names.SERVICE_CONNECTOR_SUFFIXES
@@ -300,3 +298,23 @@ def test_core_module_has_no_django_import_even_inside_functions(name: str) -> No
         )
     ]
     assert not found, f"{name} imports Django at line(s) {found}"
+
+
+def test_every_logger_is_below_the_package_logger() -> None:
+    """A handler on ``django_azure_pg`` (README's ``LOGGING`` advice) sees the core's records."""
+    from django_azure_pg._core import tokens
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.name)
+
+    handler = Keep(level=logging.WARNING)
+    package = logging.getLogger("django_azure_pg")
+    package.addHandler(handler)
+    try:
+        tokens.logger.warning("probe")
+    finally:
+        package.removeHandler(handler)
+    assert seen == ["django_azure_pg._core.tokens"]

@@ -182,7 +182,13 @@ def test_admin_email_of_a_failed_fetch_in_the_token_thread_has_no_token(
                 wrapper.ensure_connection()
             except OperationalError:
                 record = logging.LogRecord(
-                    "django.request", logging.ERROR, __file__, 0, "Internal Server Error: /", (), sys.exc_info()
+                    "django.request",
+                    logging.ERROR,
+                    __file__,
+                    0,
+                    "Internal Server Error: /",
+                    (),
+                    sys.exc_info(),
                 )
                 record.request = RequestFactory().get("/")  # type: ignore[attr-defined]
                 AdminEmailHandler(include_html=True).emit(record)
@@ -221,7 +227,7 @@ import logging, sys
 logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
                     format="%(name)s %(levelname)s %(message)s")
 import django_azure_pg  # the package as an app imports it: nothing built yet
-from django_azure_pg.login import TokenLogin
+from django_azure_pg._core.login import TokenLogin
 login = TokenLogin.from_settings("default", {"client_id": sys.argv[1], "token_timeout": 20}, "r")
 for name in list(logging.Logger.manager.loggerDict):
     logging.getLogger(name).setLevel(logging.DEBUG)  # every logger that exists, at DEBUG

@@ -7,8 +7,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from django_azure_pg import diagnosis, errors
-from django_azure_pg.login import RoleNameUnknown, TokenAcquisitionError, TokenLogin
+from django_azure_pg import errors
+from django_azure_pg._core import diagnosis
+from django_azure_pg._core.login import RoleNameUnknown, TokenAcquisitionError, TokenLogin
 
 from .fakes import FakeClock, FakeCredential
 

@@ -8,7 +8,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db.utils import ConnectionHandler
 
-from django_azure_pg import options
+from django_azure_pg._core import options
 from django_azure_pg.base import DatabaseWrapper
 
 from .conftest import BAD_OPTIONS

@@ -19,8 +19,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import OperationalError, connections
 from psycopg import pq
 
-from django_azure_pg import checks, env, options, tls
-from django_azure_pg.management import doctor
+from django_azure_pg import _checks, env
+from django_azure_pg._core import options, tls
+from django_azure_pg.management import _doctor
 from django_azure_pg.mixin import _HAS_POOL
 from django_azure_pg_testing import Identity, IdentityEmulator
 from django_azure_pg_testing.certs import make_ca, make_server_cert
@@ -148,10 +149,10 @@ def test_3_explicit_require_to_a_non_azure_host_is_kept_and_warned(
             wrapper.ensure_connection()
     assert len(fake.passwords) == 1  # the control: what the default prevents
     entry = {"HOST": host, "OPTIONS": {"client_id": identity.client_id, **opts}}
-    ids = [m.id for m in checks.check_alias("x", entry, os.environ)]
+    ids = [m.id for m in _checks.check_alias("x", entry, os.environ)]
     assert "django_azure_pg.W002" in ids
     entry["OPTIONS"].pop("sslmode")
-    assert "django_azure_pg.W002" not in [m.id for m in checks.check_alias("x", entry, os.environ)]
+    assert "django_azure_pg.W002" not in [m.id for m in _checks.check_alias("x", entry, os.environ)]
 
 
 def test_3_password_logins_and_this_machine_keep_require() -> None:
@@ -250,7 +251,7 @@ def test_6_pool_conninfo_is_part_of_the_route(make_wrapper: MakeWrapper) -> None
         with pytest.raises(OperationalError, match="refusing to send an access token"):
             wrapper.ensure_connection()
         entry = {"HOST": "", "OPTIONS": dict(wrapper.settings_dict["OPTIONS"])}
-        ids = [m.id for m in checks.check_alias("x", entry, os.environ)]
+        ids = [m.id for m in _checks.check_alias("x", entry, os.environ)]
     assert fake.passwords == []
     assert "django_azure_pg.E006" in ids  # manage.py check sees the same route
 
@@ -319,7 +320,7 @@ def test_8_doctor_reports_a_session_dropped_after_login(
             USER=ROLE,
             OPTIONS={"client_id": identity.client_id, "sslmode": "disable"},
         )
-        report = doctor.run(alias, dict(connections.settings[alias]))
+        report = _doctor.run(alias, dict(connections.settings[alias]))
     assert len(fake.passwords) == 1  # it logged in (loopback, so plaintext is allowed)
     last = report.steps[-1]
     assert (last.name, last.status) == ("connect", "fail")

@@ -11,9 +11,9 @@ import pytest
 from azure.core.exceptions import ClientAuthenticationError
 from azure.core.pipeline.transport import RequestsTransport
 
-from django_azure_pg.clouds import SCOPES, scope_for
-from django_azure_pg.credentials import choose
-from django_azure_pg.login import TokenLogin
+from django_azure_pg._core.clouds import SCOPES, scope_for
+from django_azure_pg._core.credentials import choose
+from django_azure_pg._core.login import TokenLogin
 
 CHINA_HOST = "shop.postgres.database.chinacloudapi.cn"
 USGOV_HOST = "shop.postgres.database.usgovcloudapi.net"

@@ -18,7 +18,7 @@ import pytest
 from azure.identity import ManagedIdentityCredential
 from django.db import OperationalError
 
-from django_azure_pg import telemetry, tokens
+from django_azure_pg._core import telemetry, tokens
 from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
 
 from .conftest import ITEST_DB, ROLE, SCOPE, MakeWrapper
@@ -396,7 +396,8 @@ settings.configure(
 )
 django.setup()
 from django.urls import path
-from django_azure_pg import health, telemetry
+from django_azure_pg import health
+from django_azure_pg._core import telemetry
 
 urlpatterns = [path("healthz", health.view)]
 from django.db import connection

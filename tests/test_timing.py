@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from django_azure_pg import timing
-from django_azure_pg.timing import Token
+from django_azure_pg._core import timing
+from django_azure_pg._core.timing import Token
 from django_azure_pg_testing import IdentityEmulator
 
 from .conftest import MakeWrapper, in_children

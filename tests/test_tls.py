@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from django.db import OperationalError
 
-from django_azure_pg import tls
+from django_azure_pg._core import tls
 from django_azure_pg.mixin import _HAS_POOL
 from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
 from django_azure_pg_testing.certs import make_ca, make_server_cert
@@ -460,7 +460,7 @@ def test_refused_login_log_names_the_route(
     wrapper.ensure_connection()
     wrapper.close()
     emulator.revoke_all()
-    with caplog.at_level("WARNING", logger="django_azure_pg.login"):
+    with caplog.at_level("WARNING", logger="django_azure_pg._core.login"):
         wrapper.ensure_connection()
     assert "host 'localhost' dialled at 127.0.0.1, sslmode=require" in caplog.text
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from azure.core.credentials import AccessToken, AccessTokenInfo
 
-from django_azure_pg import registry, timing, tokens
-from django_azure_pg.tokens import TokenError, TokenSource, TokenThrottled, TokenTimeout
+from django_azure_pg._core import registry, timing, tokens
+from django_azure_pg._core.tokens import TokenError, TokenSource, TokenThrottled, TokenTimeout
 
 from .fakes import FakeClock, FakeCredential, FetchLog
 
@@ -387,7 +387,7 @@ def test_a_forced_refresh_does_not_join_a_fetch_on_the_old_credential() -> None:
     assert source.get() == old.value
     assert built[0].called.wait(5)
     said = Said("refused by the server")
-    log = logging.getLogger("django_azure_pg.tokens")
+    log = logging.getLogger("django_azure_pg._core.tokens")
     log.addHandler(said)
     try:
         with ThreadPoolExecutor(1) as pool:
@@ -663,7 +663,9 @@ class MsalLikeCredential(FakeCredential):
                 return cached  # MSAL keeps the cached token when a recommended refresh fails
             raise RuntimeError("identity endpoint down")
         access = self.get_token(*scopes)
-        refresh_on = now + self.lifetime / 2 if self.lifetime >= self.lifetime_for_refresh_on else None
+        refresh_on = (
+            now + self.lifetime / 2 if self.lifetime >= self.lifetime_for_refresh_on else None
+        )
         self.cached = AccessTokenInfo(access.token, access.expires_on, refresh_on=refresh_on)
         return self.cached
 

@@ -498,7 +498,7 @@ IMPORTS = {
         "import django_azure_pg\nfrom django_azure_pg.env import from_env"
     ),
     "dj_database_url": "import dj_database_url",
-    "django_azure_pg.login (first connection)": "import django_azure_pg.login",
+    "django_azure_pg._core.login (first connection)": "import django_azure_pg._core.login",
 }
 """What settings.py imports, beside dj-database-url; and, for scale, what the first
 connection loads (the login side: azure-identity, MSAL, psycopg)."""
@@ -708,7 +708,7 @@ def print_table(r: dict[str, Any]) -> None:
     si = r.get("settings_import")
     if si:
         ours, theirs = si["django_azure_pg + from_env"], si["dj_database_url"]
-        login = si["django_azure_pg.login (first connection)"]
+        login = si["django_azure_pg._core.login (first connection)"]
         rows.append(
             (
                 "0 settings import (Django loaded), ours vs dj_database_url",

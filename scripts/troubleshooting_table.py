@@ -1,4 +1,4 @@
-"""Write the errors table of docs/troubleshooting.md from django_azure_pg.diagnosis.ADVICE.
+"""Write the errors table of docs/troubleshooting.md from django_azure_pg._core.diagnosis.ADVICE.
 
 python scripts/troubleshooting_table.py    (tests/test_errors.py checks it is current)
 """
@@ -16,7 +16,7 @@ from django_azure_pg._core.diagnosis import markdown_table  # noqa: E402
 
 DOC = ROOT / "docs" / "troubleshooting.md"
 START = (
-    "<!-- errors table: generated from django_azure_pg.diagnosis.ADVICE by "
+    "<!-- errors table: generated from django_azure_pg._core.diagnosis.ADVICE by "
     "scripts/troubleshooting_table.py -->"
 )
 END = "<!-- /errors table -->"

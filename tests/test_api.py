@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.resources
+import pkgutil
 import re
 from pathlib import Path
 
@@ -23,6 +24,17 @@ PUBLIC_MODULES = (
     "django_azure_pg.registry",
     "django_azure_pg.tokens",
 )
+DJANGO_ENTRY_POINTS = (
+    "django_azure_pg.apps",  # INSTALLED_APPS
+    "django_azure_pg.base",  # ENGINE
+    "django_azure_pg.management",
+    "django_azure_pg.management.commands",  # and each command module below it
+    "django_azure_pg.postgis",
+    "django_azure_pg.postgis.base",
+)
+"""Modules Django finds by their path: public by necessity, exporting nothing of their own."""
+FACADES = ("django_azure_pg.registry", "django_azure_pg.tokens")
+"""Public names of internal modules, re-exported where README's API section lists them."""
 
 
 def api_section() -> str:
@@ -57,3 +69,29 @@ def test_the_package_top_level() -> None:
 def test_the_roots_file_ships_with_the_package() -> None:
     roots = importlib.resources.files("django_azure_pg") / "certs/azure-roots.pem"
     assert "BEGIN CERTIFICATE" in roots.read_text()
+
+
+def test_everything_else_is_underscore_private() -> None:
+    """A module is public (in README's API section), a Django entry point, or has a
+    leading underscore somewhere in its path."""
+    found = [
+        info.name
+        for info in pkgutil.walk_packages(django_azure_pg.__path__, "django_azure_pg.")
+        if not any(part.startswith("_") for part in info.name.split("."))
+    ]
+    stray = [
+        name
+        for name in found
+        if name not in PUBLIC_MODULES
+        and name not in DJANGO_ENTRY_POINTS
+        and not name.startswith("django_azure_pg.management.commands.")
+    ]
+    assert stray == [], f"public-looking modules that README's API section does not list: {stray}"
+    assert "django_azure_pg.base" in found  # the walk did find the package's modules
+
+
+@pytest.mark.parametrize("module", FACADES)
+def test_a_facade_exports_its_public_names_and_nothing_else(module: str) -> None:
+    mod = importlib.import_module(module)
+    own = {n for n in vars(mod) if not n.startswith("_")} - {"annotations"}
+    assert own == set(mod.__all__)

@@ -19,7 +19,7 @@ _DJANGO_KEYS = {"pool", "isolation_level", "assume_role", "server_side_binding"}
 
 
 # W001 must stay quiet where the Instance Metadata Service answers; the signs of such a
-# host live in credentials.py, which also builds ManagedIdentityCredential there.
+# host live in _core/credentials.py, which also builds ManagedIdentityCredential there.
 _may_have_imds = credentials.may_have_imds
 
 POOL_DJANGO = (5, 1)
@@ -216,12 +216,12 @@ def _host(
 def _transport(
     alias: str, entry: dict[str, Any], opts: dict[str, Any], environ: Any
 ) -> list[CheckMessage]:
-    """Where the login's secret would go: the same rules as at connect time (tls.py)."""
+    """Where the login's secret would go: the same rules as at connect time (_core/tls.py)."""
     where = f"DATABASES[{alias!r}]"
     params: dict[str, Any] = {}
     pool_options = opts.get("pool")
     if isinstance(pool_options, dict) and isinstance(pool_options.get("conninfo"), str):
-        # psycopg merges the pool's conninfo under the other parameters (pool.py).
+        # psycopg merges the pool's conninfo under the other parameters (_pool.py).
         from psycopg import ProgrammingError
         from psycopg.conninfo import conninfo_to_dict
 
@@ -239,7 +239,7 @@ def _transport(
         allowed = False  # reported above
     token_login = not entry.get("PASSWORD")
     # dial=False: offline, a private-link name is judged by the own name it is verified as.
-    # One route resolution gives the defaults and the route they take (connector.py).
+    # One route resolution gives the defaults and the route they take (_core/connector.py).
     route = routed(params, environ, token=token_login, dial=False).route
     refused = tls.problem(route, alias)
     if token_login and refused and (not allowed or route.unresolved_service):

@@ -6,7 +6,7 @@ a service file in libpq, so a file's ``sslmode=disable`` would beat the app's
 ``verify-full``; and psql expands a database name that looks like a connection
 string (``NAME="host=elsewhere sslmode=disable"``). So psql gets instead one
 connection string, built from the very parameters the app connects with
-(routed and guarded by tls.py): explicit parameters outrank every file and
+(routed and guarded by _core/tls.py): explicit parameters outrank every file and
 variable, and NAME is quoted as the value of ``dbname``, never parsed. The
 token goes in the child's environment (never in its argument list).
 """

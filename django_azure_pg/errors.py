@@ -2,7 +2,7 @@
 
 Catch them by type (``except LoginRefused``), never by their wording. What an
 error from elsewhere means — the server's, libpq's, azure-identity's — and what
-to do about any of them is :mod:`.diagnosis`. No Django import.
+to do about any of them is :mod:`._core.diagnosis`. No Django import.
 """
 
 from __future__ import annotations

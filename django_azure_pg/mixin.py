@@ -12,8 +12,8 @@ in with Entra tokens exactly like ``ENGINE: "django_azure_pg"``::
 
 Only the login changes: a token as the password for every new physical
 connection (plain, ``CONN_MAX_AGE`` and the native pool; all through the
-alias's connector, connector.py), our OPTIONS kept away from libpq, the TLS
-defaults of ``tls.py`` (the route worked out once per connection), dbshell with the token in
+alias's connector, _core/connector.py), our OPTIONS kept away from libpq, the TLS
+defaults of ``_core/tls.py`` (the route worked out once per connection), dbshell with the token in
 ``PGPASSWORD``, and ``@sensitive_variables`` over the whole connect path.
 Everything else is the wrapped backend's own.
 """
@@ -57,7 +57,7 @@ class TokenLoginMixin(_Base):
 
     @cached_property
     def azure_connector(self) -> Connector | None:
-        """How this alias connects (connector.py); ``None`` when a PASSWORD is set
+        """How this alias connects (_core/connector.py); ``None`` when a PASSWORD is set
         (plain password auth)."""
         if self.settings_dict.get("PASSWORD"):
             return None

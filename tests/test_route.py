@@ -116,6 +116,58 @@ def test_libpq_is_asked_without_dialling() -> None:
     assert fake.connections == 0
 
 
+class CountingPGconn:
+    """``pq.PGconn`` with ``connect_start`` counted (libpq asked for a route)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._real = pq.PGconn.connect_start
+
+    def connect_start(self, conninfo: bytes) -> Any:
+        self.calls += 1
+        return self._real(conninfo)
+
+
+@pytest.fixture
+def libpq_asked(monkeypatch: pytest.MonkeyPatch) -> CountingPGconn:
+    counting = CountingPGconn()
+    monkeypatch.setattr(tls.pq, "PGconn", counting)
+    monkeypatch.setattr(tls, "_VIEWS", {})
+    return counting
+
+
+def test_libpq_is_asked_once_per_parameters_and_environment(
+    libpq_asked: CountingPGconn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params = {"host": "127.0.0.1", "port": 5999, "sslmode": "require", "password": "p1"}
+    first, _ = tls.libpq_view(params)
+    again, _ = tls.libpq_view({**params, "password": "p2"})  # a new token: the same route
+    assert libpq_asked.calls == 1 and first == again
+    assert first is not None
+    first["sslmode"] = "disable"  # a caller's change never reaches the kept answer
+    assert tls.libpq_view(params)[0] == again
+    # Any change libpq would see is asked again: a parameter, a PG* variable, HOME.
+    assert tls.libpq_view({**params, "port": 5998})[0]["port"] == "5998"  # type: ignore[index]
+    monkeypatch.delenv("PGSSLMODE", raising=False)
+    monkeypatch.setenv("PGSSLROOTCERT", "/nonexistent/root.crt")
+    assert tls.libpq_view({"host": "127.0.0.1"})[0]["sslrootcert"] == "/nonexistent/root.crt"  # type: ignore[index]
+    monkeypatch.setenv("PGSSLROOTCERT", "/elsewhere/root.crt")
+    assert tls.libpq_view({"host": "127.0.0.1"})[0]["sslrootcert"] == "/elsewhere/root.crt"  # type: ignore[index]
+    assert libpq_asked.calls == 4
+
+
+def test_with_a_service_libpq_is_asked_every_time(
+    libpq_asked: CountingPGconn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = tmp_path / "pg_service.conf"
+    services.write_text("[svc]\nhost=127.0.0.1\nsslmode=require\n")
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    assert tls.libpq_view({"service": "svc"})[0]["sslmode"] == "require"  # type: ignore[index]
+    services.write_text("[svc]\nhost=127.0.0.1\nsslmode=verify-full\n")  # edited on disk
+    assert tls.libpq_view({"service": "svc"})[0]["sslmode"] == "verify-full"  # type: ignore[index]
+    assert libpq_asked.calls == 2
+
+
 # -- 3. non-Azure names and addresses ------------------------------------------------------
 
 

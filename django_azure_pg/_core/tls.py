@@ -225,6 +225,10 @@ def libpq_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k in keywords and v is not None}
 
 
+_VIEWS: dict[tuple[Any, ...], tuple[dict[str, str] | None, str]] = {}
+_VIEWS_MAX = 64
+
+
 def libpq_view(params: Mapping[str, Any]) -> tuple[dict[str, str] | None, str]:
     """``(host, hostaddr, port, sslmode, sslrootcert)`` as libpq will use them for
     ``params``, with the service file and ``PG*`` variables of this process applied;
@@ -233,9 +237,34 @@ def libpq_view(params: Mapping[str, Any]) -> tuple[dict[str, str] | None, str]:
     libpq is stopped by an invalid ``target_session_attrs`` (validated after every
     option is read, before any host name lookup or socket), so nothing is dialled.
     The password is never passed.
+
+    Asking libpq holds the GIL for about 90 µs, on every new physical connection.
+    Without a service, libpq's answer depends only on the parameters and the
+    environment (``PG*`` variables, ``HOME`` for its default file paths), so it is
+    kept, keyed on exactly those — never on the password, which is not among them.
+    With a service, files on disk count too: libpq is asked every time.
     """
     given = {k: v for k, v in libpq_params(params).items() if k not in _NOT_PROBED}
-    given["target_session_attrs"] = _PROBE_STOP
+    key: tuple[Any, ...] | None = None
+    if not given.get("service") and not os.environ.get("PGSERVICE"):
+        key = (
+            tuple(sorted((k, str(v)) for k, v in given.items())),
+            tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("PG"))),
+            os.environ.get("HOME"),
+        )
+        known = _VIEWS.get(key)
+        if known is not None:
+            return known[0] and dict(known[0]), known[1]
+    view = _ask_libpq(given)
+    if key is not None:
+        if len(_VIEWS) >= _VIEWS_MAX:
+            _VIEWS.clear()
+        _VIEWS[key] = view
+    return view[0] and dict(view[0]), view[1]
+
+
+def _ask_libpq(given: dict[str, Any]) -> tuple[dict[str, str] | None, str]:
+    given = {**given, "target_session_attrs": _PROBE_STOP}
     try:
         conninfo = make_conninfo("", **given)
     except psycopg.ProgrammingError as exc:

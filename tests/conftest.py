@@ -255,3 +255,15 @@ def in_children(count: int, work: Callable[[], str]) -> list[str]:
             reports.append(pipe.read().decode())
         os.waitpid(pid, 0)
     return reports
+
+
+def until(condition: Callable[[], Any], seconds: float = 10.0) -> Any:
+    """Poll ``condition`` until it is truthy or ``seconds`` pass; its last result.
+
+    For what other threads finish on their own schedule (a fetch thread ending its
+    span, the emulator counting a request) where no event can be injected.
+    """
+    deadline = time.monotonic() + seconds
+    while not (result := condition()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return result

@@ -25,7 +25,7 @@ from django_azure_pg import errors
 from django_azure_pg._core import credentials, registry, tokens
 from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
 
-from .conftest import SCOPE, MakeWrapper, in_children
+from .conftest import SCOPE, MakeWrapper, in_children, until
 from .fakes import FakeClock
 
 pytestmark = pytest.mark.integration
@@ -123,13 +123,6 @@ def test_a_failed_forced_refresh_says_no_token_not_wrong_user(
     assert isinstance(info.value.__cause__.__cause__, tokens.TokenError)
 
 
-def until(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.01)  # the emulator counts a request when its thread gets to it
-    return condition()
-
-
 def test_a_hung_identity_endpoint_is_asked_again_after_the_bound(
     emulator: IdentityEmulator, identity: Identity
 ) -> None:
@@ -144,7 +137,7 @@ def test_a_hung_identity_endpoint_is_asked_again_after_the_bound(
         with pytest.raises(tokens.TokenTimeout):
             source.get()
         first = source._inflight
-        assert until(lambda: emulator.stats.token_requests - before == 1)
+        assert until(lambda: emulator.stats.token_requests - before == 1, 5.0)
         clock.advance(source.stuck_after - 1)
         with pytest.raises(tokens.TokenTimeout):
             source.get()  # within the bound: waits for the hung fetch, asks nothing
@@ -152,7 +145,7 @@ def test_a_hung_identity_endpoint_is_asked_again_after_the_bound(
         with pytest.raises(tokens.TokenTimeout):
             source.get()  # past it: asks again, with a new credential object (and hangs too)
         second = source._inflight
-        assert until(lambda: emulator.stats.token_requests - before == 2)
+        assert until(lambda: emulator.stats.token_requests - before == 2, 5.0)
     finally:
         emulator.clear_faults()
     assert first is not None and second is not None and second is not first

@@ -4,7 +4,6 @@ login, throttling; cheap (no physical connection per call unless asked)."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,16 +16,9 @@ from django_azure_pg import health, registry
 from django_azure_pg._core import telemetry
 from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
 
-from .conftest import ITEST_DB, ROLE
+from .conftest import ITEST_DB, ROLE, until
 
 pytestmark = pytest.mark.integration
-
-
-def until(condition: Callable[[], Any], seconds: float) -> Any:
-    deadline = time.monotonic() + seconds
-    while not (result := condition()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return result
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,7 +20,7 @@ from django.db import OperationalError
 from django_azure_pg._core import telemetry, tokens
 from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
 
-from .conftest import ITEST_DB, ROLE, SCOPE, MakeWrapper
+from .conftest import ITEST_DB, ROLE, SCOPE, MakeWrapper, until
 from .fakes import FakeClock, FakeCredential
 
 otel_trace = pytest.importorskip("opentelemetry.trace")
@@ -89,13 +88,6 @@ def otel() -> Iterator[Otel]:
         otel_metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
         _SDK.update(exporter=exporter, reader=reader)
     yield Otel(_SDK["exporter"], _SDK["reader"])
-
-
-def until(condition: Callable[[], Any], seconds: float = 10.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while not (result := condition()) and time.monotonic() < deadline:
-        time.sleep(0.02)  # the fetch thread ends its span on its own schedule
-    return result
 
 
 def login_once(wrapper: Any) -> None:

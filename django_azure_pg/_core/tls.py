@@ -252,15 +252,15 @@ def libpq_view(params: Mapping[str, Any]) -> tuple[dict[str, str] | None, str]:
             tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("PG"))),
             os.environ.get("HOME"),
         )
-        known = _VIEWS.get(key)
-        if known is not None:
-            return known[0] and dict(known[0]), known[1]
-    view = _ask_libpq(given)
-    if key is not None:
-        if len(_VIEWS) >= _VIEWS_MAX:
-            _VIEWS.clear()
-        _VIEWS[key] = view
-    return view[0] and dict(view[0]), view[1]
+    view = _VIEWS.get(key) if key is not None else None
+    if view is None:
+        view = _ask_libpq(given)
+        if key is not None:
+            if len(_VIEWS) >= _VIEWS_MAX:
+                _VIEWS.clear()
+            _VIEWS[key] = view
+    values, message = view
+    return (None if values is None else dict(values)), message  # callers may change theirs
 
 
 def _ask_libpq(given: dict[str, Any]) -> tuple[dict[str, str] | None, str]:

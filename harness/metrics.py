@@ -79,21 +79,16 @@ def rows(seen: dict[str, list[dict[str, Any]]], logins: int = LOGINS) -> list[tu
         ),
     ]
     if durations:
-        count = sum(p["count"] for p in durations)
-        total = sum(p["sum"] for p in durations)
+        count, mean_ms = _count_and_mean_ms(durations)
         out.append(
-            (
-                "  azure_pg.token.fetch.duration",
-                f"{count} fetch(es), mean {total / count * 1000:.1f} ms",
-            )
+            ("  azure_pg.token.fetch.duration", f"{count} fetch(es), mean {mean_ms:.1f} ms")
         )
     if created:
-        count = sum(p["count"] for p in created)
-        total = sum(p["sum"] for p in created)
+        count, mean_ms = _count_and_mean_ms(created)
         out.append(
             (
                 "  db.client.connection.create_time",
-                f"{count} connections, mean {total / count * 1000:.1f} ms (token included)",
+                f"{count} connections, mean {mean_ms:.1f} ms (token included)",
             )
         )
     for p in remaining:
@@ -104,3 +99,9 @@ def rows(seen: dict[str, list[dict[str, Any]]], logins: int = LOGINS) -> list[tu
             )
         )
     return out
+
+
+def _count_and_mean_ms(points: list[dict[str, Any]]) -> tuple[int, float]:
+    """Histogram points (seconds) summed: how many values, and their mean in ms."""
+    count = sum(p["count"] for p in points)
+    return count, sum(p["sum"] for p in points) / count * 1000

@@ -48,6 +48,19 @@ def resolutions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]
     yield calls
 
 
+class _Forgetful(dict[Any, Any]):
+    """A store that keeps nothing."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def unkept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No settlement is kept (tls.settle): every connection works its route out."""
+    monkeypatch.setattr(tls, "_SETTLED", _Forgetful())
+
+
 def query(wrapper: Any, sql: str) -> tuple[object, ...]:
     with wrapper.cursor() as cur:
         cur.execute(sql)
@@ -56,7 +69,7 @@ def query(wrapper: Any, sql: str) -> tuple[object, ...]:
 
 @pytest.mark.integration
 def test_plain_connection_resolves_its_route_once(
-    make_wrapper: MakeWrapper, resolutions: list[dict[str, Any]]
+    make_wrapper: MakeWrapper, resolutions: list[dict[str, Any]], unkept: None
 ) -> None:
     wrapper = make_wrapper()
     for _ in range(3):
@@ -67,9 +80,32 @@ def test_plain_connection_resolves_its_route_once(
 
 
 @pytest.mark.integration
+def test_later_connections_take_the_kept_settlement(
+    make_wrapper: MakeWrapper, resolutions: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same parameters and environment: the first connection's route, not worked out
+    again; the very parameters reach psycopg."""
+    sent: list[dict[str, Any]] = []
+    wrapper = make_wrapper()
+    real = wrapper.Database.connect
+
+    def connect(**params: Any) -> Any:
+        sent.append({k: v for k, v in params.items() if k != "password"})
+        return real(**params)
+
+    monkeypatch.setattr(wrapper.Database, "connect", connect)
+    for _ in range(3):
+        assert query(wrapper, "SELECT current_user") == (ROLE,)
+        wrapper.close()
+    assert len(resolutions) == 1
+    assert len(sent) == 3 and sent[0] == sent[1] == sent[2]
+    assert sent[0]["sslmode"] == "require"  # this machine's default, written by the first
+
+
+@pytest.mark.integration
 @requires_pool
 def test_pool_connection_resolves_its_route_once(
-    make_wrapper: MakeWrapper, resolutions: list[dict[str, Any]]
+    make_wrapper: MakeWrapper, resolutions: list[dict[str, Any]], unkept: None
 ) -> None:
     pytest.importorskip("psycopg_pool")
     wrapper = make_wrapper(OPTIONS={"pool": {"min_size": 2, "max_size": 2}})

@@ -221,6 +221,24 @@ def test_pool_logins_are_observed_too(
     assert_nothing_secret(otel, emulator)
 
 
+def test_without_a_tracer_provider_a_login_builds_no_span_and_is_still_measured(
+    otel: Otel, make_wrapper: MakeWrapper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An application with metrics but no tracing (the API's proxy provider): the login
+    path skips the span it would hand to a no-op tracer, and still records its time."""
+    wrapper = make_wrapper()
+    with monkeypatch.context() as patched:
+        patched.setattr(otel_trace, "get_tracer_provider", otel_trace.ProxyTracerProvider)
+        login_once(wrapper)
+    assert otel.spans("azure_pg.login") == []
+    created = otel.points(
+        "db.client.connection.create_time", **{"db.client.connection.pool.name": wrapper.alias}
+    )
+    assert sum(p.count for p in created) == 1
+    login_once(wrapper)  # the application's provider again
+    assert len(otel.spans("azure_pg.login")) == 1
+
+
 def test_throttled_endpoint(
     otel: Otel, make_wrapper: MakeWrapper, emulator: IdentityEmulator, identity: Identity
 ) -> None:

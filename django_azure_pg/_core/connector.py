@@ -36,8 +36,9 @@ class Routed(dict[str, Any]):
     """Connection parameters with the TLS defaults written in, and the route they take.
 
     A plain ``dict`` to everything else (Django, psycopg, a wrapped backend). The
-    libpq keywords as judged are kept, so that a route is reused only for the very
-    parameters it was worked out for.
+    parameters as judged are kept, so that a route is reused only for the very
+    parameters it was worked out for: any change at all, even one libpq ignores,
+    has them judged again.
     """
 
     route: tls.Route
@@ -45,7 +46,7 @@ class Routed(dict[str, Any]):
 
     def current_route(self) -> tls.Route | None:
         """The route, if the parameters are still the ones it was worked out for."""
-        return self.route if tls.libpq_params(self) == self.judged else None
+        return self.route if self == self.judged else None
 
 
 def routed(
@@ -62,7 +63,7 @@ def routed(
     """
     result = Routed(params)
     result.route = tls.settle(result, environ, token=token, dial=dial)
-    result.judged = tls.libpq_params(result)
+    result.judged = dict(result)
     return result
 
 

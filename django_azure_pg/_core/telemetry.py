@@ -38,11 +38,13 @@ which the doctor and the health view read. No Django import here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -347,19 +349,8 @@ def login(
         "db.client.connection.pool.name": login.alias,
         "azure_pg.identity": login.source.label,
     }
-    span_attributes = {
-        **attributes,
-        "db.namespace": str(params.get("dbname") or ""),
-        "azure_pg.sslmode": str(params.get("sslmode") or "prefer"),
-    }
     started = time.perf_counter()
-    with _tracer.start_as_current_span(
-        "azure_pg.login",
-        kind=otel_trace.SpanKind.CLIENT,
-        attributes=span_attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
+    with _login_span(params, attributes) as span:
         try:
             conn = login.connect(counted, params, route=route)
         except BaseException as exc:
@@ -384,6 +375,32 @@ def login(
             time.perf_counter() - started, {**attributes, "azure_pg.outcome": "success"}
         )
         return conn
+
+
+def _tracing() -> bool:
+    """An application set a tracer provider: until then the API's proxy hands out
+    spans that record nothing (OpenTelemetry Python's ``ProxyTracerProvider``,
+    open-telemetry/opentelemetry-python#1726), so a login does not build one."""
+    provider = otel_trace.get_tracer_provider()
+    return not isinstance(provider, (otel_trace.ProxyTracerProvider, otel_trace.NoOpTracerProvider))
+
+
+def _login_span(
+    params: Mapping[str, Any], attributes: dict[str, Any]
+) -> AbstractContextManager[Any]:
+    if not _tracing():
+        return contextlib.nullcontext(otel_trace.INVALID_SPAN)
+    return _tracer.start_as_current_span(
+        "azure_pg.login",
+        kind=otel_trace.SpanKind.CLIENT,
+        attributes={
+            **attributes,
+            "db.namespace": str(params.get("dbname") or ""),
+            "azure_pg.sslmode": str(params.get("sslmode") or "prefer"),
+        },
+        record_exception=False,
+        set_status_on_exception=False,
+    )
 
 
 def _failed_login(exc: BaseException) -> LoginRecord:

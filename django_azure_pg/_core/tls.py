@@ -225,8 +225,41 @@ def libpq_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k in keywords and v is not None}
 
 
-_VIEWS: dict[tuple[Any, ...], tuple[dict[str, str] | None, str]] = {}
-_VIEWS_MAX = 64
+@functools.lru_cache(maxsize=1)
+def _route_variables() -> tuple[str, ...]:
+    """The environment variables behind a route: those libpq reads for the route's
+    keywords (``PGHOST``, ``PGHOSTADDR``, ``PGPORT``, ``PGSSLMODE``,
+    ``PGSSLROOTCERT``), ``PGREQUIRESSL`` (the old spelling of ``sslmode=require``,
+    which older libpq builds still read), ``PGSERVICE`` and ``HOME`` (libpq's
+    default files)."""
+    names = {
+        o.envvar.decode()
+        for o in pq.Conninfo.get_defaults()
+        if o.envvar and o.keyword.decode() in _ROUTE_KEYS
+    }
+    return tuple(sorted(names | {"PGREQUIRESSL", "PGSERVICE", "HOME"}))
+
+
+def _route_environment() -> tuple[str | None, ...] | None:
+    """This process's values of :func:`_route_variables`; ``None`` when a service is
+    named there (its file on disk counts too, so nothing may be kept)."""
+    values = tuple(map(os.environ.get, _route_variables()))
+    return None if os.environ.get("PGSERVICE") else values
+
+
+def _kept_key(params: Mapping[str, Any], *extra: Any) -> tuple[Any, ...] | None:
+    """What a kept answer about ``params`` depends on, or ``None`` when it may not be kept
+    (a service is named: the service file may change on disk)."""
+    given = libpq_params(params)
+    environment = _route_environment()
+    if given.get("service") or environment is None:
+        return None
+    probed = tuple(sorted((k, str(v)) for k, v in given.items() if k not in _NOT_PROBED))
+    return (probed, environment, *extra)
+
+
+_KEPT_MAX = 64
+_VIEWS: dict[tuple[Any, ...], tuple[dict[str, str], str]] = {}
 
 
 def libpq_view(params: Mapping[str, Any]) -> tuple[dict[str, str] | None, str]:
@@ -239,28 +272,25 @@ def libpq_view(params: Mapping[str, Any]) -> tuple[dict[str, str] | None, str]:
     The password is never passed.
 
     Asking libpq holds the GIL for about 90 µs, on every new physical connection.
-    Without a service, libpq's answer depends only on the parameters and the
-    environment (``PG*`` variables, ``HOME`` for its default file paths), so it is
-    kept, keyed on exactly those — never on the password, which is not among them.
-    With a service, files on disk count too: libpq is asked every time.
+    Without a service, libpq's route values depend only on the parameters and the
+    variables of :func:`_route_variables`, so an answer is kept, keyed on exactly
+    those — never on the password, which is not among them. With a service, files
+    on disk count too: libpq is asked every time. A refusal is not kept (it may
+    come from any other variable; asking again costs only the rare failure).
     """
-    given = {k: v for k, v in libpq_params(params).items() if k not in _NOT_PROBED}
-    key: tuple[Any, ...] | None = None
-    if not given.get("service") and not os.environ.get("PGSERVICE"):
-        key = (
-            tuple(sorted((k, str(v)) for k, v in given.items())),
-            tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("PG"))),
-            os.environ.get("HOME"),
-        )
+    key = _kept_key(params)
     view = _VIEWS.get(key) if key is not None else None
     if view is None:
-        view = _ask_libpq(given)
-        if key is not None:
-            if len(_VIEWS) >= _VIEWS_MAX:
-                _VIEWS.clear()
-            _VIEWS[key] = view
+        values, message = _ask_libpq(
+            {k: v for k, v in libpq_params(params).items() if k not in _NOT_PROBED}
+        )
+        if values is None or key is None:
+            return values, message
+        if len(_VIEWS) >= _KEPT_MAX:
+            _VIEWS.clear()
+        view = _VIEWS[key] = (values, message)
     values, message = view
-    return (None if values is None else dict(values)), message  # callers may change theirs
+    return dict(values), message  # callers may change theirs
 
 
 def _ask_libpq(given: dict[str, Any]) -> tuple[dict[str, str] | None, str]:
@@ -482,6 +512,10 @@ def apply_defaults(
     return params
 
 
+_SETTLED: dict[tuple[Any, ...], tuple[dict[str, Any], Route, bool | None]] = {}
+_WRITTEN = ("sslmode", "sslrootcert")
+
+
 def settle(
     params: dict[str, Any],
     environ: Mapping[str, str] = os.environ,
@@ -495,7 +529,40 @@ def settle(
     are then written into it: an explicit sslmode (and root file) is exactly what
     libpq would report for the final parameters, so a second :func:`resolve` of them
     would only repeat the first. The connector (connector.py) guards with this route.
+
+    Every new physical connection settles its parameters, which are the same each
+    time but for the password. So the outcome is kept, keyed on everything it
+    depends on — the parameters without the password, the route's environment
+    variables (:func:`_kept_key`), ``token`` and ``dial``, and whether
+    ``~/.postgresql/root.crt`` exists where that decided the root file — and only
+    where nothing else counts: no service, and HOST neither renamed nor dialled
+    (a private-link name is looked up in DNS every time).
     """
+    key = _kept_key(params, token, dial) if environ is os.environ else None
+    kept = _SETTLED.get(key) if key is not None else None
+    if kept is not None:
+        written, route, root_file = kept
+        if root_file is None or root_file == _default_root_file_exists():
+            params.update(written)
+            return route
+    host, hostaddr = params.get("host"), params.get("hostaddr")
+    route, root_file = _settle(params, environ, token=token, dial=dial)
+    if (
+        key is not None
+        and not route.unresolved_service
+        and (params.get("host"), params.get("hostaddr")) == (host, hostaddr)
+    ):
+        if len(_SETTLED) >= _KEPT_MAX:
+            _SETTLED.clear()
+        _SETTLED[key] = ({k: params[k] for k in _WRITTEN if k in params}, route, root_file)
+    return route
+
+
+def _settle(
+    params: dict[str, Any], environ: Mapping[str, str], *, token: bool, dial: bool
+) -> tuple[Route, bool | None]:
+    """:func:`settle` itself; also whether ``~/.postgresql/root.crt`` existed, where
+    that decided the root file (else ``None``)."""
     dial_private_link(params, dial=dial)
     route = resolve(params, environ)
     if route.private_link and not params.get("host"):
@@ -507,7 +574,7 @@ def settle(
         dial_private_link(params, dial=dial)
         route = resolve(params, environ)
     if route.unresolved_service and environ is os.environ:
-        return route  # libpq refuses these settings itself; guard() says so before a token
+        return route, None  # libpq refuses these settings itself; guard() says so before a token
     if route.sslmode_from == "libpq default":
         if route.azure:
             params["sslmode"] = AZURE_DEFAULT
@@ -518,17 +585,16 @@ def settle(
     else:
         params["sslmode"] = route.sslmode
     rootcert = route.sslrootcert
-    if (
-        params["sslmode"] in VERIFIED
-        and route.azure
-        and route.sslrootcert is None
-        and not _default_root_file_exists()
-    ):
-        rootcert = params["sslrootcert"] = azure_roots()
+    root_file = None
+    if params["sslmode"] in VERIFIED and route.azure and route.sslrootcert is None:
+        root_file = _default_root_file_exists()
+        if not root_file:
+            rootcert = params["sslrootcert"] = azure_roots()
     # What resolve() reports for the parameters as written: the sslmode is explicit now.
-    return dataclasses.replace(
+    written = dataclasses.replace(
         route, sslmode=params["sslmode"], sslmode_from="settings", sslrootcert=rootcert
     )
+    return written, root_file
 
 
 def problem(route: Route, alias: str) -> str | None:

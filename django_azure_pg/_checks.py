@@ -1,4 +1,10 @@
-"""System checks for ``django_azure_pg`` aliases: cheap, offline, run by ``manage.py check``."""
+"""System checks for ``django_azure_pg`` aliases: cheap, offline, run by ``manage.py check``.
+
+Imported by the app's ``ready()``, so by every ``django.setup()``: what the checks need of
+azure-identity and psycopg (``credentials``, ``tls``, ``connector``) is imported when
+they run, not here — a command that runs no checks, or a worker that has not connected
+yet, does not load them.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +17,18 @@ from typing import Any
 import django
 from django.core.checks import CheckMessage, Error, Warning, register
 
-from ._core import claims, credentials, options, tls
-from ._core.connector import routed
+from ._core import claims, options
 
 _DJANGO_KEYS = {"pool", "isolation_level", "assume_role", "server_side_binding"}
 """Keys Django's postgresql backend reads itself (not introspectable)."""
 
 
-# W001 must stay quiet where the Instance Metadata Service answers; the signs of such a
-# host live in _core/credentials.py, which also builds ManagedIdentityCredential there.
-_may_have_imds = credentials.may_have_imds
+def _may_have_imds(environ: Any) -> bool:
+    """W001 must stay quiet where the Instance Metadata Service answers; the signs of such
+    a host live in _core/credentials.py, which also builds ManagedIdentityCredential there."""
+    from ._core import credentials
+
+    return credentials.may_have_imds(environ)
 
 POOL_DJANGO = (5, 1)
 """Django's postgresql backend has had OPTIONS["pool"] since 5.1."""
@@ -118,6 +126,8 @@ def check_alias(alias: str, entry: dict[str, Any], environ: Any) -> list[CheckMe
 
     if entry.get("PASSWORD"):
         return out  # password authentication: nothing more to check
+    from ._core import credentials
+
     try:
         choice = credentials.choose(opts, environ)
     except credentials.CredentialConfigError as exc:
@@ -217,6 +227,9 @@ def _transport(
     alias: str, entry: dict[str, Any], opts: dict[str, Any], environ: Any
 ) -> list[CheckMessage]:
     """Where the login's secret would go: the same rules as at connect time (_core/tls.py)."""
+    from ._core import tls
+    from ._core.connector import routed
+
     where = f"DATABASES[{alias!r}]"
     params: dict[str, Any] = {}
     pool_options = opts.get("pool")

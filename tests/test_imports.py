@@ -96,6 +96,26 @@ def test_settings_import_loads_neither_azure_identity_msal_nor_psycopg() -> None
     assert loaded == [], f"import django_azure_pg / from_env loaded {loaded}"
 
 
+def test_django_setup_with_the_app_loads_neither_azure_identity_nor_psycopg() -> None:
+    """Every manage.py command and worker runs django.setup(); the app's ready() registers
+    the checks without loading azure-identity or psycopg (running them may)."""
+    out = run_python(
+        f"""
+        import json, sys
+        import django
+        from django.conf import settings
+        settings.configure(INSTALLED_APPS=["django_azure_pg"], DATABASES={{}})
+        django.setup()
+        heavy = {HEAVY!r}
+        def loaded():
+            return sorted(h for h in heavy if h in sys.modules)
+        print(json.dumps(loaded()))
+        """
+    )
+    loaded = json.loads(out)
+    assert loaded == [], f"django.setup() with the app loaded {loaded}"
+
+
 BLOCK_DJANGO = f"""
 import json, sys, traceback
 

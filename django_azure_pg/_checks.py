@@ -30,6 +30,7 @@ def _may_have_imds(environ: Any) -> bool:
 
     return credentials.may_have_imds(environ)
 
+
 POOL_DJANGO = (5, 1)
 """Django's postgresql backend has had OPTIONS["pool"] since 5.1."""
 

@@ -80,9 +80,7 @@ def rows(seen: dict[str, list[dict[str, Any]]], logins: int = LOGINS) -> list[tu
     ]
     if durations:
         count, mean_ms = _count_and_mean_ms(durations)
-        out.append(
-            ("  azure_pg.token.fetch.duration", f"{count} fetch(es), mean {mean_ms:.1f} ms")
-        )
+        out.append(("  azure_pg.token.fetch.duration", f"{count} fetch(es), mean {mean_ms:.1f} ms"))
     if created:
         count, mean_ms = _count_and_mean_ms(created)
         out.append(

@@ -17,6 +17,7 @@ import argparse
 import collections
 import contextlib
 import datetime
+import itertools
 import os
 import re
 import sys
@@ -27,8 +28,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from django_azure_pg._core import timing
 
 from .load import LoadResult, drive
 from .stand import DATABASE, ROLE, Site, Stand, get_json
@@ -428,9 +427,13 @@ class Soak:
 
     def forked(self, processes: int, lifetime: float, refreshes: int) -> Row:
         """Workers forked after the master fetched a token (gunicorn --preload, Celery
-        prefork), each logging in to PostgreSQL in a loop through several token lifetimes."""
+        prefork), each logging in to PostgreSQL in a loop through several token lifetimes.
+
+        Public parts only: the master and the workers log in through the ENGINE, and each
+        worker sees its own refreshes as the ``azure_pg.token.fetch`` spans that README
+        ("Observability") documents, exported to memory by an OpenTelemetry SDK the worker
+        installs after the fork."""
         from django_azure_pg import registry
-        from django_azure_pg._core.login import TokenLogin
 
         emu = self.stand.emulator
         emu.lifetime = lifetime
@@ -438,14 +441,11 @@ class Soak:
         saved = {k: os.environ.get(k) for k in emu.app_service_env()}
         os.environ.update(emu.app_service_env())
         registry.reset()
-        login = TokenLogin.from_settings("default", {}, ROLE)
-        params = {
-            "host": self.stand.postgres.host,
-            "port": self.stand.postgres.port,
-            "dbname": DATABASE,
-            "sslmode": "require",
-        }
-        first = login.source.get_token()  # the master, before forking
+        connection = _engine_connection(self.stand.postgres.host, self.stand.postgres.port)
+        began = time.time()
+        connection.ensure_connection()  # the master, before forking: its token is cached
+        connection.close()
+        first = (began + time.time()) / 2
         before = self.calls()
         emu.stats.peak_concurrent_requests = 0
         children = []
@@ -457,21 +457,19 @@ class Soak:
             if pid == 0:  # the worker
                 report = "?"
                 try:
-                    import psycopg
-
-                    moments, logins, failures, seen = [], 0, 0, first
+                    fetches = _export_spans_to_memory()
+                    logins, failures = 0, 0
                     deadline = time.time() + lifetime * refreshes + lifetime / 2
-                    while time.time() < deadline and len(moments) < refreshes:
+                    while time.time() < deadline and len(_refreshes(fetches)) < refreshes:
                         try:
-                            login.connect(psycopg.connect, params).close()
+                            connection.ensure_connection()
+                            connection.close()
                             logins += 1
                         except Exception:
                             failures += 1
-                        token = login.source.get_token()
-                        if token.value != seen.value:
-                            moments.append(token.obtained_at - seen.obtained_at)
-                            seen = token
                         time.sleep(0.1)
+                    starts = [first, *_refreshes(fetches)]
+                    moments = [b - a for a, b in itertools.pairwise(starts)]
                     report = f"{logins};{failures};" + ",".join(f"{m:.2f}" for m in moments)
                 except BaseException as exc:
                     report = "!" + repr(exc)[:200]
@@ -519,6 +517,52 @@ class Soak:
         )
 
 
+def _engine_connection(host: str, port: int) -> Any:
+    """A connection of the ENGINE ``django_azure_pg`` to the stand's database, with this
+    process's environment (the identity endpoint) as App Service gives it."""
+    import django
+    from django.conf import settings
+    from django.db import connections
+
+    entry = {
+        "ENGINE": "django_azure_pg",
+        "HOST": host,
+        "PORT": str(port),
+        "NAME": DATABASE,
+        "USER": ROLE,
+        "OPTIONS": {"sslmode": "require"},
+    }
+    if not settings.configured:  # this harness process has no Django settings of its own
+        settings.configure(USE_TZ=True, INSTALLED_APPS=[], DATABASES={"default": entry})
+        django.setup()
+    return connections["default"]
+
+
+def _export_spans_to_memory() -> Any:
+    """An OpenTelemetry SDK for this (forked) process, its spans kept in memory."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return exporter
+
+
+def _refreshes(exporter: Any) -> list[float]:
+    """When (time.time()) each successful background refresh of this process began."""
+    return sorted(
+        span.start_time / 1e9
+        for span in exporter.get_finished_spans()
+        if span.name == "azure_pg.token.fetch"
+        and span.attributes.get("azure_pg.fetch.trigger") == "refresh"
+        and span.attributes.get("azure_pg.outcome") == "success"
+    )
+
+
 def _last_error(log: Path) -> str:
     """The last django_azure_pg login error a site logged (gunicorn's error log)."""
     text = log.read_text() if log.exists() else ""
@@ -555,8 +599,18 @@ def _span(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
+def refresh_window(lifetime: float, refresh_on: float | None) -> tuple[float, float]:
+    """When a token's refresh is due, seconds into its life, by the rule README states
+    ("How it works"): from ``refresh_on`` over a third of what is left; without it, from
+    a sixth of the lifetime to half-life. tests/test_tokens.py checks that this is the
+    cache's own rule."""
+    if refresh_on is not None:
+        return refresh_on, refresh_on + (lifetime - refresh_on) / 3
+    return lifetime / 6, lifetime / 2
+
+
 def headroom_markdown() -> list[str]:
-    """The outage-headroom table, computed from the timing rules themselves
+    """The outage-headroom table, from the documented refresh rule
     (tests/test_tokens.py::test_outage_headroom_table drives a cache through each row)."""
     kinds = [
         ("6 s (tests)", 6.0, False),
@@ -578,8 +632,7 @@ def headroom_markdown() -> list[str]:
         "|---|---|---|---|",
     ]
     for name, lifetime, msal in kinds:
-        token = timing.Token.issued("t", lifetime, 0.0, {"iat": 0}, lifetime / 2 if msal else None)
-        opens, closes = token.window()
+        opens, closes = refresh_window(lifetime, lifetime / 2 if msal else None)
         old = min(300.0, lifetime / 4) / 2
         lines.append(
             f"| {name} | {_span(opens)} to {_span(closes)} | {_span(lifetime - closes)} "

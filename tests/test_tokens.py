@@ -749,3 +749,15 @@ def test_outage_headroom_table(lifetime: float, msal_refresh_on: bool, headroom:
         failures = logins_over(source, clock, hours=lifetime * 1.2 / 3600, every=step)
         assert (failures == []) is survives, (outage, failures[:3])
     assert first.refresh_on is not None if msal_refresh_on else first.refresh_on is None
+
+
+@pytest.mark.parametrize("lifetime", [6.0, 3600.0, 4500.0, 86400.0])
+@pytest.mark.parametrize("msal", [False, True])
+def test_the_documented_refresh_window_is_the_caches_own(lifetime: float, msal: bool) -> None:
+    """docs/reliability.md's headroom table is computed from the rule README states
+    (harness.soak.refresh_window); it must be the rule the cache follows."""
+    from harness.soak import refresh_window
+
+    refresh_on = lifetime / 2 if msal else None
+    token = timing.Token.issued("t", lifetime, 0.0, {"iat": 0}, refresh_on)
+    assert refresh_window(lifetime, refresh_on) == pytest.approx(token.window())

@@ -95,3 +95,54 @@ def test_a_facade_exports_its_public_names_and_nothing_else(module: str) -> None
     mod = importlib.import_module(module)
     own = {n for n in vars(mod) if not n.startswith("_")} - {"annotations"}
     assert own == set(mod.__all__)
+
+
+ROOT = README.parent
+USERS_OF_THE_API = ("testing/django_azure_pg_testing", "harness", "sample_project")
+"""Code that drives the package as its users do: it may use the public surface only."""
+
+
+def _package_imports(path: Path) -> list[tuple[int, str, str | None]]:
+    """``(line, module, name)`` of every import from this package in ``path``."""
+    import ast
+
+    found: list[tuple[int, str, str | None]] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name, None) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found += [(node.lineno, node.module, a.name) for a in node.names]
+    return [f for f in found if f[1].split(".")[0] == "django_azure_pg"]
+
+
+def _private_uses(path: Path) -> list[str]:
+    public = set(PUBLIC_MODULES) | set(DJANGO_ENTRY_POINTS)
+    out = []
+    for line, module, name in _package_imports(path):
+        where = f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name}:{line}"
+        if module not in public and not module.startswith("django_azure_pg.management.commands"):
+            out.append(f"{where}: module {module}")
+        elif name is not None and name.startswith("_"):
+            out.append(f"{where}: {module}.{name}")
+    return out
+
+
+def test_the_kit_the_harness_and_the_sample_use_public_names_only() -> None:
+    files = [p for d in USERS_OF_THE_API for p in sorted((ROOT / d).rglob("*.py"))]
+    assert len(files) > 10
+    private = [use for path in files for use in _private_uses(path)]
+    assert private == [], "\n".join(private)
+
+
+def test_the_public_names_check_can_fail(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "from django_azure_pg._core import timing\nfrom django_azure_pg.env import from_env\n"
+        "from django_azure_pg import _checks\nimport django_azure_pg._pool\n"
+    )
+    found = _private_uses(probe)
+    assert [f.split(": ", 1)[1] for f in found] == [
+        "module django_azure_pg._core",
+        "django_azure_pg._checks",
+        "module django_azure_pg._pool",
+    ]

@@ -93,7 +93,11 @@ def run_threads(
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    q1, _, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else (values[0],) * 3
+    q1, _, q3 = (
+        statistics.quantiles(values, n=4, method="inclusive")
+        if len(values) > 1
+        else (values[0],) * 3
+    )
     return {
         "min": min(values),
         "q1": q1,
@@ -102,6 +106,34 @@ def summary(values: list[float]) -> dict[str, float]:
         "max": max(values),
         "rounds": len(values),
     }
+
+
+def client_cpu(
+    name: str, contenders: dict[str, Callable[[], None]], rounds: int, n: int
+) -> dict[str, Any]:
+    """CPU time of the calling thread per operation (``time.thread_time``), A vs B: what
+    each side itself spends, without the wait for the server, which is most of the noise
+    in a throughput figure. One thread, interleaved rounds of ``n`` operations."""
+
+    def measure(work: Callable[[], None]) -> float:
+        began = time.thread_time()
+        for _ in range(n):
+            work()
+        return (time.thread_time() - began) / n * 1e6
+
+    samples: dict[str, list[float]] = {k: [] for k in contenders}
+    order = list(contenders)
+    for r in range(rounds):
+        for key in order if r % 2 == 0 else order[::-1]:
+            samples[key].append(measure(contenders[key]))
+    result: dict[str, Any] = {k: summary(v) for k, v in samples.items()}
+    a, b = order
+    result["added_us"] = result[a]["median"] - result[b]["median"]
+    print(
+        f"  {name}: {a} {result[a]['median']:.0f} us vs {b} {result[b]['median']:.0f} us"
+        f" → {result['added_us']:+.0f} us (medians of {rounds} x {n})"
+    )
+    return result
 
 
 def compare(name: str, contenders: dict[str, Callable[[], float]], rounds: int) -> dict[str, Any]:
@@ -227,37 +259,23 @@ class Clients:
     def _client_cpu(
         self, ours: dict[str, Any], stock: dict[str, Any], rounds: int, n: int = 100
     ) -> dict[str, Any]:
-        """CPU time of the connecting thread per new connection (``time.thread_time``):
-        what each side itself spends, without the wait for the server, which is most of
-        the noise in a throughput figure. One thread, interleaved rounds."""
-        wrappers = {
-            "django_azure_pg": self.wrapper(ours),
-            "stock + static token": self.wrapper(stock),
-        }
+        """CPU time of the connecting thread per new connection."""
 
-        def measure(w: Any) -> Callable[[], float]:
-            def run() -> float:
-                began = time.thread_time()
-                for _ in range(n):
-                    w.connect()
-                    w.close()
-                return (time.thread_time() - began) / n * 1e6
+        def connect(entry: dict[str, Any]) -> Callable[[], None]:
+            w = self.wrapper(entry)
 
-            return run
+            def work() -> None:
+                w.connect()
+                w.close()
 
-        samples: dict[str, list[float]] = {k: [] for k in wrappers}
-        order = list(wrappers)
-        for r in range(rounds):
-            for key in order if r % 2 == 0 else order[::-1]:
-                samples[key].append(measure(wrappers[key])())
-        result: dict[str, Any] = {k: summary(v) for k, v in samples.items()}
-        a, b = order
-        result["added_us"] = result[a]["median"] - result[b]["median"]
-        print(
-            f"  connecting thread's CPU per connection: {a} {result[a]['median']:.0f} us vs "
-            f"{b} {result[b]['median']:.0f} us → {result['added_us']:+.0f} us (medians of {rounds} x {n})"
+            return work
+
+        return client_cpu(
+            "connecting thread's CPU per connection",
+            {"django_azure_pg": connect(ours), "stock + static token": connect(stock)},
+            rounds,
+            n,
         )
-        return result
 
     # 7 ---------------------------------------------------------------------------
     def telemetry_overhead(self, rounds: int, seconds: float, threads: int) -> dict[str, Any]:
@@ -367,12 +385,7 @@ class Clients:
                 w = load_backend(entry["ENGINE"]).DatabaseWrapper(entry, alias)
                 wrappers.append(w)
 
-                def work() -> None:  # one request: check out, query, give back
-                    with w.cursor() as cur:
-                        cur.execute("SELECT 1")
-                    w.close()
-
-                return work
+                return lambda: _request(w)
 
             return lambda: run_threads(threads, seconds, make)
 
@@ -380,6 +393,18 @@ class Clients:
             "pool request cycle (checkout + SELECT 1 + return, per second)",
             {"django_azure_pg": measure(ours), "stock + static token": measure(stock)},
             rounds,
+        )
+
+        def request(entry: dict[str, Any]) -> Callable[[], None]:
+            w = load_backend(entry["ENGINE"]).DatabaseWrapper(entry, f"cpu_{uuid.uuid4().hex[:6]}")
+            wrappers.append(w)
+            return lambda: _request(w)
+
+        result["client_cpu_us"] = client_cpu(
+            "requesting thread's CPU per pool request cycle",
+            {"django_azure_pg": request(ours), "stock + static token": request(stock)},
+            rounds * 2,
+            300,
         )
         for w in wrappers:
             if w.alias in w._connection_pools:
@@ -555,6 +580,13 @@ class Bench:
             "max_ms": ordered[-1] * 1000,
             "identity_calls": calls,
         }
+
+
+def _request(w: Any) -> None:
+    """One request through Django's pool: check out, query, give back."""
+    with w.cursor() as cur:
+        cur.execute("SELECT 1")
+    w.close()
 
 
 def install_otel_sdk() -> Any:
@@ -898,10 +930,22 @@ def print_table(r: dict[str, Any]) -> None:
         rows.append(
             (
                 "4 pool request cycle ratio (ours / stock)",
-                f"{pt['ratio']:.3f}; per round min {spread['min']:.3f} / max {spread['max']:.3f}",
+                f"{pt['ratio']:.3f}; per round min {spread['min']:.3f} / quartiles "
+                f"{spread['q1']:.3f} {spread['median']:.3f} {spread['q3']:.3f} / max "
+                f"{spread['max']:.3f}",
                 "≥ 0.97",
             )
         )
+        cpu = pt.get("client_cpu_us")
+        if cpu:
+            rows.append(
+                (
+                    "4 requesting thread's CPU per pool request, ours vs stock",
+                    f"{cpu['django_azure_pg']['median']:.0f} us vs "
+                    f"{cpu['stock + static token']['median']:.0f} us ({cpu['added_us']:+.0f} us)",
+                    "for scale",
+                )
+            )
     for label, data in r.get("versus_azure_postgresql_auth", {}).items():
         if not isinstance(data, dict) or "token_cost_us" not in data:
             continue

@@ -535,7 +535,11 @@ def _engine_connection(host: str, port: int) -> Any:
     if not settings.configured:  # this harness process has no Django settings of its own
         settings.configure(USE_TZ=True, INSTALLED_APPS=[], DATABASES={"default": entry})
         django.setup()
-    return connections["default"]
+    connection = connections["default"]
+    found = {k: connection.settings_dict.get(k) for k in ("ENGINE", "HOST", "PORT")}
+    if found != {k: entry[k] for k in found}:
+        raise RuntimeError(f"Django was set up for another database here: {found}")
+    return connection
 
 
 def _export_spans_to_memory() -> Any:

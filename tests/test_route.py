@@ -446,8 +446,11 @@ def test_a_settlement_is_kept_per_parameters_and_environment(
     assert first[0]["sslmode"] == "verify-full" and first[0]["sslrootcert"] == tls.azure_roots()
     assert _settled({**params, "password": "token-2"}) == first  # a new token: the same route
     assert len(resolved) == 1
+    monkeypatch.setenv("PGAPPNAME", "another")  # not among the route's variables: kept
+    assert _settled(params) == first and len(resolved) == 1
     # Whatever the route depends on is judged afresh: a parameter, a variable, the login kind.
-    assert _settled({**params, "port": 6432})[0]["port"] == 6432
+    _settled({**params, "port": 6432})
+    assert len(resolved) == 2
     monkeypatch.setenv("PGSSLMODE", "verify-ca")
     assert _settled(params)[0]["sslmode"] == "verify-ca"
     monkeypatch.delenv("PGSSLMODE")
@@ -482,6 +485,50 @@ def test_a_private_link_name_is_looked_up_for_every_connection(
     assert _settled(params)[0]["hostaddr"] == "10.0.0.5"
     assert _settled(params)[0]["hostaddr"] == "10.0.0.6"
     assert len(looked_up) == 2 and len(resolved) == 2
+
+
+def test_a_private_link_name_that_did_not_resolve_is_looked_up_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answers = iter([None, "10.0.0.5"])  # DNS fails once, then answers
+    monkeypatch.setattr(tls, "_address", lambda host, port: next(answers))
+    params = {"host": "srv.privatelink.postgres.database.azure.com"}
+    assert "hostaddr" not in _settled(params)[0]  # libpq will say the name does not resolve
+    again = _settled(params)[0]
+    assert (again["host"], again["hostaddr"]) == ("srv.postgres.database.azure.com", "10.0.0.5")
+
+
+def test_nothing_is_kept_when_the_environment_changed_meanwhile(
+    resolved: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another thread sets PGSSLMODE while a settlement is worked out: the outcome may be
+    the new environment's, so it is not kept under the old one's key."""
+    real = tls._settle
+
+    def changing(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setenv("PGSSLMODE", "disable")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tls, "_settle", changing)
+    params = {"host": "127.0.0.1"}
+    assert _settled(params)[0]["sslmode"] == "disable"
+    monkeypatch.delenv("PGSSLMODE")
+    monkeypatch.setattr(tls, "_settle", real)
+    assert _settled(params)[0]["sslmode"] == "require"
+    assert len(resolved) == 2
+
+
+def test_a_refusal_by_libpq_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refusal may come from what the key leaves out: libpq is asked again next time."""
+    real = tls._ask_libpq
+    answers = iter([(None, "libpq said no"), None])
+
+    def asked(given: dict[str, Any]) -> tuple[dict[str, str] | None, str]:
+        return next(answers) or real(given)
+
+    monkeypatch.setattr(tls, "_ask_libpq", asked)
+    assert tls.libpq_view({"host": "127.0.0.1"}) == (None, "libpq said no")
+    assert tls.libpq_view({"host": "127.0.0.1"})[0] is not None
 
 
 def test_with_a_service_the_route_is_worked_out_every_time(

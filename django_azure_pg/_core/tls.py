@@ -286,9 +286,8 @@ def libpq_view(params: Mapping[str, Any]) -> tuple[dict[str, str] | None, str]:
         )
         if values is None or key is None:
             return values, message
-        if len(_VIEWS) >= _KEPT_MAX:
-            _VIEWS.clear()
-        view = _VIEWS[key] = (values, message)
+        view = (values, message)
+        _keep(_VIEWS, key, view)
     values, message = view
     return dict(values), message  # callers may change theirs
 
@@ -550,12 +549,28 @@ def settle(
     if (
         key is not None
         and not route.unresolved_service
+        # A private-link name is looked up for every connection: also one whose lookup
+        # failed (HOST left as it was), which must be tried again once DNS answers.
+        and not route.private_link
+        and not _has_private_link_name(host)
         and (params.get("host"), params.get("hostaddr")) == (host, hostaddr)
     ):
-        if len(_SETTLED) >= _KEPT_MAX:
-            _SETTLED.clear()
-        _SETTLED[key] = ({k: params[k] for k in _WRITTEN if k in params}, route, root_file)
+        _keep(_SETTLED, key, ({k: params[k] for k in _WRITTEN if k in params}, route, root_file))
     return route
+
+
+def _has_private_link_name(host: Any) -> bool:
+    return isinstance(host, str) and any(own_name(h) for h in host.split(","))
+
+
+def _keep(store: dict[tuple[Any, ...], Any], key: tuple[Any, ...], value: Any) -> None:
+    """``store[key] = value``, unless the environment changed while ``value`` was worked
+    out (another thread's ``os.environ`` change: ``value`` may be the new one's)."""
+    if _route_environment() != key[1]:
+        return
+    if len(store) >= _KEPT_MAX:
+        store.clear()
+    store[key] = value
 
 
 def _settle(

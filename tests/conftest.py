@@ -262,6 +262,22 @@ def in_children(count: int, work: Callable[[], str]) -> list[str]:
     return reports
 
 
+@pytest.fixture
+def resolutions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    """Every ``tls.resolve`` call from here on (the parameters it judged), all threads."""
+    calls: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    real = tls.resolve
+
+    def counting(params: Any, *args: Any, **kwargs: Any) -> tls.Route:
+        with lock:
+            calls.append(dict(params))
+        return real(params, *args, **kwargs)
+
+    monkeypatch.setattr(tls, "resolve", counting)
+    yield calls
+
+
 def until(condition: Callable[[], Any], seconds: float = 10.0) -> Any:
     """Poll ``condition`` until it is truthy or ``seconds`` pass; its last result.
 

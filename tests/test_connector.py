@@ -12,8 +12,7 @@ for parameters it was not worked out for.
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,22 +29,6 @@ from .fakes import FakeCredential
 
 requires_pool = pytest.mark.skipif(django.VERSION < (5, 1), reason="Django's pool needs 5.1+")
 AZ = "srv.postgres.database.azure.com"
-
-
-@pytest.fixture
-def resolutions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
-    """Every ``tls.resolve`` call from here on (the parameters it judged), all threads."""
-    calls: list[dict[str, Any]] = []
-    lock = threading.Lock()
-    real = tls.resolve
-
-    def counting(params: Any, *args: Any, **kwargs: Any) -> tls.Route:
-        with lock:
-            calls.append(dict(params))
-        return real(params, *args, **kwargs)
-
-    monkeypatch.setattr(tls, "resolve", counting)
-    yield calls
 
 
 class _Forgetful(dict[Any, Any]):

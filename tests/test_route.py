@@ -417,20 +417,6 @@ def test_8_from_env_reads_sslmode_require_in_any_case(
 # -- the kept settlement (tls.settle): the route of the same parameters, once -------------
 
 
-@pytest.fixture
-def resolved(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """The parameters of every route worked out from here on (``tls.resolve``)."""
-    calls: list[dict[str, Any]] = []
-    real = tls.resolve
-
-    def counting(params: Any, *args: Any, **kwargs: Any) -> tls.Route:
-        calls.append(dict(params))
-        return real(params, *args, **kwargs)
-
-    monkeypatch.setattr(tls, "resolve", counting)
-    return calls
-
-
 def _settled(params: dict[str, Any], **kwargs: Any) -> tuple[dict[str, Any], tls.Route]:
     written = dict(params)
     route = tls.settle(written, **kwargs)
@@ -439,30 +425,30 @@ def _settled(params: dict[str, Any], **kwargs: Any) -> tuple[dict[str, Any], tls
 
 
 def test_a_settlement_is_kept_per_parameters_and_environment(
-    resolved: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    resolutions: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     params = {"host": AZ, "port": 5432, "dbname": "app", "password": "token-1"}
     first = _settled(params)
     assert first[0]["sslmode"] == "verify-full" and first[0]["sslrootcert"] == tls.azure_roots()
     assert _settled({**params, "password": "token-2"}) == first  # a new token: the same route
-    assert len(resolved) == 1
+    assert len(resolutions) == 1
     monkeypatch.setenv("PGAPPNAME", "another")  # not among the route's variables: kept
-    assert _settled(params) == first and len(resolved) == 1
+    assert _settled(params) == first and len(resolutions) == 1
     # Whatever the route depends on is judged afresh: a parameter, a variable, the login kind.
     _settled({**params, "port": 6432})
-    assert len(resolved) == 2
+    assert len(resolutions) == 2
     monkeypatch.setenv("PGSSLMODE", "verify-ca")
     assert _settled(params)[0]["sslmode"] == "verify-ca"
     monkeypatch.delenv("PGSSLMODE")
     other = {"host": "db.example.com", "password": "p"}
     assert _settled(other, token=True)[0]["sslmode"] == "verify-full"
     assert _settled(other, token=False)[0]["sslmode"] == "require"
-    assert len(resolved) == 5
-    assert _settled(params) == first and len(resolved) == 5  # back as it was: kept
+    assert len(resolutions) == 5
+    assert _settled(params) == first and len(resolutions) == 5  # back as it was: kept
 
 
 def test_the_default_root_file_is_looked_for_again(
-    resolved: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    resolutions: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """libpq's own default, ~/.postgresql/root.crt, beats the bundled roots once it exists."""
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -472,11 +458,11 @@ def test_the_default_root_file_is_looked_for_again(
     (tmp_path / ".postgresql" / "root.crt").write_text("")
     assert "sslrootcert" not in _settled(params)[0]
     assert "sslrootcert" not in _settled(params)[0]
-    assert len(resolved) == 2
+    assert len(resolutions) == 2
 
 
 def test_a_private_link_name_is_looked_up_for_every_connection(
-    resolved: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    resolutions: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     looked_up: list[str] = []
     answers = iter(["10.0.0.5", "10.0.0.6"])  # the private endpoint moved
@@ -484,7 +470,7 @@ def test_a_private_link_name_is_looked_up_for_every_connection(
     params = {"host": "srv.privatelink.postgres.database.azure.com"}
     assert _settled(params)[0]["hostaddr"] == "10.0.0.5"
     assert _settled(params)[0]["hostaddr"] == "10.0.0.6"
-    assert len(looked_up) == 2 and len(resolved) == 2
+    assert len(looked_up) == 2 and len(resolutions) == 2
 
 
 def test_a_private_link_name_that_did_not_resolve_is_looked_up_again(
@@ -499,7 +485,7 @@ def test_a_private_link_name_that_did_not_resolve_is_looked_up_again(
 
 
 def test_nothing_is_kept_when_the_environment_changed_meanwhile(
-    resolved: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    resolutions: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another thread sets PGSSLMODE while a settlement is worked out: the outcome may be
     the new environment's, so it is not kept under the old one's key."""
@@ -515,7 +501,7 @@ def test_nothing_is_kept_when_the_environment_changed_meanwhile(
     monkeypatch.delenv("PGSSLMODE")
     monkeypatch.setattr(tls, "_settle", real)
     assert _settled(params)[0]["sslmode"] == "require"
-    assert len(resolved) == 2
+    assert len(resolutions) == 2
 
 
 def test_a_refusal_by_libpq_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -532,17 +518,17 @@ def test_a_refusal_by_libpq_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_with_a_service_the_route_is_worked_out_every_time(
-    resolved: list[dict[str, Any]], tmp_path: Path
+    resolutions: list[dict[str, Any]], tmp_path: Path
 ) -> None:
     _service_file(tmp_path, "[svc]\nhost=127.0.0.1\nsslmode=require\n")
     assert _settled({"service": "svc"})[0]["sslmode"] == "require"
     _service_file(tmp_path, "[svc]\nhost=127.0.0.1\nsslmode=disable\n")  # edited on disk
     assert _settled({"service": "svc"})[0]["sslmode"] == "disable"
-    assert len(resolved) == 2
+    assert len(resolutions) == 2
 
 
-def test_a_what_if_environment_is_never_kept(resolved: list[dict[str, Any]]) -> None:
+def test_a_what_if_environment_is_never_kept(resolutions: list[dict[str, Any]]) -> None:
     params = {"host": "db.example.com"}
     assert _settled(params, environ={"PGSSLMODE": "require"})[0]["sslmode"] == "require"
     assert _settled(params, environ={})[0]["sslmode"] == "verify-full"
-    assert len(resolved) == 2
+    assert len(resolutions) == 2

@@ -204,6 +204,17 @@ class Clients:
     def static_token(self) -> str:
         return self.target.static_token
 
+    def new_connections(self, entry: dict[str, Any]) -> Callable[[], None]:
+        """One new physical connection through Django per call (connect, close), on a
+        wrapper of its own."""
+        w = self.wrapper(entry)
+
+        def work() -> None:
+            w.connect()
+            w.close()
+
+        return work
+
     # 1 ---------------------------------------------------------------------------
     def connect_throughput(self, rounds: int, seconds: float, threads: int) -> dict[str, Any]:
         """New physical connections/s, ours vs stock: with ``threads`` threads (the
@@ -216,16 +227,7 @@ class Clients:
         )
 
         def measure(entry: dict[str, Any], n: int) -> Callable[[], float]:
-            def make() -> Callable[[], None]:
-                w = self.wrapper(entry)
-
-                def work() -> None:
-                    w.connect()
-                    w.close()
-
-                return work
-
-            return lambda: run_threads(n, seconds, make)
+            return lambda: run_threads(n, seconds, lambda: self.new_connections(entry))
 
         self.wrapper(ours).connect()  # warm the token
         result = compare(
@@ -260,19 +262,12 @@ class Clients:
         self, ours: dict[str, Any], stock: dict[str, Any], rounds: int, n: int = 100
     ) -> dict[str, Any]:
         """CPU time of the connecting thread per new connection."""
-
-        def connect(entry: dict[str, Any]) -> Callable[[], None]:
-            w = self.wrapper(entry)
-
-            def work() -> None:
-                w.connect()
-                w.close()
-
-            return work
-
         return client_cpu(
             "connecting thread's CPU per connection",
-            {"django_azure_pg": connect(ours), "stock + static token": connect(stock)},
+            {
+                "django_azure_pg": self.new_connections(ours),
+                "stock + static token": self.new_connections(stock),
+            },
             rounds,
             n,
         )
@@ -296,19 +291,10 @@ class Clients:
         entry = self.entry()
 
         def measure(enabled: bool) -> Callable[[], float]:
-            def make() -> Callable[[], None]:
-                w = self.wrapper(entry)
-
-                def work() -> None:
-                    w.connect()
-                    w.close()
-
-                return work
-
             def run() -> float:
                 telemetry.ENABLED = enabled
                 try:
-                    return run_threads(threads, seconds, make)
+                    return run_threads(threads, seconds, lambda: self.new_connections(entry))
                 finally:
                     telemetry.ENABLED = True
                     exporter.clear()

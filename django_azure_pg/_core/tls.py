@@ -230,21 +230,21 @@ def _route_variables() -> tuple[str, ...]:
     """The environment variables behind a route: those libpq reads for the route's
     keywords (``PGHOST``, ``PGHOSTADDR``, ``PGPORT``, ``PGSSLMODE``,
     ``PGSSLROOTCERT``), ``PGREQUIRESSL`` (the old spelling of ``sslmode=require``,
-    which older libpq builds still read), ``PGSERVICE`` and ``HOME`` (libpq's
-    default files)."""
+    which older libpq builds still read) and ``HOME`` (libpq's default files); first
+    of all ``PGSERVICE``."""
     names = {
         o.envvar.decode()
         for o in pq.Conninfo.get_defaults()
         if o.envvar and o.keyword.decode() in _ROUTE_KEYS
     }
-    return tuple(sorted(names | {"PGREQUIRESSL", "PGSERVICE", "HOME"}))
+    return ("PGSERVICE", *sorted(names | {"PGREQUIRESSL", "HOME"}))
 
 
 def _route_environment() -> tuple[str | None, ...] | None:
     """This process's values of :func:`_route_variables`; ``None`` when a service is
     named there (its file on disk counts too, so nothing may be kept)."""
     values = tuple(map(os.environ.get, _route_variables()))
-    return None if os.environ.get("PGSERVICE") else values
+    return None if values[0] else values
 
 
 def _kept_key(params: Mapping[str, Any], *extra: Any) -> tuple[Any, ...] | None:

@@ -156,15 +156,20 @@ def test_libpq_is_asked_once_per_parameters_and_environment(
     assert libpq_asked.calls == 4
 
 
+@pytest.mark.parametrize("named_in", ["settings", "PGSERVICE"])
 def test_with_a_service_libpq_is_asked_every_time(
-    libpq_asked: CountingPGconn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    libpq_asked: CountingPGconn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, named_in: str
 ) -> None:
     services = tmp_path / "pg_service.conf"
     services.write_text("[svc]\nhost=127.0.0.1\nsslmode=require\n")
     monkeypatch.setenv("PGSERVICEFILE", str(services))
-    assert tls.libpq_view({"service": "svc"})[0]["sslmode"] == "require"  # type: ignore[index]
+    params: dict[str, Any] = {"service": "svc"}
+    if named_in == "PGSERVICE":
+        monkeypatch.setenv("PGSERVICE", "svc")
+        params = {}
+    assert tls.libpq_view(params)[0]["sslmode"] == "require"  # type: ignore[index]
     services.write_text("[svc]\nhost=127.0.0.1\nsslmode=verify-full\n")  # edited on disk
-    assert tls.libpq_view({"service": "svc"})[0]["sslmode"] == "verify-full"  # type: ignore[index]
+    assert tls.libpq_view(params)[0]["sslmode"] == "verify-full"  # type: ignore[index]
     assert libpq_asked.calls == 2
 
 
@@ -517,13 +522,21 @@ def test_a_refusal_by_libpq_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None
     assert tls.libpq_view({"host": "127.0.0.1"})[0] is not None
 
 
+@pytest.mark.parametrize("named_in", ["settings", "PGSERVICE"])
 def test_with_a_service_the_route_is_worked_out_every_time(
-    resolutions: list[dict[str, Any]], tmp_path: Path
+    resolutions: list[dict[str, Any]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    named_in: str,
 ) -> None:
+    params: dict[str, Any] = {"service": "svc"}
+    if named_in == "PGSERVICE":
+        monkeypatch.setenv("PGSERVICE", "svc")
+        params = {}
     _service_file(tmp_path, "[svc]\nhost=127.0.0.1\nsslmode=require\n")
-    assert _settled({"service": "svc"})[0]["sslmode"] == "require"
+    assert _settled(params)[0]["sslmode"] == "require"
     _service_file(tmp_path, "[svc]\nhost=127.0.0.1\nsslmode=disable\n")  # edited on disk
-    assert _settled({"service": "svc"})[0]["sslmode"] == "disable"
+    assert _settled(params)[0]["sslmode"] == "disable"
     assert len(resolutions) == 2
 
 

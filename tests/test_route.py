@@ -466,16 +466,23 @@ def test_the_default_root_file_is_looked_for_again(
     assert len(resolutions) == 2
 
 
+@pytest.mark.parametrize("named_in", ["HOST", "PGHOST"])
 def test_a_private_link_name_is_looked_up_for_every_connection(
-    resolutions: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    resolutions: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, named_in: str
 ) -> None:
     looked_up: list[str] = []
     answers = iter(["10.0.0.5", "10.0.0.6"])  # the private endpoint moved
     monkeypatch.setattr(tls, "_address", lambda host, port: looked_up.append(host) or next(answers))
-    params = {"host": "srv.privatelink.postgres.database.azure.com"}
+    name = "srv.privatelink.postgres.database.azure.com"
+    params = {"host": name}
+    if named_in == "PGHOST":
+        monkeypatch.setenv("PGHOST", name)
+        params = {}
     assert _settled(params)[0]["hostaddr"] == "10.0.0.5"
     assert _settled(params)[0]["hostaddr"] == "10.0.0.6"
-    assert len(looked_up) == 2 and len(resolutions) == 2
+    assert len(looked_up) == 2
+    # Worked out afresh each time: from PGHOST, once more after HOST is written.
+    assert len(resolutions) == (2 if named_in == "HOST" else 4)
 
 
 def test_a_private_link_name_that_did_not_resolve_is_looked_up_again(

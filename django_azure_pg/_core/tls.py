@@ -549,9 +549,9 @@ def settle(
     if (
         key is not None
         and not route.unresolved_service
-        # A private-link name is looked up for every connection: also one whose lookup
-        # failed (HOST left as it was), which must be tried again once DNS answers.
-        and not route.private_link
+        # A private-link name is looked up for every connection: one in HOST (also when
+        # its lookup failed and HOST was left as it was, to be tried again once DNS
+        # answers), or one from PGHOST or a service file, which settling writes into HOST.
         and not _has_private_link_name(host)
         and (params.get("host"), params.get("hostaddr")) == (host, hostaddr)
     ):
@@ -606,10 +606,10 @@ def _settle(
         if not root_file:
             rootcert = params["sslrootcert"] = azure_roots()
     # What resolve() reports for the parameters as written: the sslmode is explicit now.
-    written = dataclasses.replace(
+    route = dataclasses.replace(
         route, sslmode=params["sslmode"], sslmode_from="settings", sslrootcert=rootcert
     )
-    return written, root_file
+    return route, root_file
 
 
 def problem(route: Route, alias: str) -> str | None:

@@ -74,9 +74,14 @@ def owner_connect(env: dict[str, str]) -> psycopg.Connection[Any]:
 def test_cli_stack_prints_an_owner_login_and_grants_can_be_rehearsed(
     stack: dict[str, str], monkeypatch: pytest.MonkeyPatch, django_db_blocker: Any
 ) -> None:
+    # One migration story (issue 31): the owner migrates, the app role gets DML.
+    printed = stack["_output"]
+    assert "grant_aad_privileges --owner-user app_owner --role aad_app\n" in printed
     assert (
-        "grant_aad_privileges --owner-user app_owner --role aad_app --migrate" in stack["_output"]
+        'AZURE_POSTGRESQL_USER=app_owner AZURE_POSTGRESQL_PASSWORD="$AZURE_PG_OWNER_PASSWORD" '
+        "python manage.py migrate" in printed
     )
+    assert "--migrate" not in printed
     with owner_connect(stack) as conn:  # the printed login works: the owner's tables
         conn.execute("CREATE TABLE restaurant (id int PRIMARY KEY)")
         assert conn.execute("SELECT current_user").fetchone() == ("app_owner",)

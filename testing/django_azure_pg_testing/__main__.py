@@ -5,9 +5,10 @@
 
 prints the environment variables that point azure-identity (and the app's
 settings) at them. With ``--owner`` the database belongs to a password role,
-as on Azure where the server admin (not the app's Entra role) owns what
-``migrate`` created: its login is printed too, so ``grant_aad_privileges
---owner-user`` can be rehearsed. Loopback only; the password is a throwaway.
+as on Azure where the server admin (not the app's Entra role) owns the tables
+and runs ``migrate``: its login is printed too, with the commands that rehearse
+it (``grant_aad_privileges --owner-user``, then ``migrate`` as the owner).
+Loopback only; the password is a throwaway.
 """
 
 from __future__ import annotations
@@ -83,9 +84,17 @@ def main(argv: list[str] | None = None) -> int:
                     f'psql: PGPASSWORD="$AZURE_PG_OWNER_PASSWORD" psql -h {env["AZURE_POSTGRESQL_HOST"]} '
                     f"-p {env['AZURE_POSTGRESQL_PORT']} -U {args.owner} {args.database}"
                 )
+                print("# rehearse (the owner owns the tables and migrates; the app role gets DML):")
                 print(
-                    f"# rehearse: python manage.py grant_aad_privileges --owner-user "
-                    f"{args.owner}{grantee} --migrate && python manage.py migrate"
+                    f"#   python manage.py grant_aad_privileges --owner-user {args.owner}{grantee}"
+                )
+                print(
+                    f"#   AZURE_POSTGRESQL_USER={args.owner} "
+                    'AZURE_POSTGRESQL_PASSWORD="$AZURE_PG_OWNER_PASSWORD" python manage.py migrate'
+                )
+                print(
+                    f"#   python manage.py grant_aad_privileges --owner-user {args.owner}"
+                    f"{grantee} --check"
                 )
             print("# Ctrl-C to stop", flush=True)
             with contextlib.suppress(KeyboardInterrupt):

@@ -37,8 +37,8 @@ def token_connection_class(
             def connect_base(**merged: Any) -> Any:
                 return super(TokenConnection, cls).connect("", **merged)
 
-            # One route resolution for this physical connection: the TLS defaults (already
-            # in the pool's kwargs, so unchanged) and the guard both come from it.
+            # The alias's pinned route, the same the plain path takes (a private-link
+            # name is looked up again for this connection).
             return cls.azure_connector.connect(connect_base, params)
 
     TokenConnection.__name__ = TokenConnection.__qualname__ = f"{base.__name__}WithToken"
@@ -73,11 +73,13 @@ def token_pool(wrapper: Any, connector: Connector, pool_options: Mapping[str, An
     # psycopg merges the pool's conninfo under its kwargs: fold it in before the
     # route policy's defaults, so the route judged is the one libpq takes.
     conninfo = kwargs.pop("conninfo", "") or ""
+    connect_kwargs = {**conninfo_to_dict(conninfo), **wrapper.raw_connection_params()}
     # Refused here, at first use, rather than in the pool's worker threads, where the
     # refusal would reach the caller only as "couldn't get a connection after N sec".
-    # One route resolution serves the defaults and this guard.
-    routed, _ = connector.guard({**conninfo_to_dict(conninfo), **wrapper.raw_connection_params()})
-    connect_kwargs = dict(routed)  # the pool's own copy, a plain dict
+    # This also pins the alias's route; every pooled connection takes it (the kwargs
+    # stay the settings' own, so that nothing the decision wrote is mistaken for the
+    # user's choice).
+    connector.guard(connect_kwargs)
     connect_kwargs["autocommit"] = True  # as Django: it sets the real mode per checkout
     return ConnectionPool(
         kwargs=connect_kwargs,

@@ -13,7 +13,7 @@ in with Entra tokens exactly like ``ENGINE: "django_azure_pg"``::
 Only the login changes: a token as the password for every new physical
 connection (plain, ``CONN_MAX_AGE`` and the native pool; all through the
 alias's connector, _core/connector.py), our OPTIONS kept away from libpq, the TLS
-defaults of ``_core/tls.py`` (the route worked out once per connection), dbshell with the token in
+defaults of ``_core/tls.py`` (the route decided once per alias and pinned), dbshell with the token in
 ``PGPASSWORD``, and ``@sensitive_variables`` over the whole connect path.
 Everything else is the wrapped backend's own.
 """
@@ -83,8 +83,8 @@ class TokenLoginMixin(_Base):
         params = self.raw_connection_params()
         if _HAS_POOL and self._connection_pools.get(self.alias) is not None:  # type: ignore[attr-defined]
             # Django calls this on every pool checkout and drops the result (the pool
-            # hands out its own connections, opened with the TLS defaults worked out
-            # when it was built): skip the route resolution on that hot path.
+            # hands out its own connections, each opened along the alias's pinned
+            # route by the pool's connection class): skip the route on that hot path.
             return params
         return self.route_defaults(params)
 
@@ -93,9 +93,11 @@ class TokenLoginMixin(_Base):
         return options.strip(super().get_connection_params())
 
     def route_defaults(self, params: dict[str, Any]) -> connector.Routed:
-        """``params`` with the route policy's defaults, and the route they take
-        (connector.routed: worked out once, then reused by the guard at login)."""
-        return connector.routed(params, token=not self.settings_dict.get("PASSWORD"))
+        """``params`` with the alias's route written in (decided at its first connection,
+        then pinned: connector.routed), and the route, which the guard reuses at login."""
+        return connector.routed(
+            params, token=not self.settings_dict.get("PASSWORD"), alias=self.alias
+        )
 
     @sensitive_variables()
     def connect(self) -> None:

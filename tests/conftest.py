@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db.utils import ConnectionHandler, load_backend
 
 from django_azure_pg import registry
-from django_azure_pg._core import tls
+from django_azure_pg._core import connector, tls
 from django_azure_pg.base import DatabaseWrapper
 from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
 
@@ -166,10 +166,9 @@ def all_at_once(threads: int, work: Callable[[], None]) -> None:
 
 @pytest.fixture(autouse=True)
 def _isolated_token_registry() -> Iterator[None]:
-    # Routes kept from an earlier test's parameters (tls.settle, tls.libpq_view) could
-    # hide a test's own patch of the route's workings.
-    tls._SETTLED.clear()
-    tls._VIEWS.clear()
+    # Routes pinned by an earlier test for the same alias and parameters could hide a
+    # test's own environment or patch of the route's workings.
+    connector.forget_routes()
     yield
     registry.reset()
     # A fetch still in flight (a background refresh begun at the test's end) would reach

@@ -1,4 +1,4 @@
-"""One connector per alias (connector.py): the route is worked out once per physical connection.
+"""One connector per alias (connector.py): the route is decided once per alias, then pinned.
 
 Issue 21 measured the TLS route resolved twice for each new connection: once for
 the defaults (``get_connection_params``), once more by the guard at login. These
@@ -11,6 +11,7 @@ for parameters it was not worked out for.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -31,19 +32,6 @@ requires_pool = pytest.mark.skipif(django.VERSION < (5, 1), reason="Django's poo
 AZ = "srv.postgres.database.azure.com"
 
 
-class _Forgetful(dict[Any, Any]):
-    """A store that keeps nothing."""
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def unkept(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No settlement is kept (tls.settle): every connection works its route out."""
-    monkeypatch.setattr(tls, "_SETTLED", _Forgetful())
-
-
 def query(wrapper: Any, sql: str) -> tuple[object, ...]:
     with wrapper.cursor() as cur:
         cur.execute(sql)
@@ -51,23 +39,11 @@ def query(wrapper: Any, sql: str) -> tuple[object, ...]:
 
 
 @pytest.mark.integration
-def test_plain_connection_resolves_its_route_once(
-    make_wrapper: MakeWrapper, resolutions: list[dict[str, Any]], unkept: None
-) -> None:
-    wrapper = make_wrapper()
-    for _ in range(3):
-        before = len(resolutions)
-        assert query(wrapper, "SELECT current_user") == (ROLE,)
-        assert len(resolutions) - before == 1, resolutions[before:]
-        wrapper.close()
-
-
-@pytest.mark.integration
-def test_later_connections_take_the_kept_settlement(
+def test_later_connections_take_the_pinned_route(
     make_wrapper: MakeWrapper, resolutions: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The same parameters and environment: the first connection's route, not worked out
-    again; the very parameters reach psycopg."""
+    """The alias's first connection decides the route; later ones send the very same
+    parameters to psycopg without working anything out."""
     sent: list[dict[str, Any]] = []
     wrapper = make_wrapper()
     real = wrapper.Database.connect
@@ -83,31 +59,30 @@ def test_later_connections_take_the_kept_settlement(
     assert len(resolutions) == 1
     assert len(sent) == 3 and sent[0] == sent[1] == sent[2]
     assert sent[0]["sslmode"] == "require"  # this machine's default, written by the first
+    assert {"host", "hostaddr", "port", "sslrootcert"} <= set(sent[0])
 
 
 @pytest.mark.integration
 @requires_pool
-def test_pool_connection_resolves_its_route_once(
-    make_wrapper: MakeWrapper, resolutions: list[dict[str, Any]], unkept: None
+def test_the_pool_and_the_plain_path_share_the_pinned_route(
+    make_wrapper: MakeWrapper, resolutions: list[dict[str, Any]]
 ) -> None:
     pytest.importorskip("psycopg_pool")
     wrapper = make_wrapper(OPTIONS={"pool": {"min_size": 2, "max_size": 2}})
     pool = wrapper.pool
-    assert len(resolutions) == 1  # building the pool: defaults and the early guard, together
+    assert len(resolutions) == 1  # building the pool decides (and guards) the route
+    assert "sslmode" not in pool.kwargs  # the settings' own: nothing decided is frozen in
     assert query(wrapper, "SELECT current_user") == (ROLE,)
     wrapper.close()  # back to the pool
     pool.wait(timeout=10)
-    opened = pool.get_stats()["connections_num"]
-    assert opened == 2
-    assert len(resolutions) - 1 == opened  # one per physical connection
+    assert pool.get_stats()["connections_num"] == 2
     # Another physical connection, as the pool's workers open one.
-    before = len(resolutions)
     conn = pool.connection_class.connect(pool.conninfo, **pool.kwargs)
     try:
         assert conn.execute("SELECT current_user").fetchone() == (ROLE,)
     finally:
         conn.close()
-    assert len(resolutions) - before == 1
+    assert len(resolutions) == 1
 
 
 def fake_connector(**opts: Any) -> Connector:
@@ -185,7 +160,9 @@ def test_the_one_route_is_the_one_resolve_finds_for_the_final_parameters(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     ready = connector.routed(params, token=token, dial=False)
-    assert ready.route == tls.resolve(ready, os.environ)
+    # The same route but for where the decided values came from (now written out).
+    again = tls.resolve(ready, os.environ)
+    assert ready.route == dataclasses.replace(again, host_from=ready.route.host_from)
     assert connector.route_of(ready) is ready.route
 
 

@@ -20,7 +20,7 @@ from django.db import OperationalError, connections
 from psycopg import pq
 
 from django_azure_pg import _checks, env
-from django_azure_pg._core import options, tls
+from django_azure_pg._core import connector, options, tls
 from django_azure_pg.management import _doctor
 from django_azure_pg.mixin import _HAS_POOL
 from django_azure_pg_testing import Identity, IdentityEmulator
@@ -91,7 +91,7 @@ def test_1_service_in_libpqs_own_sysconfdir_keeps_its_verify_full(
             f"sslmode=verify-full\nsslrootcert={ca_crt}\n"
         )
         wrapper = make_wrapper(HOST="", PORT="", OPTIONS={"service": name})
-        route = tls.resolve(wrapper.get_connection_params())
+        route = connector.route_of(wrapper.get_connection_params())
         with pytest.raises(OperationalError, match="does not match host name"):
             wrapper.ensure_connection()
     assert fake.passwords == []
@@ -132,44 +132,15 @@ class CountingPGconn:
 def libpq_asked(monkeypatch: pytest.MonkeyPatch) -> CountingPGconn:
     counting = CountingPGconn()
     monkeypatch.setattr(tls.pq, "PGconn", counting)
-    monkeypatch.setattr(tls, "_VIEWS", {})
     return counting
 
 
-def test_libpq_is_asked_once_per_parameters_and_environment(
-    libpq_asked: CountingPGconn, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_libpq_is_asked_once_per_alias(libpq_asked: CountingPGconn) -> None:
     params = {"host": "127.0.0.1", "port": 5999, "sslmode": "require", "password": "p1"}
-    first, _ = tls.libpq_view(params)
-    again, _ = tls.libpq_view({**params, "password": "p2"})  # a new token: the same route
-    assert libpq_asked.calls == 1 and first == again
-    assert first is not None
-    first["sslmode"] = "disable"  # a caller's change never reaches the kept answer
-    assert tls.libpq_view(params)[0]["sslmode"] == "require"  # type: ignore[index]
-    # Any change libpq would see is asked again: a parameter, a PG* variable, HOME.
-    assert tls.libpq_view({**params, "port": 5998})[0]["port"] == "5998"  # type: ignore[index]
-    monkeypatch.delenv("PGSSLMODE", raising=False)
-    monkeypatch.setenv("PGSSLROOTCERT", "/nonexistent/root.crt")
-    assert tls.libpq_view({"host": "127.0.0.1"})[0]["sslrootcert"] == "/nonexistent/root.crt"  # type: ignore[index]
-    monkeypatch.setenv("PGSSLROOTCERT", "/elsewhere/root.crt")
-    assert tls.libpq_view({"host": "127.0.0.1"})[0]["sslrootcert"] == "/elsewhere/root.crt"  # type: ignore[index]
-    assert libpq_asked.calls == 4
-
-
-@pytest.mark.parametrize("named_in", ["settings", "PGSERVICE"])
-def test_with_a_service_libpq_is_asked_every_time(
-    libpq_asked: CountingPGconn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, named_in: str
-) -> None:
-    services = tmp_path / "pg_service.conf"
-    services.write_text("[svc]\nhost=127.0.0.1\nsslmode=require\n")
-    monkeypatch.setenv("PGSERVICEFILE", str(services))
-    params: dict[str, Any] = {"service": "svc"}
-    if named_in == "PGSERVICE":
-        monkeypatch.setenv("PGSERVICE", "svc")
-        params = {}
-    assert tls.libpq_view(params)[0]["sslmode"] == "require"  # type: ignore[index]
-    services.write_text("[svc]\nhost=127.0.0.1\nsslmode=verify-full\n")  # edited on disk
-    assert tls.libpq_view(params)[0]["sslmode"] == "verify-full"  # type: ignore[index]
+    first = connector.routed(params, alias="a")
+    again = connector.routed({**params, "password": "p2"}, alias="a")  # a new token
+    assert libpq_asked.calls == 1 and first.route == again.route
+    connector.routed(params, alias="b")  # another alias decides for itself
     assert libpq_asked.calls == 2
 
 
@@ -213,9 +184,9 @@ def test_3_explicit_require_to_a_non_azure_host_is_kept_and_warned(
 
 
 def test_3_password_logins_and_this_machine_keep_require() -> None:
-    assert tls.apply_defaults({"host": "db.contoso.test"}, token=False)["sslmode"] == "require"
-    assert tls.apply_defaults({"host": "127.0.0.1"})["sslmode"] == "require"
-    assert tls.apply_defaults({"host": "db.contoso.test"})["sslmode"] == "verify-full"
+    assert _pinned({"host": "db.contoso.test"}, token=False)[0]["sslmode"] == "require"
+    assert _pinned({"host": "127.0.0.1"})[0]["sslmode"] == "require"
+    assert _pinned({"host": "db.contoso.test"})[0]["sslmode"] == "verify-full"
 
 
 # -- 4. dbshell ------------------------------------------------------------------------------
@@ -419,51 +390,75 @@ def test_8_from_env_reads_sslmode_require_in_any_case(
     assert fake.passwords == []
 
 
-# -- the kept settlement (tls.settle): the route of the same parameters, once -------------
+# -- the pinned route: decided once per alias, written out explicitly ------------------
 
 
-def _settled(params: dict[str, Any], **kwargs: Any) -> tuple[dict[str, Any], tls.Route]:
-    written = dict(params)
-    route = tls.settle(written, **kwargs)
+def _pinned(
+    params: dict[str, Any], alias: str = "a", **kwargs: Any
+) -> tuple[dict[str, Any], tls.Route]:
+    found = connector.routed(params, alias=alias, **kwargs)
+    written = dict(found)
     written.pop("password", None)
-    return written, route
+    return written, found.route
 
 
-def test_a_settlement_is_kept_per_parameters_and_environment(
+HOSTILE = {
+    "PGHOST": "evil.example.com",
+    "PGHOSTADDR": "10.66.6.6",
+    "PGPORT": "6666",
+    "PGSSLMODE": "disable",
+    "PGSSLROOTCERT": "/evil/root.crt",
+}
+
+
+def test_a_route_is_decided_once_per_alias_and_parameters(
     resolutions: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     params = {"host": AZ, "port": 5432, "dbname": "app", "password": "token-1"}
-    first = _settled(params)
+    first = _pinned(params)
     assert first[0]["sslmode"] == "verify-full" and first[0]["sslrootcert"] == tls.azure_roots()
-    assert _settled({**params, "password": "token-2"}) == first  # a new token: the same route
+    assert _pinned({**params, "password": "token-2"}) == first  # a new token: the same route
+    for name, value in HOSTILE.items():  # nothing outside the settings moves it
+        monkeypatch.setenv(name, value)
+    assert _pinned(params) == first
     assert len(resolutions) == 1
-    monkeypatch.setenv("PGAPPNAME", "another")  # not among the route's variables: kept
-    assert _settled(params) == first and len(resolutions) == 1
-    # Whatever the route depends on is judged afresh: a parameter, a variable, the login kind.
-    _settled({**params, "port": 6432})
-    assert len(resolutions) == 2
-    monkeypatch.setenv("PGSSLMODE", "verify-ca")
-    assert _settled(params)[0]["sslmode"] == "verify-ca"
-    monkeypatch.delenv("PGSSLMODE")
-    other = {"host": "db.example.com", "password": "p"}
-    assert _settled(other, token=True)[0]["sslmode"] == "verify-full"
-    assert _settled(other, token=False)[0]["sslmode"] == "require"
-    assert len(resolutions) == 5
-    assert _settled(params) == first and len(resolutions) == 5  # back as it was: kept
+    # Other settings, another alias or another login kind decide for themselves.
+    _pinned({**params, "port": 6432})
+    _pinned(params, alias="other")
+    _pinned(params, token=False)
+    assert len(resolutions) == 4
+    assert _pinned(params, alias="other")[0]["sslmode"] == "disable"  # decided with PGSSLMODE
+    assert _pinned(params) == first and len(resolutions) == 4
 
 
-def test_the_default_root_file_is_looked_for_again(
-    resolutions: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.parametrize("host", [AZ, "127.0.0.1", ""])
+def test_every_key_of_the_route_is_written_and_beats_the_environment(
+    host: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """libpq's own default, ~/.postgresql/root.crt, beats the bundled roots once it exists."""
     monkeypatch.setenv("HOME", str(tmp_path))
-    params = {"host": AZ}
-    assert _settled(params)[0]["sslrootcert"] == tls.azure_roots()
+    written, _ = _pinned({"host": host})
+    assert set(tls._ROUTE_KEYS) <= set(written)
+    assert written["hostaddr"] == ""  # explicitly empty: PGHOSTADDR cannot add one
+    view, _ = tls.libpq_view(written)
+    for name, value in HOSTILE.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("HOME", str(tmp_path / "elsewhere"))
+    assert tls.libpq_view(written) == (view, "")  # what libpq uses, in the new environment
+
+
+def test_the_root_file_is_decided_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """libpq's own default, ~/.postgresql/root.crt, beats the bundled roots where it exists
+    when the route is decided; HOME or the file changing later moves nothing."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert _pinned({"host": AZ})[0]["sslrootcert"] == tls.azure_roots()
     (tmp_path / ".postgresql").mkdir()
     (tmp_path / ".postgresql" / "root.crt").write_text("")
-    assert "sslrootcert" not in _settled(params)[0]
-    assert "sslrootcert" not in _settled(params)[0]
-    assert len(resolutions) == 2
+    assert _pinned({"host": AZ})[0]["sslrootcert"] == tls.azure_roots()
+    mine = str(tmp_path / ".postgresql" / "root.crt")
+    assert _pinned({"host": AZ}, alias="later")[0]["sslrootcert"] == mine
+    assert _pinned({"host": "127.0.0.1"})[0]["sslrootcert"] == mine  # libpq's default, spelled out
+    monkeypatch.setenv("HOME", "/elsewhere")
+    assert _pinned({"host": "127.0.0.1"})[0]["sslrootcert"] == mine
 
 
 @pytest.mark.parametrize("named_in", ["HOST", "PGHOST"])
@@ -478,11 +473,14 @@ def test_a_private_link_name_is_looked_up_for_every_connection(
     if named_in == "PGHOST":
         monkeypatch.setenv("PGHOST", name)
         params = {}
-    assert _settled(params)[0]["hostaddr"] == "10.0.0.5"
-    assert _settled(params)[0]["hostaddr"] == "10.0.0.6"
+    first, route = _pinned(params)
+    assert (first["host"], first["hostaddr"]) == ("srv.postgres.database.azure.com", "10.0.0.5")
+    assert route.hostaddrs == ("10.0.0.5",)
+    again, route = _pinned(params)
+    assert again["hostaddr"] == "10.0.0.6" and route.hostaddrs == ("10.0.0.6",)
     assert len(looked_up) == 2
-    # Worked out afresh each time: from PGHOST, once more after HOST is written.
-    assert len(resolutions) == (2 if named_in == "HOST" else 4)
+    # Decided once: from PGHOST, once more after HOST is written.
+    assert len(resolutions) == (1 if named_in == "HOST" else 2)
 
 
 def test_a_private_link_name_that_did_not_resolve_is_looked_up_again(
@@ -491,33 +489,16 @@ def test_a_private_link_name_that_did_not_resolve_is_looked_up_again(
     answers = iter([None, "10.0.0.5"])  # DNS fails once, then answers
     monkeypatch.setattr(tls, "_address", lambda host, port: next(answers))
     params = {"host": "srv.privatelink.postgres.database.azure.com"}
-    assert "hostaddr" not in _settled(params)[0]  # libpq will say the name does not resolve
-    again = _settled(params)[0]
+    failed = _pinned(params)[0]  # libpq will say the name does not resolve
+    assert (failed["host"], failed["hostaddr"]) == (params["host"], "")
+    again = _pinned(params)[0]
     assert (again["host"], again["hostaddr"]) == ("srv.postgres.database.azure.com", "10.0.0.5")
 
 
-def test_nothing_is_kept_when_the_environment_changed_meanwhile(
+def test_settings_libpq_refuses_are_not_pinned(
     resolutions: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Another thread sets PGSSLMODE while a settlement is worked out: the outcome may be
-    the new environment's, so it is not kept under the old one's key."""
-    real = tls._settle
-
-    def changing(*args: Any, **kwargs: Any) -> Any:
-        monkeypatch.setenv("PGSSLMODE", "disable")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tls, "_settle", changing)
-    params = {"host": "127.0.0.1"}
-    assert _settled(params)[0]["sslmode"] == "disable"
-    monkeypatch.delenv("PGSSLMODE")
-    monkeypatch.setattr(tls, "_settle", real)
-    assert _settled(params)[0]["sslmode"] == "require"
-    assert len(resolutions) == 2
-
-
-def test_a_refusal_by_libpq_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A refusal may come from what the key leaves out: libpq is asked again next time."""
+    """Nothing is known about where such settings go: decided again next time."""
     real = tls._ask_libpq
     answers = iter([(None, "libpq said no"), None])
 
@@ -525,30 +506,164 @@ def test_a_refusal_by_libpq_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None
         return next(answers) or real(given)
 
     monkeypatch.setattr(tls, "_ask_libpq", asked)
-    assert tls.libpq_view({"host": "127.0.0.1"}) == (None, "libpq said no")
-    assert tls.libpq_view({"host": "127.0.0.1"})[0] is not None
+    assert _pinned({"host": "127.0.0.1"})[1].unresolved_service
+    assert not _pinned({"host": "127.0.0.1"})[1].unresolved_service
+    assert len(resolutions) == 2
 
 
-@pytest.mark.parametrize("named_in", ["settings", "PGSERVICE"])
-def test_with_a_service_the_route_is_worked_out_every_time(
+@pytest.mark.parametrize(
+    "named_in", ["settings", "PGSERVICE", "empty in settings", "empty PGSERVICE"]
+)
+def test_a_service_is_read_once_when_the_route_is_decided(
     resolutions: list[dict[str, Any]],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     named_in: str,
 ) -> None:
-    params: dict[str, Any] = {"service": "svc"}
-    if named_in == "PGSERVICE":
-        monkeypatch.setenv("PGSERVICE", "svc")
+    """An empty name is a service too: libpq reads the file's ``[]`` section."""
+    name = "" if named_in.startswith("empty") else "svc"
+    params: dict[str, Any] = {"service": name}
+    if named_in.endswith("PGSERVICE"):
+        monkeypatch.setenv("PGSERVICE", name)
         params = {}
-    _service_file(tmp_path, "[svc]\nhost=127.0.0.1\nsslmode=require\n")
-    assert _settled(params)[0]["sslmode"] == "require"
-    _service_file(tmp_path, "[svc]\nhost=127.0.0.1\nsslmode=disable\n")  # edited on disk
-    assert _settled(params)[0]["sslmode"] == "disable"
-    assert len(resolutions) == 2
+    _service_file(tmp_path, f"[{name}]\nhost=127.0.0.1\nsslmode=disable\n")
+    first = _pinned(params)
+    assert (first[0]["host"], first[0]["sslmode"], first[1].local) == ("127.0.0.1", "disable", True)
+    _service_file(tmp_path, f"[{name}]\nhost=db.contoso.test\nsslmode=disable\n")  # edited
+    assert _pinned(params) == first and len(resolutions) == 1
+    assert tls.libpq_view(_pinned(params)[0])[0]["host"] == "127.0.0.1"  # type: ignore[index]
+    # Decided afresh (a restart), the same settings are refused for a token.
+    fresh = _pinned(params, alias="restarted")[1]
+    assert fresh.hosts == ("db.contoso.test",) and tls.problem(fresh, "restarted")
 
 
-def test_a_what_if_environment_is_never_kept(resolutions: list[dict[str, Any]]) -> None:
+def test_a_what_if_environment_is_never_pinned(resolutions: list[dict[str, Any]]) -> None:
     params = {"host": "db.example.com"}
-    assert _settled(params, environ={"PGSSLMODE": "require"})[0]["sslmode"] == "require"
-    assert _settled(params, environ={})[0]["sslmode"] == "verify-full"
+    assert _pinned(params, environ={"PGSSLMODE": "require"})[0]["sslmode"] == "require"
+    assert _pinned(params, environ={})[0]["sslmode"] == "verify-full"
     assert len(resolutions) == 2
+
+
+# -- "local" is an address, never a name DNS may answer ------------------------------------
+
+
+@pytest.mark.parametrize("sslmode", ["disable", None])
+def test_localhost_with_a_trailing_dot_gets_no_token(
+    make_wrapper: MakeWrapper,
+    emulator: IdentityEmulator,
+    mitm_cert: tuple[Path, Path],
+    sslmode: str | None,
+) -> None:
+    """glibc does not match ``localhost.`` in the hosts file: DNS answers it."""
+    before = emulator.stats.token_requests
+    with FakePostgres(cert=mitm_cert if sslmode is None else None) as fake:
+        options = {} if sslmode is None else {"sslmode": sslmode}
+        wrapper = make_wrapper(HOST="localhost.", PORT=str(fake.port), OPTIONS=options)
+        with pytest.raises(OperationalError):
+            wrapper.ensure_connection()
+    assert fake.passwords == []
+    if sslmode is not None:
+        assert emulator.stats.token_requests == before  # refused before a token
+
+
+def test_localhost_is_local_only_through_the_hosts_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    hosts = tmp_path / "hosts"
+    monkeypatch.setattr(tls, "HOSTS_FILE", str(hosts))
+    hosts.write_text("127.0.0.1 localhost\n::1 localhost ip6-localhost\n")
+    assert tls.resolve({"host": "localhost"}, {}).local
+    assert not tls.resolve({"host": "localhost."}, {}).local
+    hosts.write_text("# an image without the line\n10.0.0.1 db\n")
+    assert not tls.resolve({"host": "localhost"}, {}).local
+    hosts.write_text("127.0.0.1 localhost\n10.1.1.1 localhost\n")  # not only loopback
+    assert not tls.resolve({"host": "localhost"}, {}).local
+    assert _pinned({"host": "localhost"})[0]["sslmode"] == "verify-full"
+
+
+# -- what moved the route after the first connection, through the ENGINE ------------------
+
+
+def _reach_fake_after_first_login(
+    wrapper: Any, fake: FakePostgres, move: Callable[[], None], *, pooled: bool = False
+) -> None:
+    """Log in once, ``move`` the environment or service file to ``fake``, log in again."""
+    if pooled:
+        pool = wrapper.pool
+        pool.open(wait=True)
+        held = pool.getconn()
+        move()
+        second = pool.getconn()  # a new physical connection
+        pool.putconn(second)
+        pool.putconn(held)
+        return
+    wrapper.ensure_connection()
+    wrapper.close()
+    move()
+    wrapper.ensure_connection()
+    wrapper.close()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("named_in", "pooled"),
+    [
+        ("settings", False),
+        ("empty in settings", False),
+        ("empty PGSERVICE", False),
+        ("settings", True),
+    ],
+)
+def test_a_service_file_edited_later_moves_no_token(
+    make_wrapper: MakeWrapper,
+    postgres: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    named_in: str,
+    pooled: bool,
+) -> None:
+    if pooled and not _HAS_POOL:
+        pytest.skip("Django's native pool needs 5.1+")
+    name = "" if named_in.startswith("empty") else "svc"
+    options: dict[str, Any] = {"service": name}
+    if named_in.endswith("PGSERVICE"):
+        monkeypatch.setenv("PGSERVICE", name)
+        options = {}
+    if pooled:
+        options["pool"] = {"min_size": 1, "max_size": 2}
+    _service_file(tmp_path, f"[{name}]\nhost=127.0.0.1\nport={postgres.port}\n")
+    wrapper = make_wrapper(HOST="", PORT="", OPTIONS=options)
+    with FakePostgres(cert=None) as fake:
+
+        def move() -> None:  # to a host that takes plaintext, as the local one did
+            _service_file(
+                tmp_path,
+                f"[{name}]\nhost=db.contoso.test\nhostaddr=127.0.0.1\nport={fake.port}\n"
+                "sslmode=require\n",
+            )
+
+        _reach_fake_after_first_login(wrapper, fake, move, pooled=pooled)
+    assert fake.connections == 0 and fake.passwords == []
+
+
+@pytest.mark.integration
+def test_the_c_environment_changed_later_moves_no_token(
+    make_wrapper: MakeWrapper, postgres: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``os.putenv`` (ctypes, a C extension) changes what libpq reads, not ``os.environ``."""
+    monkeypatch.setenv("PGHOST", "127.0.0.1")
+    monkeypatch.setenv("PGPORT", str(postgres.port))
+    monkeypatch.setenv("PGHOSTADDR", "127.0.0.1")
+    wrapper = make_wrapper(HOST="", PORT="")
+    with FakePostgres(cert=None) as fake:
+
+        def move() -> None:
+            os.putenv("PGHOST", "db.contoso.test")
+            os.putenv("PGPORT", str(fake.port))
+            os.putenv("PGSSLMODE", "disable")
+
+        try:
+            _reach_fake_after_first_login(wrapper, fake, move)
+        finally:
+            os.unsetenv("PGSSLMODE")
+    assert fake.connections == 0 and fake.passwords == []

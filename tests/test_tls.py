@@ -59,6 +59,13 @@ def test_bundled_roots_are_exactly_azures_and_not_about_to_expire() -> None:
 # -- the policy, offline -----------------------------------------------------------
 
 
+def written(params: dict[str, Any], environ: dict[str, str], **kwargs: Any) -> dict[str, Any]:
+    """``params`` with the route's decision written in."""
+    out = dict(params)
+    tls.decide(params, environ, **kwargs).apply(out)
+    return out
+
+
 @pytest.mark.parametrize(
     "host",
     [
@@ -73,33 +80,34 @@ def test_bundled_roots_are_exactly_azures_and_not_about_to_expire() -> None:
     ],
 )
 def test_azure_hosts_default_to_verify_full_with_azure_roots(host: str) -> None:
-    params = tls.apply_defaults({"host": host}, {})
+    params = written({"host": host}, {})
     assert params["sslmode"] == "verify-full"
     assert params["sslrootcert"] == tls.azure_roots()
 
 
 @pytest.mark.parametrize("host", ["db.internal", "10.0.0.4", "notpostgres.database.azure.com"])
 def test_other_hosts_get_verify_full_for_tokens_and_require_for_passwords(host: str) -> None:
-    assert tls.apply_defaults({"host": host}, {}) == {"host": host, "sslmode": "verify-full"}
-    assert tls.apply_defaults({"host": host}, {}, token=False)["sslmode"] == "require"
+    params = written({"host": host}, {})
+    assert (params["host"], params["sslmode"]) == (host, "verify-full")
+    assert written({"host": host}, {}, token=False)["sslmode"] == "require"
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "/tmp", ""])
 def test_this_machine_keeps_require(host: str) -> None:
-    assert tls.apply_defaults({"host": host}, {})["sslmode"] == "require"
+    assert written({"host": host}, {})["sslmode"] == "require"
 
 
 def test_the_users_choice_wins(tmp_path: Path) -> None:
     az = "myserver.postgres.database.azure.com"
-    assert tls.apply_defaults({"host": az, "sslmode": "require"}, {})["sslmode"] == "require"
-    mine = {"host": az, "sslrootcert": "/etc/my-ca.pem"}
-    assert tls.apply_defaults(dict(mine), {}) == {**mine, "sslmode": "verify-full"}
-    assert "sslrootcert" not in tls.apply_defaults({"host": az}, {"PGSSLROOTCERT": "/x.pem"})
-    assert tls.apply_defaults({"host": az}, {"PGSSLMODE": "verify-ca"})["sslmode"] == "verify-ca"
+    assert written({"host": az, "sslmode": "require"}, {})["sslmode"] == "require"
+    mine = written({"host": az, "sslrootcert": "/etc/my-ca.pem"}, {})
+    assert (mine["sslrootcert"], mine["sslmode"]) == ("/etc/my-ca.pem", "verify-full")
+    assert written({"host": az}, {"PGSSLROOTCERT": "/x.pem"})["sslrootcert"] == "/x.pem"
+    assert written({"host": az}, {"PGSSLMODE": "verify-ca"})["sslmode"] == "verify-ca"
     service = tmp_path / "pg_service.conf"
     service.write_text(f"[prod]\nhost={az}\nsslmode=prefer\n")
     env = {"PGSERVICEFILE": str(service)}
-    route = tls.resolve(tls.apply_defaults({"service": "prod"}, env), env)
+    route = tls.resolve(written({"service": "prod"}, env), env)
     assert (route.sslmode, route.azure) == ("prefer", True)
     assert tls.problem(route, "default") is not None
 

@@ -3,16 +3,19 @@
 Built once from the alias's validated settings (:meth:`Connector.from_settings`),
 it is what every path that sends a token goes through: the plain connection and
 ``CONN_MAX_AGE`` (``mixin.get_new_connection``), the pool's connection class
-(``pool.py``), ``dbshell`` (``client.py``) and the doctor. ``manage.py check``,
+(``_pool.py``), ``dbshell`` (``_client.py``) and the doctor. ``manage.py check``,
 which builds no login, judges its route with :func:`routed` too.
 
-The route (``tls.py``: where libpq sends the login, and how) is worked out
-**once per physical connection**: :func:`routed` writes the TLS defaults into
-the parameters and keeps the route it found beside them (a :class:`Routed`
-dict), and :meth:`Connector.connect` guards with that same route instead of
-asking libpq again. Parameters that no longer match what was judged (a
-subclass changed them, or they were copied) are judged afresh: the guard never
-trusts a route for parameters it was not worked out for.
+**The route is decided once per alias** (:func:`routed` with an alias): the first
+connection works it out from the settings, the service file and the environment
+(``tls.decide``) and every later one writes the same explicit host, hostaddr,
+port, sslmode and sslrootcert into its parameters. Explicit parameters beat the
+service file and the ``PG*`` variables in libpq, so nothing outside the settings
+can move where the token goes; changing the environment or the service file
+needs a restart, like a change of settings. Only private-link names are looked
+up again for each connection (a failover moves their address). The decision is
+kept per alias *and* parameters (without the password): a settings override
+gets its own.
 
 No Django import here.
 """
@@ -20,6 +23,7 @@ No Django import here.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -33,7 +37,7 @@ C = TypeVar("C")
 
 
 class Routed(dict[str, Any]):
-    """Connection parameters with the TLS defaults written in, and the route they take.
+    """Connection parameters with the route's keys written in, and the route they take.
 
     A plain ``dict`` to everything else (Django, psycopg, a wrapped backend). The
     parameters as judged are kept, so that a route is reused only for the very
@@ -49,20 +53,63 @@ class Routed(dict[str, Any]):
         return self.route if self == self.judged else None
 
 
+_PINNED: dict[tuple[Any, ...], tls.Decision] = {}
+_PINNED_MAX = 256
+_pin_lock = threading.Lock()
+
+
+def _pin_key(alias: str, token: bool, params: Mapping[str, Any]) -> tuple[Any, ...]:
+    given = tls.libpq_params(params)
+    return (alias, token, tuple(sorted((k, str(v)) for k, v in given.items() if k != "password")))
+
+
+def decision(
+    alias: str | None,
+    params: Mapping[str, Any],
+    environ: Mapping[str, str] = os.environ,
+    *,
+    token: bool = True,
+    dial: bool = True,
+) -> tls.Decision:
+    """The alias's decision for ``params``: the pinned one, else decided now (and pinned
+    when it is this process's own environment, online, and libpq could use it)."""
+    if alias is None or environ is not os.environ or not dial:
+        return tls.decide(params, environ, token=token, dial=dial)
+    key = _pin_key(alias, token, params)
+    found = _PINNED.get(key)
+    if found is None:
+        found = tls.decide(params, environ, token=token, dial=dial)
+        if found.pinnable:
+            with _pin_lock:
+                if len(_PINNED) >= _PINNED_MAX:
+                    _PINNED.clear()
+                found = _PINNED.setdefault(key, found)
+    return found
+
+
+def forget_routes() -> None:
+    """Drop every pinned route (tests; a process that changed its environment on purpose)."""
+    with _pin_lock:
+        _PINNED.clear()
+
+
 def routed(
     params: Mapping[str, Any],
     environ: Mapping[str, str] = os.environ,
     *,
     token: bool = True,
     dial: bool = True,
+    alias: str | None = None,
 ) -> Routed:
-    """``params`` with the route policy's defaults (``tls.settle``), and the route: one resolution.
+    """``params`` with the route's keys written in (``tls.Decision``), and the route.
 
-    ``token``: a token login (stricter defaults; see tls.py). ``dial=False``: offline
-    (``manage.py check``), private-link names are renamed but not looked up.
+    ``alias``: pin the decision for this alias (see the module docstring); without one,
+    decided afresh (``manage.py check``, what-ifs). ``token``: a token login (stricter
+    defaults; see tls.py). ``dial=False``: offline (``manage.py check``), private-link
+    names are renamed but not looked up.
     """
     result = Routed(params)
-    result.route = tls.settle(result, environ, token=token, dial=dial)
+    result.route = decision(alias, params, environ, token=token, dial=dial).apply(result)
     result.judged = dict(result)
     return result
 
@@ -101,8 +148,8 @@ class Connector:
         return self.login.alias
 
     def routed(self, params: Mapping[str, Any]) -> Routed:
-        """``params`` with a token login's TLS defaults, and their route (one resolution)."""
-        return routed(params, token=True)
+        """``params`` with the alias's pinned route written in, and the route."""
+        return routed(params, token=True, alias=self.alias)
 
     def guard(self, params: Mapping[str, Any]) -> tuple[Routed, tls.Route]:
         """The parameters to send a token with, and their route, checked (``tls.check``).
@@ -120,9 +167,8 @@ class Connector:
     def connect(self, connect: Callable[..., C], params: Mapping[str, Any]) -> C:
         """``connect(**params)`` with a token as the password, along a guarded route.
 
-        The route is worked out once for this physical connection (or taken from
-        :meth:`routed`, which worked it out for these very parameters) and serves
-        both the TLS defaults and the guard. The login (one retry with a fresh token
+        The route is the alias's pinned one (taken from :meth:`routed`'s result when
+        ``params`` is one, unchanged). The login (one retry with a fresh token
         for a stale one) is ``TokenLogin.connect``; telemetry observes it and
         ``tls.explained`` says how to fix a certificate that did not verify.
         """

@@ -135,14 +135,53 @@ def _is_loopback_ip(value: str) -> bool:
         return False
 
 
+HOSTS_FILE = "/etc/hosts"
+"""Where a name is looked up before DNS (glibc's ``files`` source, first in the usual
+``/etc/nsswitch.conf``)."""
+
+
 def _is_local_host(host: str) -> bool:
+    """On this machine: a Unix socket, a loopback address, or a name that the hosts
+    file maps to loopback addresses only.
+
+    A name is never judged by its spelling: ``localhost.`` (glibc does not match it in
+    the hosts file) or ``localhost`` on an image whose hosts file lacks the line is
+    answered by DNS, which may name any machine.
+    """
     host = host.strip()
     return (
         host == ""  # libpq's default: the Unix socket (localhost on Windows)
         or host.startswith(("/", "@"))  # a Unix socket directory / abstract socket
-        or host.lower().rstrip(".") == "localhost"
         or _is_loopback_ip(host)
+        or _hosts_file_loopback(host)
     )
+
+
+def _hosts_file_loopback(name: str) -> bool:
+    try:
+        mtime = os.stat(HOSTS_FILE).st_mtime_ns
+    except OSError:
+        return False
+    found = _read_hosts_file(HOSTS_FILE, mtime).get(name.lower(), ())
+    return bool(found) and all(_is_loopback_ip(a) for a in found)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_hosts_file(path: str, mtime: int) -> dict[str, tuple[str, ...]]:
+    """Name → addresses, as glibc reads the hosts file (cached per path and mtime)."""
+    names: dict[str, tuple[str, ...]] = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return {}
+    for raw in lines:
+        fields = raw.split("#", 1)[0].split()
+        if len(fields) < 2:
+            continue
+        for name in fields[1:]:
+            names[name.lower()] = (*names.get(name.lower(), ()), fields[0])
+    return names
 
 
 @dataclass(frozen=True)
@@ -155,6 +194,7 @@ class Route:
     sslmode: str
     sslmode_from: str
     sslrootcert: str | None
+    port: str = ""
     unresolved_service: bool = False
     """libpq cannot use these settings (an unknown service, a broken service file):
     nothing may be sent, and nothing is known about where it would go."""
@@ -225,43 +265,6 @@ def libpq_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k in keywords and v is not None}
 
 
-@functools.lru_cache(maxsize=1)
-def _route_variables() -> tuple[str, ...]:
-    """The environment variables behind a route: those libpq reads for the route's
-    keywords (``PGHOST``, ``PGHOSTADDR``, ``PGPORT``, ``PGSSLMODE``,
-    ``PGSSLROOTCERT``), ``PGREQUIRESSL`` (the old spelling of ``sslmode=require``,
-    which older libpq builds still read) and ``HOME`` (libpq's default files); first
-    of all ``PGSERVICE``."""
-    names = {
-        o.envvar.decode()
-        for o in pq.Conninfo.get_defaults()
-        if o.envvar and o.keyword.decode() in _ROUTE_KEYS
-    }
-    return ("PGSERVICE", *sorted(names | {"PGREQUIRESSL", "HOME"}))
-
-
-def _route_environment() -> tuple[str | None, ...] | None:
-    """This process's values of :func:`_route_variables`; ``None`` when a service is
-    named there (its file on disk counts too, so nothing may be kept)."""
-    values = tuple(map(os.environ.get, _route_variables()))
-    return None if values[0] else values
-
-
-def _kept_key(params: Mapping[str, Any], *extra: Any) -> tuple[Any, ...] | None:
-    """What a kept answer about ``params`` depends on, or ``None`` when it may not be kept
-    (a service is named: the service file may change on disk)."""
-    given = libpq_params(params)
-    environment = _route_environment()
-    if given.get("service") or environment is None:
-        return None
-    probed = tuple(sorted((k, str(v)) for k, v in given.items() if k not in _NOT_PROBED))
-    return (probed, environment, *extra)
-
-
-_KEPT_MAX = 64
-_VIEWS: dict[tuple[Any, ...], tuple[dict[str, str], str]] = {}
-
-
 def libpq_view(params: Mapping[str, Any]) -> tuple[dict[str, str] | None, str]:
     """``(host, hostaddr, port, sslmode, sslrootcert)`` as libpq will use them for
     ``params``, with the service file and ``PG*`` variables of this process applied;
@@ -269,27 +272,10 @@ def libpq_view(params: Mapping[str, Any]) -> tuple[dict[str, str] | None, str]:
 
     libpq is stopped by an invalid ``target_session_attrs`` (validated after every
     option is read, before any host name lookup or socket), so nothing is dialled.
-    The password is never passed.
-
-    Asking libpq holds the GIL for about 90 µs, on every new physical connection.
-    Without a service, libpq's route values depend only on the parameters and the
-    variables of :func:`_route_variables`, so an answer is kept, keyed on exactly
-    those — never on the password, which is not among them. With a service, files
-    on disk count too: libpq is asked every time. A refusal is not kept (it may
-    come from any other variable; asking again costs only the rare failure).
+    The password is never passed. Asked once per alias (:func:`decide`), not per
+    connection: the decision is written into the parameters.
     """
-    key = _kept_key(params)
-    view = _VIEWS.get(key) if key is not None else None
-    if view is None:
-        values, message = _ask_libpq(
-            {k: v for k, v in libpq_params(params).items() if k not in _NOT_PROBED}
-        )
-        if values is None or key is None:
-            return values, message
-        view = (values, message)
-        _keep(_VIEWS, key, view)
-    values, message = view
-    return dict(values), message  # callers may change theirs
+    return _ask_libpq({k: v for k, v in libpq_params(params).items() if k not in _NOT_PROBED})
 
 
 def _ask_libpq(given: dict[str, Any]) -> tuple[dict[str, str] | None, str]:
@@ -336,13 +322,22 @@ def service_files(params: Mapping[str, Any], environ: Mapping[str, str]) -> list
     return files
 
 
+def service_name(params: Mapping[str, Any], environ: Mapping[str, str]) -> str | None:
+    """The service libpq reads, or ``None``. An empty name is a name: libpq then reads
+    the file's ``[]`` section (fe-connect.c tests the value against NULL, not "")."""
+    name = params.get("service")
+    if name is None:
+        name = environ.get("PGSERVICE")
+    return None if name is None else str(name)
+
+
 def service_values(
     params: Mapping[str, Any], environ: Mapping[str, str]
 ) -> tuple[dict[str, str], bool]:
     """The service file's values for the service in use, and whether one was named but
     not found in the files this model knows (libpq may still find it in its sysconfdir)."""
-    name = params.get("service") or environ.get("PGSERVICE")
-    if not name:
+    name = service_name(params, environ)
+    if name is None:
         return {}, False
     for path, _ in service_files(params, environ):
         try:
@@ -403,6 +398,7 @@ def _model(params: Mapping[str, Any], environ: Mapping[str, str]) -> Route:
     hostaddr, _ = lookup("hostaddr", "PGHOSTADDR")
     sslmode, sslmode_from = lookup("sslmode", "PGSSLMODE")
     rootcert, _ = lookup("sslrootcert", "PGSSLROOTCERT")
+    port, _ = lookup("port", "PGPORT")
     return Route(
         hosts=_split(host),
         host_from=host_from,
@@ -410,6 +406,7 @@ def _model(params: Mapping[str, Any], environ: Mapping[str, str]) -> Route:
         sslmode=(sslmode or "prefer").strip().lower(),
         sslmode_from=sslmode_from,
         sslrootcert=rootcert,
+        port=port or "",
         unresolved_service=missing,
     )
 
@@ -432,6 +429,7 @@ def resolve(params: Mapping[str, Any], environ: Mapping[str, str] = os.environ) 
             sslmode=model.sslmode,
             sslmode_from=model.sslmode_from,
             sslrootcert=model.sslrootcert,
+            port=model.port,
             unresolved_service=True,
             libpq_error=error,
         )
@@ -453,6 +451,7 @@ def resolve(params: Mapping[str, Any], environ: Mapping[str, str] = os.environ) 
         sslmode=sslmode,
         sslmode_from=sslmode_from,
         sslrootcert=view.get("sslrootcert") or None,
+        port=view.get("port") or "",
     )
 
 
@@ -481,103 +480,106 @@ def dial_private_link(params: dict[str, Any], *, dial: bool = True) -> dict[str,
         return params
     hosts = host.split(",")
     if not params.get("hostaddr") and dial:
-        port = params.get("port")
-        single_port = not (isinstance(port, str) and "," in port)
-        addresses = [
-            _address(h, port if single_port else None) if own_name(h) else "" for h in hosts
-        ]
-        if any(a is None for a in addresses):
+        addresses = _addresses(host, params.get("port"))
+        if addresses is None:
             return params  # libpq reports the name that does not resolve
-        params["hostaddr"] = ",".join(a or "" for a in addresses)
+        params["hostaddr"] = addresses
     params["host"] = ",".join(own_name(h) or h for h in hosts)
     return params
 
 
-def apply_defaults(
-    params: dict[str, Any],
+_DEFAULT_ROOT_FILE = os.path.join(".postgresql", "root.crt")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where and how one alias's logins go, decided once and written out explicitly.
+
+    ``written`` holds every key that decides the route — host, hostaddr, port,
+    sslmode, sslrootcert — with an explicit empty value where none applies. libpq
+    ranks explicit parameters above the service file and the ``PG*`` variables
+    (fe-connect.c, conninfo_add_defaults fills only options that are still NULL), so
+    once written, nothing outside the settings moves the route: not a changed
+    environment (Python's or C's), not a service file edited on disk, not ``HOME``.
+
+    ``linked``: HOST's private-link names, when their addresses are looked up for
+    every connection (a failover moves them); everything else is fixed.
+    """
+
+    written: Mapping[str, str]
+    route: Route
+    linked: str = ""
+    pinnable: bool = True
+    """Worth keeping for later connections: libpq could use the settings."""
+
+    def apply(self, params: dict[str, Any]) -> Route:
+        """Write the decision into ``params`` (in place); the route this connection takes."""
+        params.update(self.written)
+        if not self.linked:
+            return self.route
+        own = ",".join(own_name(h) or h for h in self.linked.split(","))
+        addresses = _addresses(self.linked, params.get("port"))
+        if addresses is None:
+            # libpq reports the name that does not resolve (and would verify the
+            # private-link name, which no Azure certificate carries).
+            params["host"], params["hostaddr"] = self.linked, ""
+            return dataclasses.replace(self.route, hosts=_split(self.linked), hostaddrs=())
+        params["host"], params["hostaddr"] = own, addresses
+        return dataclasses.replace(self.route, hosts=_split(own), hostaddrs=_split(addresses))
+
+
+def decide(
+    params: Mapping[str, Any],
     environ: Mapping[str, str] = os.environ,
     *,
     token: bool = True,
     dial: bool = True,
-) -> dict[str, Any]:
-    """``params`` with an explicit sslmode (and, for Azure hosts, sslrootcert), in place.
+) -> Decision:
+    """The route ``params`` take, with the policy's defaults, as a :class:`Decision`.
 
-    Explicit values beat the service file and ``PG*`` variables in libpq; the value
-    written is libpq's own where something set one, so what is checked is what
-    libpq does. ``token``: a token login (non-Azure hosts then default to
-    verify-full). ``dial``: resolve private-link names (see :func:`dial_private_link`).
+    ``token``: a token login (non-Azure hosts then default to verify-full).
+    ``dial=False`` (``manage.py check``: offline) renames private-link names without
+    looking them up. Works out everything from libpq's own view of this process's
+    settings, service file and environment (a what-if ``environ`` is judged by the
+    model alone); the connector (connector.py) keeps the result per alias.
     """
-    settle(params, environ, token=token, dial=dial)
-    return params
+    work = dict(params)
+    # Private-link names are renamed here and looked up by apply(), per connection.
+    route, linked = _settle(work, environ, token=token, dial=False)
+    if route.unresolved_service:
+        return Decision({}, route, pinnable=False)
+    rootcert = route.sslrootcert
+    if not rootcert:
+        # libpq's default root file, under HOME as it is now: HOME may change later.
+        rootcert = os.path.join(os.path.expanduser("~"), _DEFAULT_ROOT_FILE)
+    route = dataclasses.replace(route, sslrootcert=rootcert)
+    written = {
+        "host": ",".join(route.hosts),
+        "hostaddr": ",".join(route.hostaddrs),
+        "port": route.port,
+        "sslmode": route.sslmode,
+        "sslrootcert": rootcert,
+    }
+    return Decision(written, route, linked if dial else "")
 
 
-_SETTLED: dict[tuple[Any, ...], tuple[dict[str, Any], Route, bool | None]] = {}
-_WRITTEN = ("sslmode", "sslrootcert")
-
-
-def settle(
-    params: dict[str, Any],
-    environ: Mapping[str, str] = os.environ,
-    *,
-    token: bool = True,
-    dial: bool = True,
-) -> Route:
-    """:func:`apply_defaults` on ``params`` (in place), and the route of the result.
-
-    The route is worked out once, before the defaults are written, and the defaults
-    are then written into it: an explicit sslmode (and root file) is exactly what
-    libpq would report for the final parameters, so a second :func:`resolve` of them
-    would only repeat the first. The connector (connector.py) guards with this route.
-
-    Every new physical connection settles its parameters, which are the same each
-    time but for the password. So the outcome is kept, keyed on everything it
-    depends on — the parameters without the password, the route's environment
-    variables (:func:`_kept_key`), ``token`` and ``dial``, and whether
-    ``~/.postgresql/root.crt`` exists where that decided the root file — and only
-    where nothing else counts: no service, and HOST neither renamed nor dialled
-    (a private-link name is looked up in DNS every time).
-    """
-    key = _kept_key(params, token, dial) if environ is os.environ else None
-    kept = _SETTLED.get(key) if key is not None else None
-    if kept is not None:
-        written, route, root_file = kept
-        if root_file is None or root_file == _default_root_file_exists():
-            params.update(written)
-            return route
-    host, hostaddr = params.get("host"), params.get("hostaddr")
-    route, root_file = _settle(params, environ, token=token, dial=dial)
-    if (
-        key is not None
-        and not route.unresolved_service
-        # A private-link name is looked up for every connection: one in HOST (also when
-        # its lookup failed and HOST was left as it was, to be tried again once DNS
-        # answers), or one from PGHOST or a service file, which settling writes into HOST.
-        and not _has_private_link_name(host)
-        and (params.get("host"), params.get("hostaddr")) == (host, hostaddr)
-    ):
-        _keep(_SETTLED, key, ({k: params[k] for k in _WRITTEN if k in params}, route, root_file))
-    return route
-
-
-def _has_private_link_name(host: Any) -> bool:
-    return isinstance(host, str) and any(own_name(h) for h in host.split(","))
-
-
-def _keep(store: dict[tuple[Any, ...], Any], key: tuple[Any, ...], value: Any) -> None:
-    """``store[key] = value``, unless the environment changed while ``value`` was worked
-    out (another thread's ``os.environ`` change: ``value`` may be the new one's)."""
-    if _route_environment() != key[1]:
-        return
-    if len(store) >= _KEPT_MAX:
-        store.clear()
-    store[key] = value
+def _addresses(hosts: str, port: Any) -> str | None:
+    """``hostaddr`` for ``hosts``: each private-link name's first address ("" for other
+    hosts), or ``None`` when one does not resolve."""
+    single_port = not (isinstance(port, str) and "," in port)
+    found = [
+        _address(h, port if single_port else None) if own_name(h) else "" for h in hosts.split(",")
+    ]
+    return None if any(a is None for a in found) else ",".join(a or "" for a in found)
 
 
 def _settle(
     params: dict[str, Any], environ: Mapping[str, str], *, token: bool, dial: bool
-) -> tuple[Route, bool | None]:
-    """:func:`settle` itself; also whether ``~/.postgresql/root.crt`` existed, where
-    that decided the root file (else ``None``)."""
+) -> tuple[Route, str]:
+    """The policy's defaults written into ``params`` (in place), and the route of the
+    result; also HOST's private-link names where their addresses are looked up per
+    connection (else "")."""
+    linked = _linked(params)
     dial_private_link(params, dial=dial)
     route = resolve(params, environ)
     if route.private_link and not params.get("host"):
@@ -586,10 +588,11 @@ def _settle(
         params["host"] = ",".join(route.hosts)
         if route.hostaddrs:
             params["hostaddr"] = ",".join(route.hostaddrs)
+        linked = _linked(params)
         dial_private_link(params, dial=dial)
         route = resolve(params, environ)
     if route.unresolved_service and environ is os.environ:
-        return route, None  # libpq refuses these settings itself; guard() says so before a token
+        return route, ""  # libpq refuses these settings itself; check() says so before a token
     if route.sslmode_from == "libpq default":
         if route.azure:
             params["sslmode"] = AZURE_DEFAULT
@@ -600,16 +603,26 @@ def _settle(
     else:
         params["sslmode"] = route.sslmode
     rootcert = route.sslrootcert
-    root_file = None
-    if params["sslmode"] in VERIFIED and route.azure and route.sslrootcert is None:
-        root_file = _default_root_file_exists()
-        if not root_file:
-            rootcert = params["sslrootcert"] = azure_roots()
+    if (
+        params["sslmode"] in VERIFIED
+        and route.azure
+        and route.sslrootcert is None
+        and not _default_root_file_exists()
+    ):
+        rootcert = params["sslrootcert"] = azure_roots()
     # What resolve() reports for the parameters as written: the sslmode is explicit now.
     route = dataclasses.replace(
         route, sslmode=params["sslmode"], sslmode_from="settings", sslrootcert=rootcert
     )
-    return route, root_file
+    return route, linked
+
+
+def _linked(params: Mapping[str, Any]) -> str:
+    """HOST, when it has private-link names whose addresses are to be looked up."""
+    host = params.get("host")
+    if params.get("hostaddr") or not isinstance(host, str):
+        return ""
+    return host if any(own_name(h) for h in host.split(",")) else ""
 
 
 def problem(route: Route, alias: str) -> str | None:
@@ -647,7 +660,7 @@ def guard(
 
 
 def check(alias: str, route: Route, *, allow_plaintext: bool = False) -> Route:
-    """:func:`guard` for a route already worked out (:func:`settle`); ``route`` itself."""
+    """:func:`guard` for a route already worked out (:func:`decide`); ``route`` itself."""
     refused = problem(route, alias)
     if refused:
         if not allow_plaintext or route.unresolved_service:

@@ -215,23 +215,38 @@ def test_hooks_stop_without_az_login(tmp_path: Path, wheel: Path) -> None:
     assert not [line for line in run.lines if "manage.py" in line]
 
 
-def test_requirements_install_the_library_from_this_repository(tmp_path: Path, wheel: Path) -> None:
-    """A clean venv and ``pip install -r requirements.txt``: django-azure-pg comes from the
-    wheel built out of this checkout, the rest from the index."""
-    sample = wheel.parent.parent
+def test_requirements_install_outside_the_repository(tmp_path: Path, wheel: Path) -> None:
+    """The sample copied out of the repository builds its wheelhouse from a checkout named
+    by DJANGO_AZURE_PG_SOURCE (the route docs/deploy-your-app.md gives), then a clean venv's
+    ``pip install -r requirements.txt`` takes django-azure-pg from wheels/, the rest from the
+    index."""
+    checkout = wheel.parent.parent.parent  # the repository copy build_runtime_wheel made
+    site = tmp_path / "elsewhere" / "site"
+    shutil.copytree(SAMPLE, site, ignore=shutil.ignore_patterns("wheels", ".venv", "__pycache__"))
+    built = subprocess.run(
+        ["bash", str(site / "build-wheels.sh")],
+        env={**os.environ, "PYTHON": sys.executable, "DJANGO_AZURE_PG_SOURCE": str(checkout)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    (shipped,) = (site / "wheels").glob("django_azure_pg-*.whl")
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     python = env_dir / "bin" / "python"
     result = subprocess.run(
         [str(python), "-m", "pip", "install", "--disable-pip-version-check",
-         "-r", str(sample / "requirements.txt")],
+         "-r", str(site / "requirements.txt")],
         cwd=tmp_path,  # elsewhere: a relative --find-links is resolved against the file
         capture_output=True,
         text=True,
         timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"Processing {sample / 'wheels' / wheel.name}" in result.stdout, result.stdout
+    assert re.search(
+        rf"^Processing \S*elsewhere/site/wheels/{re.escape(shipped.name)}", result.stdout, re.M
+    ), result.stdout
     show = subprocess.run(
         [
             str(python),
@@ -245,6 +260,37 @@ def test_requirements_install_the_library_from_this_repository(tmp_path: Path, w
         check=True,
     )
     assert str(env_dir) in show.stdout
+
+
+def test_build_wheels_refuses_a_source_that_is_not_the_package(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    shutil.copytree(SAMPLE, site, ignore=shutil.ignore_patterns("wheels", ".venv", "__pycache__"))
+    done = subprocess.run(
+        ["bash", str(site / "build-wheels.sh")],
+        env={**os.environ, "DJANGO_AZURE_PG_SOURCE": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1 and "not a django-azure-pg checkout" in done.stderr
+    alone = subprocess.run(  # outside the repository, no source named: the index
+        ["bash", str(site / "build-wheels.sh")],
+        env={k: v for k, v in os.environ.items() if k != "DJANGO_AZURE_PG_SOURCE"},
+        capture_output=True,
+        text=True,
+    )
+    assert alone.returncode == 0 and "pip will use the package index" in alone.stdout
+    assert not (site / "wheels").exists()
+
+
+def test_sample_allows_every_django_the_package_supports() -> None:
+    from packaging.requirements import Requirement
+
+    lines = (SAMPLE / "requirements.txt").read_text().splitlines()
+    (django,) = [
+        Requirement(line.split("#")[0]) for line in lines if line.lower().startswith("django>")
+    ]
+    for version in ("4.2.20", "5.2.8", "6.0.1", "6.1.3"):
+        assert django.specifier.contains(version), (version, django)
 
 
 def test_config_files_parse() -> None:

@@ -55,6 +55,17 @@ def postgres(emulator: IdentityEmulator, azure_pg_server: LocalPostgres) -> Loca
 
 
 @pytest.fixture(scope="session")
+def plain_postgres(emulator: IdentityEmulator) -> Iterator[LocalPostgres]:
+    """A token-checked server without the kit's Azure front: refusals in PostgreSQL's own
+    words (``LDAP authentication failed for user "…"``), as another server or pooler words them."""
+    with LocalPostgres(ldap_port=emulator.ldap_port, azure_texts=False) as server:
+        server.create_entra_role(ROLE)
+        emulator.allow_role(ROLE)
+        server.create_database(ITEST_DB, owner=ROLE)
+        yield server
+
+
+@pytest.fixture(scope="session")
 def django_db_modify_db_settings(postgres: LocalPostgres) -> None:
     settings.DATABASES["default"]["PORT"] = str(postgres.port)
 

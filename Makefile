@@ -5,11 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: help install test lint types unit conformance-slice demo conformance bench soak dist matrix clean
+.PHONY: help install test lint types docs unit conformance-slice demo conformance bench soak dist matrix clean
 
 help:
 	@echo "make test         ruff, mypy, the test suite (starts its own PostgreSQL + identity emulator)"
 	@echo "                  and Django's backends/transactions/dbshell tests through the token path"
+	@echo "make docs         the documentation site (mkdocs, strict: a warning fails) into site/"
 	@echo "make demo         the sample site end to end on a local PostgreSQL across token rotations"
 	@echo "make conformance  Django's own test suite with ENGINE=django_azure_pg (and gis_tests with django_azure_pg.postgis)"
 	@echo "make bench        benchmarks (results in bench/results, docs/benchmarks.md)"
@@ -37,6 +38,11 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
+# The documentation site (mkdocs.yml, docs/); --strict: a warning (a broken link, a page
+# missing from the nav, an API name that no longer exists) fails the build.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
 unit: install
 	$(BIN)/pytest -q
 
@@ -48,7 +54,7 @@ conformance-slice: install
 	$(BIN)/python -m pip install -q tblib
 	$(BIN)/python conformance/run.py --token-only $(CONFORMANCE_SLICE)
 
-test: install lint types unit conformance-slice
+test: install lint types docs unit conformance-slice
 
 demo: install
 	$(BIN)/python -m harness.demo

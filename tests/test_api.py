@@ -1,4 +1,4 @@
-"""The public surface: every name README's API section promises exists, and the docs name
+"""The public surface: every name the API page (docs/api.md) promises exists, and the docs name
 every name a public module exports."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import pytest
 
 import django_azure_pg
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+API_PAGE = ROOT / "docs" / "api.md"
 PUBLIC_MODULES = (
     "django_azure_pg",
     "django_azure_pg.env",
@@ -34,13 +35,14 @@ DJANGO_ENTRY_POINTS = (
 )
 """Modules Django finds by their path: public by necessity, exporting nothing of their own."""
 FACADES = ("django_azure_pg.registry", "django_azure_pg.tokens")
-"""Public names of internal modules, re-exported where README's API section lists them."""
+"""Public names of internal modules, re-exported where the API page lists them."""
 
 
 def api_section() -> str:
-    text = README.read_text(encoding="utf-8")
-    match = re.search(r"^## API\n(.*?)^## ", text, re.S | re.M)
-    assert match, "README lost its API section"
+    """The API page's table of public names (before its generated reference)."""
+    text = API_PAGE.read_text(encoding="utf-8")
+    match = re.search(r"^# API\n(.*?)^## Reference\n", text, re.S | re.M)
+    assert match, "docs/api.md lost its table of public names"
     return match.group(1)
 
 
@@ -53,7 +55,7 @@ def test_every_exported_name_exists_and_is_documented(module: str) -> None:
         if name.startswith("__"):
             continue
         assert f"`{name}" in section or f".{name}`" in section or f".{name}(" in section, (
-            f"{module}.{name} is exported but README's API section does not name it"
+            f"{module}.{name} is exported but docs/api.md does not name it"
         )
 
 
@@ -72,7 +74,7 @@ def test_the_roots_file_ships_with_the_package() -> None:
 
 
 def test_everything_else_is_underscore_private() -> None:
-    """A module is public (in README's API section), a Django entry point, or has a
+    """A module is public (on the API page), a Django entry point, or has a
     leading underscore somewhere in its path."""
     found = [
         info.name
@@ -86,7 +88,7 @@ def test_everything_else_is_underscore_private() -> None:
         and name not in DJANGO_ENTRY_POINTS
         and not name.startswith("django_azure_pg.management.commands.")
     ]
-    assert stray == [], f"public-looking modules that README's API section does not list: {stray}"
+    assert stray == [], f"public-looking modules that docs/api.md does not list: {stray}"
     assert "django_azure_pg.base" in found  # the walk did find the package's modules
 
 
@@ -97,7 +99,6 @@ def test_a_facade_exports_its_public_names_and_nothing_else(module: str) -> None
     assert own == set(mod.__all__)
 
 
-ROOT = README.parent
 USERS_OF_THE_API = ("testing/django_azure_pg_testing", "harness", "sample_project")
 """Code that drives the package as its users do: it may use the public surface only."""
 

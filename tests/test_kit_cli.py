@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import os
+import re
 import shlex
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -17,25 +22,19 @@ from django.core.management import call_command
 from django.db import connections
 from django.db.utils import ConnectionHandler
 
+from django_azure_pg_testing.postgres import free_port
+
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def stack() -> Iterator[dict[str, str]]:
-    """``python -m django_azure_pg_testing --postgres --role aad_app --owner app_owner``."""
+STACK = ["--postgres", "--role", "aad_app", "--owner", "app_owner", "--database", "rehearsal"]
+
+
+@contextlib.contextmanager
+def running(*args: str) -> Iterator[dict[str, str]]:
+    """``python -m django_azure_pg_testing <args>`` until the block ends; what it printed."""
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "django_azure_pg_testing",
-            "--postgres",
-            "--role",
-            "aad_app",
-            "--owner",
-            "app_owner",
-            "--database",
-            "rehearsal",
-        ],
+        [sys.executable, "-m", "django_azure_pg_testing", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -57,6 +56,13 @@ def stack() -> Iterator[dict[str, str]]:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+@pytest.fixture
+def stack() -> Iterator[dict[str, str]]:
+    """``python -m django_azure_pg_testing --postgres --role aad_app --owner app_owner``."""
+    with running(*STACK) as printed:
+        yield printed
 
 
 def owner_connect(env: dict[str, str]) -> psycopg.Connection[Any]:
@@ -129,3 +135,72 @@ def test_owner_needs_postgres() -> None:
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     assert done.returncode == 2 and "--owner needs --postgres" in done.stderr
+
+
+def test_fixed_ports_and_state_print_the_same_variables_at_every_start(tmp_path: Path) -> None:
+    db_port, identity_port, state = free_port(), free_port(), tmp_path / "kit.json"
+    fixed = (
+        "--db-port",
+        str(db_port),
+        "--identity-port",
+        str(identity_port),
+        "--state",
+        str(state),
+    )
+    with running(*STACK, *fixed) as first, owner_connect(first) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("app_owner",)
+    assert state.stat().st_mode & 0o077 == 0  # the kept secrets are the user's alone
+    with running(*STACK, *fixed) as second, owner_connect(second) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    variables = {k: v for k, v in first.items() if not k.startswith("_")}
+    assert variables == {k: v for k, v in second.items() if not k.startswith("_")}
+    assert variables["AZURE_POSTGRESQL_PORT"] == str(db_port)
+    assert variables["IDENTITY_ENDPOINT"] == f"http://127.0.0.1:{identity_port}/msi/token"
+    assert set(json.loads(state.read_text())) == {
+        "identity_header", "owner_password", "client_id", "object_id"
+    }  # fmt: skip
+    with running(*STACK) as other:  # without --state: new secrets each start
+        assert other["IDENTITY_HEADER"] != variables["IDENTITY_HEADER"]
+
+
+def manage(stack: dict[str, str], *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``manage.py <args>`` of an app configured by nothing but the printed variables."""
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AZURE_POSTGRESQL_", "IDENTITY_", "MSI_", "AZURE_PG_"))
+    }
+    printed = {k: v for k, v in stack.items() if not k.startswith("_")}
+    return subprocess.run(
+        [sys.executable, "-m", "django", *args],
+        env={
+            **clean,
+            **printed,
+            **env,
+            "DJANGO_SETTINGS_MODULE": "tests.kit_settings",
+            "PYTHONPATH": os.pathsep.join(sys.path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+WHO = "from django.db import connection; print(connection.cursor().connection.info.user)"
+
+
+def test_create_aad_principal_can_be_rehearsed(stack: dict[str, str]) -> None:
+    found = re.search(r"the app's managed identity: (\S+), object id (\S+)", stack["_output"])
+    assert found, stack["_output"]
+    object_id = found.group(2)
+    for role, oid in (("aad_new", object_id), ("aad_someone_else", str(uuid.uuid4()))):
+        created = manage(
+            stack, "create_aad_principal", role, "--oid", oid, "--owner-user", "app_owner"
+        )
+        assert created.returncode == 0 and f"Created role '{role}'" in created.stdout, created
+    # The identity the app runs as logs in to the role mapped to its object id ...
+    login = manage(stack, "shell", "-c", WHO, AZURE_POSTGRESQL_USER="aad_new")
+    assert login.returncode == 0 and login.stdout.split()[-1:] == ["aad_new"], login.stderr
+    # ... and not to one mapped to another principal.
+    refused = manage(stack, "shell", "-c", WHO, AZURE_POSTGRESQL_USER="aad_someone_else")
+    assert refused.returncode != 0 and "aad_someone_else" in refused.stderr

@@ -112,6 +112,9 @@ class IdentityEmulator:
         self._http.daemon_threads = True
         self._http.emulator = self  # type: ignore[attr-defined]
         self._ldap = LdapServer(self.check_login, ldap_port, why=self.refusal)
+        self.principal_of: Callable[[str], str | None] | None = None
+        """For a role not mapped with :meth:`allow_role`: the object id it was created for
+        (``LocalPostgres.principal_object_id``, what the ``pgaadauth`` stand-in recorded)."""
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -218,14 +221,16 @@ class IdentityEmulator:
             issued = self._issued.get(token)
             if issued is None or issued.revoked:
                 return "refused"
-            if not (
-                role == issued.identity.name
-                or issued.identity.object_id in self._roles.get(role, ())
-            ):
-                return "refused"
-            if self.clock() >= issued.expires_on:
-                return "expired"
-            return None
+            mapped = role == issued.identity.name or issued.identity.object_id in self._roles.get(
+                role, ()
+            )
+        if not mapped and self.principal_of is not None:  # asks the server: not under the lock
+            mapped = self.principal_of(role) == issued.identity.object_id
+        if not mapped:
+            return "refused"
+        if self.clock() >= issued.expires_on:
+            return "expired"
+        return None
 
     def check_login(self, role: str, token: str) -> bool:
         """The LDAP bind decision: an issued, unrevoked, unexpired token for this role."""

@@ -81,6 +81,7 @@ CREATE OR REPLACE FUNCTION pgaadauth_create_principal_with_oid(
 RETURNS text LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
   EXECUTE format('CREATE ROLE %I LOGIN IN ROLE azure_ad_user', rolename);
+  EXECUTE format('COMMENT ON ROLE %I IS %L', rolename, 'pgaadauth oid=' || objectid);
   RETURN format('Created role for "%s"', rolename);
 END $$;
 CREATE OR REPLACE FUNCTION pgaadauth_create_principal(
@@ -316,10 +317,24 @@ class LocalPostgres:
 
         Azure's functions (in the ``postgres`` database) create a role that logs in
         with Entra tokens; these create a member of ``azure_ad_user``, which this
-        server checks through the emulator. Mapping the role to a principal is the
-        emulator's job (``IdentityEmulator.allow_role``).
+        server checks through the emulator. By name, the role logs in for the identity
+        of that name; by object id (``_with_oid``), once the emulator can read the
+        mapping (``emulator.principal_of = pg.principal_object_id``) or was told it
+        (``IdentityEmulator.allow_role``).
         """
         self.execute(_PGAADAUTH_STAND_IN)
+
+    def principal_object_id(self, role: str) -> str | None:
+        """The object id ``pgaadauth_create_principal_with_oid`` (the stand-in) mapped ``role``
+        to, or ``None``. Azure keeps it in a security label; the stand-in in a comment on the
+        role. ``IdentityEmulator.principal_of`` takes this method, so such a role logs in."""
+        rows = self.execute(
+            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = %s",
+            (role,),
+        )
+        note = rows[0][0] if rows and rows[0][0] else ""
+        prefix = "pgaadauth oid="
+        return note[len(prefix) :] if note.startswith(prefix) else None
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.logfile.read_text()[-chars:] if self.logfile.exists() else ""

@@ -13,6 +13,7 @@ __all__ = [
     "InsecureTransport",
     "LoginError",
     "LoginRefused",
+    "PasswordRefused",
     "RoleMissing",
     "RoleNameUnknown",
     "RoleTypeMismatch",
@@ -22,6 +23,7 @@ __all__ = [
     "TokenNotForRole",
     "TokenThrottled",
     "TokenTimeout",
+    "TooManyConnections",
     "UnverifiedServer",
 ]
 
@@ -86,3 +88,20 @@ class TokenExpiredAtServer(LoginRefused):
 
 class RoleMissing(LoginRefused):
     """The role named by USER does not exist on the server."""
+
+
+class PasswordRefused(LoginError):
+    """The server refused the PASSWORD of an alias whose ENGINE would log in with tokens
+    (a PASSWORD turns the token login off)."""
+
+    def __init__(self, message: str, server_message: str = "") -> None:
+        super().__init__(message)
+        self.server_message = server_message
+
+
+class TooManyConnections(LoginError):
+    """The server had no connection slot left for the login (SQLSTATE 53300)."""
+
+    def __init__(self, message: str, server_message: str = "") -> None:
+        super().__init__(message)
+        self.server_message = server_message

@@ -30,7 +30,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from . import _pool
 from ._client import DatabaseClient
-from ._core import connector, options
+from ._core import connector, diagnosis, options
 from ._core.connector import Connector
 from ._core.credentials import CredentialConfigError
 from ._core.login import TokenLogin
@@ -108,7 +108,10 @@ class TokenLoginMixin(_Base):
     @sensitive_variables()
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         found = self.azure_connector
-        if found is None or self.pool:
+        if found is None:  # a PASSWORD: its refusal says that PASSWORD turned tokens off
+            plain = super().get_new_connection
+            return diagnosis.password_login(self.alias, lambda: plain(conn_params))
+        if self.pool:
             return super().get_new_connection(conn_params)
         connect = super().get_new_connection
         # conn_params is get_connection_params()'s Routed: its route is the one guarded.

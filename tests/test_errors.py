@@ -7,7 +7,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from azure.core.exceptions import HttpResponseError
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 from azure.identity import CredentialUnavailableError
 
 from django_azure_pg import errors
@@ -47,6 +52,23 @@ def wrapped(inner: BaseException) -> BaseException:
         return outer
 
 
+class Response:
+    """What azure-core's HttpResponseError reads from a response."""
+
+    def __init__(self, status: int, headers: dict[str, str] | None = None) -> None:
+        self.status_code = status
+        self.headers = headers or {}
+        self.reason = "Error"
+
+    def text(self) -> str:
+        return ""
+
+
+def http_error(status: int) -> BaseException:
+    """An identity endpoint's error answer as azure-identity raises it (IMDS: with the response)."""
+    return ClientAuthenticationError(message="token request failed", response=Response(status))  # type: ignore[arg-type]
+
+
 # One example per rule, written out here (not derived from the table), so that
 # removing a rule from diagnosis.ADVICE or the classifier fails its case.
 EXAMPLES: list[tuple[BaseException, type[BaseException]]] = [
@@ -54,7 +76,14 @@ EXAMPLES: list[tuple[BaseException, type[BaseException]]] = [
     (errors.RoleTypeMismatch("x"), errors.RoleTypeMismatch),
     (errors.TokenExpiredAtServer("x"), errors.TokenExpiredAtServer),
     (errors.RoleMissing("x"), errors.RoleMissing),
-    (op('FATAL:  password authentication failed for user "u"'), diagnosis.TokenRefusedByServer),
+    (op('FATAL:  password authentication failed for user "u"'), diagnosis.RefusedUnspecified),
+    (errors.PasswordRefused("x"), errors.PasswordRefused),
+    (op("FATAL:  sorry, too many clients already"), errors.TooManyConnections),
+    (
+        endpoint.safe_cause(ServiceRequestError("Connection refused")),
+        diagnosis.IdentityEndpointUnreachable,
+    ),
+    (http_error(500), diagnosis.IdentityEndpointFailed),
     (errors.RoleNameUnknown("x"), errors.RoleNameUnknown),
     (TokenThrottled("x", 5), TokenThrottled),
     (TokenTimeout("x"), TokenTimeout),
@@ -116,7 +145,7 @@ AZURE_LOGIN_TEXTS = [
         "FATAL:  The access token has expired. Please acquire a new token and retry.",
         errors.TokenExpiredAtServer,
     ),
-    ('FATAL:  password authentication failed for user "aad_app"', errors.LoginRefused),
+    ('FATAL:  password authentication failed for user "aad_app"', diagnosis.RefusedUnspecified),
     ('FATAL:  role "aad_ghost" does not exist', errors.RoleMissing),
     (
         "FATAL:  Service Principals cannot generate AAD_AUTH_TOKENTYPE_APP_USER tokens for role[app]",
@@ -137,7 +166,7 @@ def test_the_kits_login_texts_are_the_ones_recognised() -> None:
 
     expected = {
         "expired": errors.TokenExpiredAtServer,
-        "refused": errors.LoginRefused,
+        "refused": diagnosis.RefusedUnspecified,
         "role_missing": errors.RoleMissing,
     }
     assert set(AZURE_TEXTS) == set(expected)
@@ -164,8 +193,103 @@ def test_other_failures_are_not_refusals(text: str) -> None:
 def test_sqlstate_28p01_is_a_refusal_whatever_the_text() -> None:
     assert (
         login_refusal(with_state(psycopg.OperationalError("localised text"), "28P01"))
-        is errors.LoginRefused
+        is diagnosis.RefusedUnspecified
     )
+    assert (
+        login_refusal(with_state(psycopg.OperationalError("texte traduit"), "28000"))
+        is diagnosis.RefusedUnspecified
+    )
+
+
+# PostgreSQL's refusal through any method, and a pooler's: the same meaning as Azure's
+# "password authentication failed" (issue 30).
+REFUSALS_BY_MEANING = [
+    'FATAL:  LDAP authentication failed for user "aad_app"',  # the kit's server, no front
+    'FATAL:  password authentication failed for user "app"',
+    'FATAL:  SCRAM authentication failed for user "app"',
+    'FATAL:  cert authentication failed for user "app"',
+    "FATAL:  SASL authentication failed",  # PgBouncer
+    "FATAL:  password authentication failed",  # PgBouncer
+]
+
+
+@pytest.mark.parametrize("text", REFUSALS_BY_MEANING)
+def test_a_refusal_by_meaning_whatever_the_method(text: str) -> None:
+    assert login_refusal(op(text)) is diagnosis.RefusedUnspecified
+    assert classify(wrapped(op(text))) is diagnosis.RefusedUnspecified
+
+
+def test_host_rules_are_not_refusals_of_a_credential() -> None:
+    hba = 'FATAL:  no pg_hba.conf entry for host "1.2.3.4", user "u", database "d", no encryption'
+    assert login_refusal(with_state(op(hba), "28000")) is None
+    assert classify(op(hba)) is diagnosis.TlsRequired
+
+
+def test_texts_are_read_from_psycopg_errors_only() -> None:
+    # An identity endpoint's "Connection refused" is not the database's (issue 30).
+    refused = RuntimeError("HTTPConnection(host='127.0.0.1', port=9): Connection refused")
+    assert classify(refused) is None
+    assert login_refusal(RuntimeError('LDAP authentication failed for user "x"')) is None
+
+
+# The server out of connection slots: PostgreSQL 15's and 16's texts, and the SQLSTATE.
+OUT_OF_SLOTS = [
+    op("FATAL:  sorry, too many clients already"),
+    op("FATAL:  remaining connection slots are reserved for non-replication superuser connections"),
+    op("FATAL:  remaining connection slots are reserved for roles with the SUPERUSER attribute"),
+    op('FATAL:  too many connections for role "aad_app"'),
+    with_state(psycopg.OperationalError("localised text"), "53300"),
+]
+
+
+@pytest.mark.parametrize("exc", OUT_OF_SLOTS)
+def test_a_server_out_of_slots(exc: psycopg.Error) -> None:
+    assert classify(exc) is errors.TooManyConnections
+    assert login_refusal(exc) is None  # no fresh token, no refusal budget
+    failure = diagnosis.login_failure("default", exc)
+    assert isinstance(failure, errors.TooManyConnections)
+    assert "Database alias 'default'" in str(failure)
+    assert "6432" in str(failure) and "Burstable" in str(failure)  # the advice
+
+
+def test_a_password_refusal_says_password_turns_tokens_off() -> None:
+    exc = op('FATAL:  password authentication failed for user "app"')
+    assert diagnosis.login_failure("default", exc) is None  # a token login's own business
+    failure = diagnosis.login_failure("default", exc, password=True)
+    assert isinstance(failure, errors.PasswordRefused)
+    assert "PASSWORD" in str(failure) and "Remove PASSWORD" in str(failure)
+    assert failure.server_message == 'FATAL:  password authentication failed for user "app"'
+    assert diagnosis.login_failure("default", op("Connection refused"), password=True) is None
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ServiceRequestError("[Errno 111] Connection refused"),
+        ServiceResponseError("Read timed out"),
+    ],
+)
+def test_identity_endpoint_unreachable_is_not_the_database(exc: BaseException) -> None:
+    token_error = TokenError("x")
+    token_error.__cause__ = endpoint.safe_cause(exc)  # what the token thread passes on
+    assert classify(token_error) is diagnosis.IdentityEndpointUnreachable
+    login = errors.TokenAcquisitionError("x")  # as the login raises it
+    login.__cause__ = token_error
+    assert classify(login) is diagnosis.IdentityEndpointUnreachable
+
+
+def test_identity_endpoint_status() -> None:
+    # IMDS keeps the response: its status survives the token thread's copy.
+    assert classify(endpoint.safe_cause(http_error(503))) is diagnosis.IdentityEndpointFailed
+    assert classify(endpoint.safe_cause(http_error(400))) is None
+    # App Service's HTTP 500 reaches us as CredentialUnavailableError ("configuration not
+    # found"): the status the endpoint answered with decides.
+    app_service = CredentialUnavailableError("App Service managed identity configuration not found")
+    assert classify(app_service) is diagnosis.NoIdentity
+    assert diagnosis.identity_failure(app_service, 500) is diagnosis.IdentityEndpointFailed
+    assert diagnosis.identity_failure(app_service, 400) is diagnosis.NoIdentity
+    assert diagnosis.identity_failure(app_service, None) is diagnosis.NoIdentity
+    assert diagnosis.identity_failure(TokenTimeout("x"), 500) is TokenTimeout
 
 
 def test_what_the_token_thread_passes_on_keeps_the_type() -> None:

@@ -173,3 +173,25 @@ def test_the_docs_list_every_reason() -> None:
     page = (Path(__file__).parent.parent / "docs" / "observability.md").read_text()
     for reason in health.REASONS:
         assert f"`{reason}`" in page
+
+
+def test_a_refusal_in_postgresqls_own_words_is_a_refusal(
+    probe: Callable[..., tuple[int, dict[str, Any]]],
+    add_alias: Callable[..., str],
+    identity: Identity,
+    plain_postgres: LocalPostgres,
+) -> None:
+    """'LDAP authentication failed for user' (a server without Azure's texts): the view
+    says refused, with the cause, as for Azure's wording (issue 30)."""
+    plain_postgres.create_entra_role("aad_health_plain")  # mapped to no identity of ours
+    alias = add_alias(
+        "health_plain",
+        HOST=plain_postgres.host,
+        PORT=str(plain_postgres.port),
+        NAME=ITEST_DB,
+        USER="aad_health_plain",
+        OPTIONS={"client_id": identity.client_id},
+    )
+    status, body = probe(alias)
+    assert status == 503
+    assert body["databases"][alias]["reason"] == f"{health.LOGIN_REFUSED} (TokenNotForRole)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import django.db
 import psycopg
 import pytest
 
@@ -285,3 +286,123 @@ def test_bad_numbers_rejected() -> None:
         login(FakeCredential(), token_timeout="soon")
     with pytest.raises(ValueError, match="greater than 0"):
         login(FakeCredential(), token_refresh_margin=-1)
+
+
+# -- refusals by PostgreSQL's meaning, not Azure's wording only (issue 30) -------------
+
+LDAP_REFUSED = psycopg.OperationalError(
+    'connection failed: connection to server at "127.0.0.1", port 5432 failed: '
+    'FATAL:  LDAP authentication failed for user "aad_app"'
+)
+POOLER_REFUSED = psycopg.OperationalError("FATAL:  SASL authentication failed")
+
+
+def _refused_28p01() -> psycopg.OperationalError:
+    exc = psycopg.OperationalError("FATAL:  la autenticación falló")
+    exc.sqlstate = "28P01"  # type: ignore[misc]  # where psycopg gives one
+    return exc
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [LDAP_REFUSED, POOLER_REFUSED, _refused_28p01()],
+    ids=["ldap", "pooler", "28P01"],
+)
+def test_any_refusal_of_a_stale_token_is_refreshed_and_retried(refusal: Exception) -> None:
+    clock = FakeClock()
+    cred = FakeCredential(clock)
+    lg = aged(login(cred), clock)
+    connect = FakeConnect(refusal)
+    assert lg.connect(connect, {}) == "connection"
+    assert len(connect.calls) == 2 and cred.calls == 2
+
+
+@pytest.mark.parametrize(
+    "refusal", [LDAP_REFUSED, POOLER_REFUSED, _refused_28p01()], ids=["ldap", "pooler", "28P01"]
+)
+def test_any_refusal_of_a_token_fetched_for_this_login_is_the_wrong_role(
+    refusal: Exception,
+) -> None:
+    cred = FakeCredential()
+    connect = FakeConnect(refusal)
+    with pytest.raises(errors.TokenNotForRole, match="USER 'aad_app'"):
+        login(cred).connect(connect, {})
+    assert len(connect.calls) == 1 and cred.calls == 1
+
+
+def test_a_server_out_of_slots_is_named_not_retried() -> None:
+    clock = FakeClock()
+    cred = FakeCredential(clock)
+    lg = aged(login(cred), clock)
+    connect = FakeConnect(
+        psycopg.OperationalError(
+            "FATAL:  remaining connection slots are reserved for non-replication superuser "
+            "connections"
+        )
+    )
+    with pytest.raises(errors.TooManyConnections) as info:
+        lg.connect(connect, {})
+    assert len(connect.calls) == 1 and cred.calls == 1  # no fresh token, no budget spent
+    text = str(info.value)
+    assert "'default'" in text and "remaining connection slots" in text
+    assert diagnosis.ADVICE[errors.TooManyConnections].fix in text
+    assert isinstance(info.value.__cause__, psycopg.OperationalError)
+
+
+@pytest.mark.integration
+def test_postgresql_own_refusal_text_against_a_real_server(
+    plain_postgres: Any, emulator: Any, make_wrapper: Any
+) -> None:
+    """The server's own 'LDAP authentication failed for user' (no Azure front): a stale
+    token is refreshed and the login retried; a role mapped to another principal is
+    named as such, at once."""
+    at = {"HOST": plain_postgres.host, "PORT": str(plain_postgres.port)}
+    wrapper = make_wrapper(**at)
+    wrapper.ensure_connection()
+    wrapper.close()
+    emulator.revoke_all()  # the cached token is refused now
+    before = emulator.stats.token_requests
+    wrapper.ensure_connection()  # refused in PostgreSQL's words, refreshed, retried
+    assert emulator.stats.token_requests - before == 1
+    wrapper.close()
+
+    plain_postgres.create_entra_role("aad_plain_not_mine")  # mapped to no identity of ours
+    other = make_wrapper(USER="aad_plain_not_mine", **at)
+    with pytest.raises(django.db.OperationalError) as info:
+        other.ensure_connection()
+    assert isinstance(info.value.__cause__, errors.TokenNotForRole)
+    assert 'LDAP authentication failed for user "aad_plain_not_mine"' in str(info.value)
+
+
+@pytest.mark.integration
+def test_a_role_out_of_connection_slots_against_a_real_server(
+    postgres: Any, emulator: Any, identity: Any, make_wrapper: Any
+) -> None:
+    postgres.create_entra_role("aad_no_slots")
+    emulator.allow_role("aad_no_slots", identity)
+    postgres.execute('ALTER ROLE "aad_no_slots" CONNECTION LIMIT 0')  # 53300 at every login
+    wrapper = make_wrapper(USER="aad_no_slots")
+    with pytest.raises(django.db.OperationalError) as info:
+        wrapper.ensure_connection()
+    assert isinstance(info.value.__cause__, errors.TooManyConnections)
+    assert "too many connections for role" in str(info.value)
+    assert "6432" in str(info.value)  # the advice: PgBouncer, a pool, a bigger tier
+
+
+@pytest.mark.integration
+def test_a_refused_password_says_password_turns_tokens_off(
+    postgres: Any, make_wrapper: Any
+) -> None:
+    """ENGINE django_azure_pg with a PASSWORD: the password login's refusal names the cause."""
+    postgres.create_password_role("pw_leftover", "the-right-one")
+    wrapper = make_wrapper(USER="pw_leftover", PASSWORD="a-leftover-password")
+    with pytest.raises(django.db.OperationalError) as info:
+        wrapper.ensure_connection()
+    assert isinstance(info.value.__cause__, errors.PasswordRefused)
+    text = str(info.value)
+    assert "PASSWORD" in text and "password authentication failed" in text
+    assert diagnosis.ADVICE[errors.PasswordRefused].fix in text
+    assert "a-leftover-password" not in text
+    right = make_wrapper(USER="pw_leftover", PASSWORD="the-right-one")
+    right.ensure_connection()  # a deliberate password login still works
+    right.close()

@@ -299,7 +299,8 @@ def test_refused_login_wrong_user(
         "azure_pg.login.refused", **{"db.client.connection.pool.name": wrapper.alias}
     )
     assert [p.value for p in refused] == [1]
-    assert refused[0].attributes["azure_pg.refusal.cause"] in {"LoginRefused", "TokenNotForRole"}
+    # The server's refusal as it came (no reason given); the login's verdict is on the span.
+    assert refused[0].attributes["azure_pg.refusal.cause"] == "RefusedUnspecified"
     failed = otel.points(
         "db.client.connection.create_time",
         **{"db.client.connection.pool.name": wrapper.alias, "azure_pg.outcome": "refused"},
@@ -307,6 +308,33 @@ def test_refused_login_wrong_user(
     assert failed and failed[0].attributes["error.type"] == "TokenNotForRole"
     record = telemetry.last_login(wrapper.alias)
     assert record is not None and not record.ok and record.refused
+    assert_nothing_secret(otel, emulator)
+
+
+def test_a_refusal_in_postgresqls_own_words_is_a_refusal(
+    otel: Otel,
+    plain_postgres: LocalPostgres,
+    make_wrapper: MakeWrapper,
+    emulator: IdentityEmulator,
+) -> None:
+    """'LDAP authentication failed for user' (no Azure front): counted and traced as a
+    refusal, not an error (issue 30)."""
+    plain_postgres.create_entra_role("aad_otel_plain")  # mapped to no identity of ours
+    wrapper = make_wrapper(
+        USER="aad_otel_plain", HOST=plain_postgres.host, PORT=str(plain_postgres.port)
+    )
+    with pytest.raises(OperationalError, match="LDAP authentication failed"):
+        login_once(wrapper)
+    (login,) = otel.spans("azure_pg.login")
+    assert login.attributes["azure_pg.outcome"] == "refused"
+    assert login.attributes["azure_pg.refusal.cause"] == "TokenNotForRole"
+    refused = otel.points(
+        "azure_pg.login.refused", **{"db.client.connection.pool.name": wrapper.alias}
+    )
+    assert [p.value for p in refused] == [1]
+    assert refused[0].attributes["azure_pg.refusal.cause"] == "RefusedUnspecified"
+    record = telemetry.last_login(wrapper.alias)
+    assert record is not None and record.refused
     assert_nothing_secret(otel, emulator)
 
 

@@ -4,9 +4,13 @@ Errors raised by this package carry their cause as their type (:mod:`.errors`).
 Errors from elsewhere (the server, libpq, azure-identity) are classified here,
 by type and SQLSTATE first and by the text the server or libpq sent only where
 nothing else tells them apart. psycopg exposes no SQLSTATE for a failed *login*
-(the connection has no result to read it from), so the login texts Azure
-Database for PostgreSQL sends are matched here, and only here. Nothing matches
-the wording of this package's own messages.
+(libpq hands it only the message, no result to read a SQLSTATE from), so the
+login texts PostgreSQL and Azure Database for PostgreSQL send are matched here,
+and only here: a refusal by PostgreSQL's meaning (any ``<method> authentication
+failed for user``, SQLSTATE 28P01/28000 where one is given), refined by Azure's
+own texts. Server and libpq texts are read from psycopg errors only, identity
+failures from azure-core/azure-identity types. Nothing matches the wording of
+this package's own messages.
 
 ``ADVICE`` maps each cause type to its likely cause and fix; the error text
 users see (login failures), ``manage.py azure_pg_doctor`` and the table in
@@ -17,15 +21,19 @@ No Django import.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
+import psycopg
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.identity import CredentialUnavailableError
 
 from ..errors import (
     InsecureTransport,
     LoginError,
     LoginRefused,
+    PasswordRefused,
     RoleMissing,
     RoleNameUnknown,
     RoleTypeMismatch,
@@ -35,9 +43,13 @@ from ..errors import (
     TokenNotForRole,
     TokenThrottled,
     TokenTimeout,
+    TooManyConnections,
     UnverifiedServer,
 )
-from .endpoint import THROTTLE_FALLBACK, retry_after_seconds
+from ..redaction import redact
+from .endpoint import THROTTLE_FALLBACK, CredentialFailure, retry_after_seconds
+
+C = TypeVar("C")
 
 # -- causes read from errors raised elsewhere (classified, never raised) ------
 
@@ -78,8 +90,22 @@ class NoIdentity(ServerCause):
     pass
 
 
-class TokenRefusedByServer(ServerCause):
-    """A refusal the one retry with a fresh token did not cure (or not ours to retry)."""
+class RefusedUnspecified(ServerCause):
+    """The server refused the login and said no more: ``<method> authentication failed
+    for user "…"`` or SQLSTATE 28P01/28000 — a token it stopped accepting, a role mapped
+    to another principal, a wrong password. The login tells them apart (login.py)."""
+
+
+TokenRefusedByServer = RefusedUnspecified
+"""The former name (until 0.1): kept for code that imported it."""
+
+
+class IdentityEndpointUnreachable(ServerCause):
+    """The identity endpoint refused the connection, or did not answer in time."""
+
+
+class IdentityEndpointFailed(ServerCause):
+    """The identity endpoint answered with an error of its own (HTTP 5xx)."""
 
 
 # -- server texts: the one place they are matched -----------------------------
@@ -99,12 +125,32 @@ class TokenRefusedByServer(ServerCause):
 # - "Service Principal oid mismatch for role[…]" — the role is mapped to another
 #   principal's object id (cyrilgdn/terraform-provider-postgresql issue #423).
 # Microsoft documents no SQLSTATE for these, and psycopg shows none for a failed
-# login; PostgreSQL's own password failure is 28P01.
+# login. PostgreSQL's own refusal reads '<method> authentication failed for user
+# "…"' whatever the method (password, LDAP — what the testing kit's server sends
+# without its front —, SCRAM, cert; src/backend/libpq/auth.c auth_failed()), with
+# SQLSTATE 28P01 (invalid_password) or 28000 (invalid_authorization_specification);
+# PgBouncer, Azure's built-in one included, ends a refused login with "password
+# authentication failed" or "SASL authentication failed". 28000 also covers
+# pg_hba.conf's rules (no entry, rejected), which no credential changes.
 _EXPIRED = re.compile(r"access token has expired", re.I)
 _TOKEN_TYPE = re.compile(r"cannot generate \w+ tokens for role", re.I)
 _OID_MISMATCH = re.compile(r"oid mismatch for role", re.I)
-_PASSWORD_FAILED = re.compile(r"password authentication failed", re.I)
+_AUTH_FAILED = re.compile(r"\bauthentication failed\b", re.I)
 _ROLE_MISSING = re.compile(r'role "[^"]*" does not exist', re.I)
+_HBA = re.compile(r"pg_hba\.conf", re.I)
+_REFUSED_STATES = ("28P01", "28000")
+
+# A server out of connection slots: SQLSTATE 53300 (too_many_connections), which
+# libpq does not pass on for a failed login. PostgreSQL's texts (src/backend/utils/
+# init/postinit.c): "sorry, too many clients already", and "remaining connection
+# slots are reserved for …" (non-replication superuser connections up to 15; roles
+# with the SUPERUSER attribute / privileges of pg_use_reserved_connections from 16);
+# "too many connections for role/database …" for a role's or database's own limit.
+_TOO_MANY = re.compile(
+    r"too many clients already|remaining connection slots are reserved"
+    r"|too many connections for (?:role|database)",
+    re.I,
+)
 
 # PostgreSQL and libpq texts that carry no SQLSTATE on a failed connection.
 _LIBPQ: list[tuple[re.Pattern[str], type[ServerCause]]] = [
@@ -147,14 +193,17 @@ _SQLSTATES: Mapping[str, type[ServerCause]] = {
 }
 
 
-def login_refusal(exc: BaseException) -> type[LoginRefused] | None:
+def login_refusal(exc: BaseException) -> type[LoginRefused] | type[RefusedUnspecified] | None:
     """What a failed login's server message means, or ``None`` if it is no refusal.
 
-    :class:`LoginRefused` itself means "refused, reason not given": a token the
-    server stopped accepting (revoked, expired server-side) or a role mapped to
-    another principal — the caller tells them apart by the token's age.
+    A refusal is PostgreSQL's meaning (``… authentication failed …``, SQLSTATE
+    28P01/28000); Azure's texts refine it into a :class:`LoginRefused` subclass.
+    :class:`RefusedUnspecified` means "refused, reason not given": a token the
+    server stopped accepting (revoked, expired server-side), a role mapped to
+    another principal, a wrong password — the caller tells them apart by the
+    token's age. Only psycopg's errors are read.
     """
-    if isinstance(exc, LoginError):
+    if not isinstance(exc, psycopg.Error) or isinstance(exc, LoginError):
         return None
     text = str(exc)
     if _EXPIRED.search(text):
@@ -165,9 +214,55 @@ def login_refusal(exc: BaseException) -> type[LoginRefused] | None:
         return TokenNotForRole
     if _ROLE_MISSING.search(text):
         return RoleMissing
-    if getattr(exc, "sqlstate", None) == "28P01" or _PASSWORD_FAILED.search(text):
-        return LoginRefused
+    if _HBA.search(text):
+        return None  # the server's host rules: no credential changes them
+    if getattr(exc, "sqlstate", None) in _REFUSED_STATES or _AUTH_FAILED.search(text):
+        return RefusedUnspecified
     return None
+
+
+def out_of_slots(exc: BaseException) -> bool:
+    """Whether a psycopg error says the server has no connection slot left (53300)."""
+    if not isinstance(exc, psycopg.Error) or isinstance(exc, LoginError):
+        return False
+    return getattr(exc, "sqlstate", None) == "53300" or bool(_TOO_MANY.search(str(exc)))
+
+
+def login_failure(alias: str, exc: BaseException, *, password: bool = False) -> LoginError | None:
+    """The error to raise instead of ``exc`` from a failed login, or ``None`` to re-raise it.
+
+    A server out of connection slots becomes :class:`TooManyConnections`; with
+    ``password`` (a PASSWORD in the settings), a refusal becomes
+    :class:`PasswordRefused`, which says that PASSWORD turned the token login off.
+    Token refusals are the login's own business (login.py).
+    """
+    said = redact(server_message(exc))
+    if out_of_slots(exc):
+        advice = ADVICE[TooManyConnections]
+        return TooManyConnections(
+            f"Database alias {alias!r}: the server has no connection slot left for this "
+            f"login. The server said: {said}. Likely cause: {advice.cause} Fix: {advice.fix}",
+            said,
+        )
+    if password and login_refusal(exc) is not None:
+        advice = ADVICE[PasswordRefused]
+        return PasswordRefused(
+            f"Database alias {alias!r}: the server refused the PASSWORD from the settings. "
+            f"The server said: {said}. Likely cause: {advice.cause} Fix: {advice.fix}",
+            said,
+        )
+    return None
+
+
+def password_login(alias: str, connect: Callable[[], C]) -> C:
+    """``connect()`` for an alias with a PASSWORD, its failures explained (:func:`login_failure`)."""
+    try:
+        return connect()
+    except psycopg.OperationalError as exc:
+        failure = login_failure(alias, exc, password=True)
+        if failure is None:
+            raise
+        raise failure from exc
 
 
 def server_message(exc: BaseException) -> str:
@@ -254,13 +349,40 @@ _advice(
     "--type service` (Service Connector does this when it creates the connection).",
 )
 _advice(
-    TokenRefusedByServer,
-    '`FATAL: password authentication failed for user "aad_x"`',
+    RefusedUnspecified,
+    '`FATAL: password authentication failed for user "aad_x"` (or `LDAP authentication '
+    "failed …`, a pooler's `SASL authentication failed`)",
     "The server refused the password or token for this role: the role is mapped to another "
     "principal, USER names another identity's role, or the token is for another tenant or "
     "cloud.",
     "USER must be the role created for THIS identity (its object id); check `token_scope` "
     "for sovereign clouds and that Entra authentication is enabled on the server.",
+)
+_advice(
+    PasswordRefused,
+    "`… the server refused the PASSWORD from the settings …` (ENGINE `django_azure_pg` "
+    "with a PASSWORD)",
+    "PASSWORD is set, so this alias logs in with that password and fetches no token: a "
+    "PASSWORD left over from before the switch to Entra, or a wrong password.",
+    "Remove PASSWORD (and AZURE_POSTGRESQL_PASSWORD with `from_env()`) to log in with "
+    "tokens; or, for a deliberate password login, fix the password. `manage.py check` "
+    "reports a PASSWORD as W010.",
+)
+_advice(
+    TooManyConnections,
+    "`FATAL: sorry, too many clients already` / `remaining connection slots are reserved "
+    "for …` (SQLSTATE 53300)",
+    "Every connection slot is taken: the server's (`max_connections`, less the slots Azure "
+    "reserves), or a role's or database's own CONNECTION LIMIT. Burstable tiers have few: "
+    "B1ms allows 50, of which 35 for users. Each "
+    "process keeps its own connections: workers x threads x (pool max_size, or 1 with "
+    "CONN_MAX_AGE), plus migrations, cron jobs and other apps.",
+    "Count the connections (`SELECT count(*), usename, application_name FROM "
+    "pg_stat_activity GROUP BY 2, 3`); bound them with a pool (`OPTIONS['pool']` with a "
+    "small max_size) or fewer workers; use the built-in PgBouncer on port 6432 (General "
+    "Purpose and Memory Optimized tiers; not on Burstable); or a bigger tier, or raise "
+    "`max_connections` within the tier's limit (Microsoft's \"Limits in Azure Database for "
+    'PostgreSQL flexible server").',
 )
 _advice(
     RoleNameUnknown,
@@ -315,6 +437,27 @@ _advice(
     "The identity endpoint did not answer in time and no valid token is cached.",
     "Check that the app has a managed identity and that IDENTITY_ENDPOINT / IMDS is "
     "reachable; raise OPTIONS['token_timeout'] only if the endpoint is merely slow.",
+)
+_advice(
+    IdentityEndpointUnreachable,
+    "`… could not get an Entra access token …` with `ServiceRequestError: … Connection "
+    "refused` (or a timeout) from the identity endpoint",
+    "The identity endpoint (IDENTITY_ENDPOINT on App Service, Container Apps and Functions; "
+    "IMDS at 169.254.169.254 on VMs and AKS) refused the connection or did not answer: the "
+    "platform's identity service is down or restarting, or something on the machine (a "
+    "proxy in HTTP(S)_PROXY, a network policy) blocks it. Not the database.",
+    "Check the endpoint shown (`manage.py azure_pg_doctor`) from the app's own shell; keep "
+    "IDENTITY_ENDPOINT as the platform set it, add 169.254.169.254 and localhost to "
+    "NO_PROXY; restart the app if the platform's endpoint stays down.",
+)
+_advice(
+    IdentityEndpointFailed,
+    "`… could not get an Entra access token …` after the identity endpoint answered HTTP "
+    "500 (or another 5xx)",
+    "The identity endpoint answered with an error of its own: the platform's identity "
+    "service failed this request. The managed identity itself may well be fine.",
+    "Retry later; if it lasts, check Azure's service health for the region and restart "
+    "the app. azure-identity retries 5xx answers itself before it gives up.",
 )
 _advice(
     NoIdentity,
@@ -419,32 +562,43 @@ def _is_ours(exc: BaseException) -> bool:
 
 
 def classify(exc: BaseException) -> type[BaseException] | None:
-    """The cause type of ``exc``: our own error types first, then what others' errors say."""
+    """The cause type of ``exc``: our own error types first, then what others' errors say.
+
+    "No token could be had" (:class:`TokenAcquisitionError`) gives way to what the
+    credential's own error says (the identity endpoint unreachable, failing, absent).
+    """
     errors = list(chain(exc))
+    ours = None
     for err in errors:
-        for klass in type(err).__mro__:
-            if klass in ADVICE and _is_ours(err):
-                return klass
+        if ours is None and _is_ours(err):
+            ours = next((k for k in type(err).__mro__ if k in ADVICE), None)
+    if ours is not None and ours is not TokenAcquisitionError:
+        return ours
     for err in errors:
         if _is_ours(err):
             continue
         cause = _foreign_cause(err)
         if cause is not None:
             return cause
-    return None
+    return ours
 
 
 def _foreign_cause(err: BaseException) -> type[BaseException] | None:
     # The token thread passes on only a frameless copy of what a credential raised,
     # which keeps the original type as exc_type.
-    kept = getattr(err, "exc_type", None)
-    if isinstance(err, CredentialUnavailableError) or (
-        isinstance(kept, type) and issubclass(kept, CredentialUnavailableError)
-    ):
+    kind = err.exc_type if isinstance(err, CredentialFailure) else type(err)
+    if issubclass(kind, (ServiceRequestError, ServiceResponseError)):
+        return IdentityEndpointUnreachable  # azure-core: no connection, or no answer
+    status = getattr(err, "status_code", None)
+    if isinstance(status, int) and status >= 500:
+        return IdentityEndpointFailed
+    if issubclass(kind, CredentialUnavailableError):
         return NoIdentity
+    if not isinstance(err, psycopg.Error):
+        return None  # server and libpq texts come only in psycopg's errors
+    if out_of_slots(err):
+        return TooManyConnections
     refusal = login_refusal(err)
-    if refusal is LoginRefused:
-        return TokenRefusedByServer
     if refusal is not None:
         return refusal
     state = getattr(err, "sqlstate", None)
@@ -457,6 +611,20 @@ def _foreign_cause(err: BaseException) -> type[BaseException] | None:
         if pattern.search(str(err)):
             return found
     return None
+
+
+def identity_failure(exc: BaseException, status: int | None) -> type[BaseException] | None:
+    """The cause of a failed token fetch, given the HTTP status the identity endpoint
+    last answered with during it (``None``: no answer seen).
+
+    azure-identity reports an App Service endpoint's HTTP 500 as
+    ``CredentialUnavailableError`` ("… configuration not found in environment"):
+    the status the endpoint really sent tells an outage from a missing identity.
+    """
+    cause = classify(exc)
+    if status is not None and status >= 500 and cause in (None, NoIdentity, TokenAcquisitionError):
+        return IdentityEndpointFailed
+    return cause
 
 
 def diagnose(exc: BaseException) -> Advice | None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import datetime
 import email.utils
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..redaction import redact
 
@@ -72,10 +74,40 @@ def observe_response(response: Any) -> None:
     """
     seen: Throttle | None = getattr(observing, "throttle", None)
     http = getattr(response, "http_response", response)
+    _note_answer(http)
     if seen is None or getattr(http, "status_code", None) != 429:
         return
     seen.count += 1
     seen.retry_after = retry_after_seconds(getattr(http, "headers", None)) or THROTTLE_FALLBACK
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer of an identity endpoint: its HTTP status and where it came from."""
+
+    status: int
+    url: str  # scheme://host:port/path — no query string, no user info
+    at: float  # time.monotonic()
+
+
+last_answer: Answer | None = None
+"""The last answer any credential this package built got (the doctor reads it:
+azure-identity reports an App Service endpoint's HTTP 500 as "configuration not
+found", without the status)."""
+
+
+def _note_answer(http: Any) -> None:
+    global last_answer
+    status = getattr(http, "status_code", None)
+    if not isinstance(status, int):
+        return
+    try:
+        parts = urlsplit(str(http.request.url))
+        port = f":{parts.port}" if parts.port else ""
+        url = f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
+    except (AttributeError, ValueError):
+        url = "?"
+    last_answer = Answer(status, url, time.monotonic())
 
 
 class CredentialFailure(Exception):
@@ -90,6 +122,7 @@ class CredentialFailure(Exception):
     """
 
     exc_type: type[BaseException] = Exception
+    status_code: int | None = None  # the endpoint's HTTP status, where azure-core kept one
 
 
 def safe_cause(exc: BaseException, depth: int = 0) -> CredentialFailure:
@@ -97,6 +130,9 @@ def safe_cause(exc: BaseException, depth: int = 0) -> CredentialFailure:
     inner = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     safe = CredentialFailure(f"{type(exc).__name__}: {redact(str(exc))}")
     safe.exc_type = type(exc)
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):  # azure-core's HttpResponseError: the endpoint's HTTP status
+        safe.status_code = status
     if inner is not None and depth < 5:
         safe.__cause__ = safe_cause(inner, depth + 1)
     return safe

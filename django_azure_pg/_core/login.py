@@ -36,7 +36,7 @@ import psycopg
 
 from .. import errors
 from ..errors import LoginRefused, RoleNameUnknown, TokenAcquisitionError
-from ..redaction import redact
+from ..redaction import redact, remember
 from . import (
     claims,
     clouds,
@@ -93,7 +93,9 @@ class TokenLogin:
         return cls(alias, choice, scope, user or None, source, options.flag(opts, tls.OPT_IN))
 
     def token(self) -> str:
-        return self._token().value
+        value = self._token().value
+        remember(value)  # error trackers never receive it (redaction.scrub)
+        return value
 
     def _token(self) -> tokens.Token:
         return self._acquired(self.source.get_token)
@@ -149,6 +151,9 @@ class TokenLogin:
         except psycopg.OperationalError as exc:
             refusal = diagnosis.login_refusal(exc)
             if refusal is None:
+                failure = diagnosis.login_failure(self.alias, exc)
+                if failure is not None:
+                    raise failure from exc
                 raise
             late = token.ran_out_during_login(clock())
             timed = late or refusal is errors.TokenExpiredAtServer
@@ -157,7 +162,7 @@ class TokenLogin:
                 # The server calls a token we just fetched, with time to spare by our
                 # clock, expired: its clock is ahead. A fresh one would fare no better.
                 raise self._refused(errors.TokenExpiredAtServer, token, exc) from exc
-            if not timed and (refusal is not LoginRefused or fresh_for_this_login):
+            if not timed and (refusal is not diagnosis.RefusedUnspecified or fresh_for_this_login):
                 # Not about the token's age, or the token was fetched for this very
                 # login and cannot be stale: a fresh one would be refused too.
                 raise self._refused(refusal, token, exc) from exc
@@ -181,17 +186,27 @@ class TokenLogin:
         except psycopg.OperationalError as exc:
             refusal = diagnosis.login_refusal(exc)
             if refusal is None:
+                failure = diagnosis.login_failure(self.alias, exc)
+                if failure is not None:
+                    raise failure from exc
                 raise
             if fresh.ran_out_during_login(clock()):
                 refusal = errors.TokenExpiredAtServer  # out of time twice: an expiry
             raise self._refused(refusal, fresh, exc) from exc
 
     def _refused(
-        self, cause: type[LoginRefused], token: tokens.Token, exc: BaseException
+        self,
+        refusal: type[LoginRefused] | type[diagnosis.RefusedUnspecified],
+        token: tokens.Token,
+        exc: BaseException,
     ) -> LoginRefused:
-        """The error for a refusal no fresh token cures: who tried, as whom, and what to do."""
-        if cause is LoginRefused:
-            cause = errors.TokenNotForRole
+        """The error for a refusal no fresh token cures: who tried, as whom, and what to do.
+
+        A refusal without a reason that no fresh token cures means the token is not
+        for this role (:class:`TokenNotForRole`).
+        """
+        cause = errors.TokenNotForRole if refusal is diagnosis.RefusedUnspecified else refusal
+        assert issubclass(cause, LoginRefused)
         found = claims.decode(token.value)
         principal = claims.role_name(found) or "(no name claim)"
         oid = found.get("oid", "(no oid claim)")
@@ -215,5 +230,6 @@ class TokenLogin:
     def _with_token(self, params: Mapping[str, Any], token: str) -> dict[str, Any]:
         merged = options.strip(dict(params))
         merged["user"] = self.role_for(token)
+        remember(token)  # error trackers never receive it (redaction.scrub)
         merged["password"] = token
         return merged

@@ -41,7 +41,7 @@ types: $(STAMP)
 # The documentation site (mkdocs.yml, docs/); --strict: a warning (a broken link, a page
 # missing from the nav, an API name that no longer exists) fails the build.
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 unit: install
 	$(BIN)/pytest -q

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class RunnerAppConfig(AppConfig):
+    name = "tests.runner_app"
+    label = "runner_app"

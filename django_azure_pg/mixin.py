@@ -28,7 +28,7 @@ from django.db.backends.postgresql import base as postgresql
 from django.utils.functional import cached_property
 from django.views.decorators.debug import sensitive_variables
 
-from . import _pool
+from . import _pool, redaction
 from ._client import DatabaseClient
 from ._core import connector, diagnosis, options
 from ._core.connector import Connector
@@ -59,6 +59,7 @@ class TokenLoginMixin(_Base):
     def azure_connector(self) -> Connector | None:
         """How this alias connects (_core/connector.py); ``None`` when a PASSWORD is set
         (plain password auth)."""
+        redaction.protect_error_trackers()
         if self.settings_dict.get("PASSWORD"):
             return None
         try:
@@ -110,7 +111,12 @@ class TokenLoginMixin(_Base):
         found = self.azure_connector
         if found is None:  # a PASSWORD: its refusal says that PASSWORD turned tokens off
             plain = super().get_new_connection
-            return diagnosis.password_login(self.alias, lambda: plain(conn_params))
+            redaction.remember(str(self.settings_dict["PASSWORD"]))
+            try:
+                return diagnosis.password_login(self.alias, lambda: plain(conn_params))
+            except BaseException as exc:
+                redaction.detach_connections(exc)  # pgconn holds the password
+                raise
         if self.pool:
             return super().get_new_connection(conn_params)
         connect = super().get_new_connection

@@ -1,4 +1,4 @@
-"""Scrub access tokens out of text before it reaches a log or an exception.
+"""Scrub access tokens out of text before it reaches a log, an exception or an error tracker.
 
 A token is a password. Credential errors sometimes quote the identity
 endpoint's response, which may hold one: azure-identity logs
@@ -16,11 +16,24 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import threading
+from collections import OrderedDict
+from typing import Any, TypeVar
 
 from ._core import forksafe
 
-__all__ = ["OPT_OUT_VARIABLE", "RedactingFilter", "uninstall_log_redaction"]
+__all__ = [
+    "OPT_OUT_VARIABLE",
+    "RedactingFilter",
+    "detach_connections",
+    "protect_error_trackers",
+    "remember",
+    "scrub",
+    "uninstall_log_redaction",
+]
+
+T = TypeVar("T")
 
 # JWTs: three base64url segments, the first two starting with '{"' encoded.
 _JWT = re.compile(r"eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*")
@@ -43,6 +56,132 @@ OPT_OUT_VARIABLE = "DJANGO_AZURE_PG_LOG_REDACTION"
 def redact(text: str) -> str:
     text = _JWT.sub(MASK, text)
     return _FIELD.sub(lambda m: m.group("key") + MASK, text)
+
+
+# -- secrets this process sent: scrubbed from anything an error tracker sends ------------
+
+_FRAGMENT = 16
+"""The shortest run of a remembered secret that :func:`scrub` treats as a piece of it: long
+enough never to match by chance (16 base64url characters are 96 bits)."""
+_REMEMBERED_MAX = 32
+_RUN = re.compile(r"[A-Za-z0-9_\-.~+/=]{" + str(_FRAGMENT) + ",}")
+_SECRET_KEY = re.compile(r"(?:password|passwd|pwd|secret|token)['\"]?$", re.IGNORECASE)
+"""Dictionary keys whose values are secrets wherever they sit (``password``,
+``PGPASSWORD``, ``client_secret``, ``access_token``, a variable named ``token``...)."""
+_remembered: OrderedDict[str, None] = OrderedDict()
+_fragments: frozenset[str] = frozenset()
+_secrets_lock = threading.Lock()
+_tracker_hooked = False
+
+
+def remember(secret: str) -> None:
+    """Have :func:`scrub` mask ``secret`` (and any piece of it) from now on.
+
+    Called with every token the package logs in with (and a static PASSWORD); the
+    newest 32 are kept, more than the tokens alive at once. Also hooks the error
+    trackers present in the process (:func:`protect_error_trackers`).
+    """
+    global _fragments
+    if secret and secret not in _remembered:
+        with _secrets_lock:
+            _remembered[secret] = None
+            while len(_remembered) > _REMEMBERED_MAX:
+                _remembered.popitem(last=False)
+            _fragments = frozenset(
+                known[i : i + _FRAGMENT]
+                for known in _remembered
+                for i in range(len(known) - _FRAGMENT + 1)
+            )
+    if not _tracker_hooked:
+        protect_error_trackers()
+
+
+def scrub(obj: T) -> T:
+    """``obj`` with secrets masked: every remembered secret, whole or any piece of it
+    (:data:`_FRAGMENT` characters or more: a value an error tracker cut short),
+    JWT-shaped strings, ``password=``/``access_token`` fields in text (conninfo
+    strings), and the values under password-like keys of dictionaries at any depth.
+
+    Strings, dicts, lists and tuples are walked (new ones are returned); anything else
+    is returned as it is. The hook for an error tracker other than Sentry::
+
+        before_send=lambda event, hint: django_azure_pg.redaction.scrub(event)
+    """
+    if isinstance(obj, str):
+        return _scrub_text(obj)  # type: ignore[return-value]
+    if isinstance(obj, dict):
+        return {  # type: ignore[return-value]
+            k: MASK if _secret_value(k, v) else scrub(v) for k, v in obj.items()
+        }
+    if isinstance(obj, list):
+        return [scrub(v) for v in obj]  # type: ignore[return-value]
+    if isinstance(obj, tuple):
+        return tuple(scrub(v) for v in obj)  # type: ignore[return-value]
+    return obj
+
+
+def _secret_value(key: Any, value: Any) -> bool:
+    return (
+        isinstance(key, str)
+        and _SECRET_KEY.search(key) is not None
+        and value not in (None, "", "''", '""', MASK)
+        and not isinstance(value, (bool, int, float))
+    )
+
+
+def _scrub_text(text: str) -> str:
+    remembered, fragments = list(_remembered), _fragments
+    for secret in remembered:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    if fragments and len(text) >= _FRAGMENT:
+        text = _RUN.sub(lambda m: MASK if _has_fragment(m.group(), fragments) else m.group(), text)
+    return redact(text)
+
+
+def _has_fragment(run: str, fragments: frozenset[str]) -> bool:
+    return any(run[i : i + _FRAGMENT] in fragments for i in range(len(run) - _FRAGMENT + 1))
+
+
+def protect_error_trackers() -> None:
+    """Register :func:`scrub` with the error trackers imported in this process (Sentry:
+    a global event processor, which sees every event, its frames' local variables and
+    its breadcrumbs before ``before_send``). Cheap to call again."""
+    global _tracker_hooked
+    if _tracker_hooked or "sentry_sdk" not in sys.modules:
+        return
+    try:
+        from sentry_sdk.scope import add_global_event_processor
+    except ImportError:  # pragma: no cover - an sentry-sdk without it
+        return
+    with _secrets_lock:
+        if not _tracker_hooked:
+            add_global_event_processor(_sentry_event)
+            _tracker_hooked = True
+
+
+def _sentry_event(event: Any, hint: Any) -> Any:
+    # An exception here makes Sentry drop the event: nothing unscrubbed is sent.
+    return scrub(event)
+
+
+def detach_connections(exc: BaseException) -> None:
+    """``exc`` and its chain without the connections psycopg keeps on its errors.
+
+    A failed login's ``psycopg.OperationalError`` holds ``pgconn``, whose
+    ``password`` field (and ``repr``) carry the password sent: any code that walks
+    or serializes the chain would find the token there.
+    """
+    pending: list[BaseException | None] = [exc]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if getattr(current, "_pgconn", None) is not None:
+            current._pgconn = None  # type: ignore[attr-defined]
+        pending += [current.__cause__, current.__context__]
 
 
 class RedactingFilter(logging.Filter):
@@ -168,8 +307,9 @@ def after_fork_in_child() -> None:
     ``install_log_redaction`` runs in the token thread; a fork while that
     thread held the lock would leave it held forever in the child.
     """
-    global _lock
+    global _lock, _secrets_lock
     _lock = threading.Lock()
+    _secrets_lock = threading.Lock()
 
 
 def uninstall_log_redaction() -> None:

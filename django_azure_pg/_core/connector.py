@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ..redaction import detach_connections
 from . import telemetry, tls
 from .login import TokenLogin
 
@@ -173,6 +174,10 @@ class Connector:
         ``tls.explained`` says how to fix a certificate that did not verify.
         """
         ready, route = self.guard(params)
-        return telemetry.login(
-            self.login, tls.explained(self.alias, connect, route), ready, route=route
-        )
+        try:
+            return telemetry.login(
+                self.login, tls.explained(self.alias, connect, route), ready, route=route
+            )
+        except BaseException as exc:
+            detach_connections(exc)  # psycopg's pgconn holds the token
+            raise

@@ -24,15 +24,25 @@ ENGINE logs in with tokens) the answer is 200 while
   succeeded, less than ``AZURE_PG_HEALTH_LOGIN_MAX_AGE`` seconds ago (default
   300). Only when there is no such evidence — no login yet, the last one
   failed, or it is older — does the view open one new physical connection
-  (``SELECT 1``) and close it. ``?connect=1`` or ``AZURE_PG_HEALTH_CONNECT =
-  True`` asks for that connection on every call.
+  (``SELECT 1``) and close it. ``AZURE_PG_HEALTH_CONNECT = True`` asks for that
+  connection on every call; ``?connect=1`` does only where
+  ``AZURE_PG_HEALTH_ALLOW_CONNECT = True`` (the path is usually public: a query
+  string must not let anyone on the internet make the app log in at will).
 
 Otherwise 503, with a short reason from :data:`REASONS` (plus an exception
 class name where it helps): never a token, a server message or exception text.
+
+The view logs in **at most once per alias per** ``AZURE_PG_HEALTH_CONNECT_INTERVAL``
+seconds (default 10): a call within it gets the last login's outcome again. The
+body names the aliases only with ``AZURE_PG_HEALTH_DETAILS = True``; otherwise
+it lists the results in the order of ``AZURE_PG_HEALTH_DATABASES`` (or of
+``DATABASES``), without names.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -53,8 +63,15 @@ from .mixin import TokenLoginMixin
 
 DATABASES_SETTING = "AZURE_PG_HEALTH_DATABASES"
 CONNECT_SETTING = "AZURE_PG_HEALTH_CONNECT"
+ALLOW_CONNECT_SETTING = "AZURE_PG_HEALTH_ALLOW_CONNECT"
+CONNECT_INTERVAL_SETTING = "AZURE_PG_HEALTH_CONNECT_INTERVAL"
+DETAILS_SETTING = "AZURE_PG_HEALTH_DETAILS"
 LOGIN_MAX_AGE_SETTING = "AZURE_PG_HEALTH_LOGIN_MAX_AGE"
 DEFAULT_LOGIN_MAX_AGE = 300.0
+DEFAULT_CONNECT_INTERVAL = 10.0
+"""Seconds: App Service's Health check calls each instance once a minute, a load
+balancer's probe every few seconds; a login per alias every 10 s at most is cheap for
+the server and still fresh evidence."""
 
 OK = "ok"
 CONFIGURATION = "configuration error"
@@ -89,16 +106,17 @@ class Health:
 @never_cache
 def view(request: HttpRequest) -> JsonResponse:
     """200 ``{"status": "ok", ...}`` or 503 ``{"status": "unhealthy", ...}``, per alias."""
-    connect = request.GET.get("connect") == "1" or bool(getattr(settings, CONNECT_SETTING, False))
+    asked = request.GET.get("connect") == "1" and bool(
+        getattr(settings, ALLOW_CONNECT_SETTING, False)
+    )
+    connect = asked or bool(getattr(settings, CONNECT_SETTING, False))
     results = {alias: check(alias, connect=connect) for alias in aliases()}
     ok = all(r.ok for r in results.values())
-    body = {
-        "status": "ok" if ok else "unhealthy",
-        "databases": {
-            alias: {"ok": r.ok, "reason": r.reason, "connected": r.connected}
-            for alias, r in results.items()
-        },
-    }
+    shown = [{"ok": r.ok, "reason": r.reason, "connected": r.connected} for r in results.values()]
+    databases: Any = shown
+    if getattr(settings, DETAILS_SETTING, False):
+        databases = dict(zip(results, shown, strict=True))
+    body = {"status": "ok" if ok else "unhealthy", "databases": databases}
     return JsonResponse(body, status=200 if ok else 503)
 
 
@@ -144,7 +162,28 @@ def check(alias: str, *, connect: bool = False) -> Health:
     return _connect(alias)
 
 
+_last_connect: dict[str, tuple[float, Health]] = {}
+_connect_lock = threading.Lock()
+
+
 def _connect(alias: str) -> Health:
+    """:func:`_login`, at most once per alias per interval; the last outcome in between."""
+    interval = float(getattr(settings, CONNECT_INTERVAL_SETTING, DEFAULT_CONNECT_INTERVAL))
+    with _connect_lock:
+        last = _last_connect.get(alias)
+        now = time.monotonic()
+        if last is not None and now - last[0] < interval:
+            return dataclasses.replace(last[1], connected=False)
+        # Claimed before the login: concurrent calls get the previous outcome, not a login.
+        if last is not None:
+            _last_connect[alias] = (now, last[1])
+    found = _login(alias)
+    with _connect_lock:
+        _last_connect[alias] = (time.monotonic(), found)
+    return found
+
+
+def _login(alias: str) -> Health:
     """One new physical connection with the alias's settings (never from its pool), closed."""
     entry = dict(connections.settings[alias])
     wrapper: Any = load_backend(entry["ENGINE"]).DatabaseWrapper(one_off(entry), alias)

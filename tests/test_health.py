@@ -26,8 +26,15 @@ def probe(add_alias: Callable[..., str]) -> Iterator[Callable[..., tuple[int, di
     """Call the view as App Service's Health check would, for the aliases given."""
     factory = RequestFactory()
 
-    def call(*aliases: str, query: str = "") -> tuple[int, dict[str, Any]]:
-        with override_settings(AZURE_PG_HEALTH_DATABASES=list(aliases)):
+    def call(*aliases: str, query: str = "", **more: Any) -> tuple[int, dict[str, Any]]:
+        named = {
+            "AZURE_PG_HEALTH_DATABASES": list(aliases),
+            "AZURE_PG_HEALTH_DETAILS": True,  # these tests read the results by alias
+            "AZURE_PG_HEALTH_ALLOW_CONNECT": True,
+            "AZURE_PG_HEALTH_CONNECT_INTERVAL": 0,
+            **more,
+        }
+        with override_settings(**named):
             answer = health.view(factory.get(f"/healthz{query}"))
         assert isinstance(answer, JsonResponse)
         assert "no-cache" in answer["Cache-Control"]
@@ -195,3 +202,43 @@ def test_a_refusal_in_postgresqls_own_words_is_a_refusal(
     status, body = probe(alias)
     assert status == 503
     assert body["databases"][alias]["reason"] == f"{health.LOGIN_REFUSED} (TokenNotForRole)"
+
+
+def test_anonymous_callers_cannot_make_it_log_in_or_learn_the_aliases(
+    probe: Callable[..., tuple[int, dict[str, Any]]],
+    add_alias: Callable[..., str],
+    identity: Identity,
+    emulator: IdentityEmulator,
+) -> None:
+    alias = add_alias(
+        "health_public", NAME=ITEST_DB, USER=ROLE, OPTIONS={"client_id": identity.client_id}
+    )
+    defaults = {
+        "AZURE_PG_HEALTH_DETAILS": False,
+        "AZURE_PG_HEALTH_ALLOW_CONNECT": False,
+        "AZURE_PG_HEALTH_CONNECT_INTERVAL": health.DEFAULT_CONNECT_INTERVAL,
+    }
+    status, body = probe(alias, **defaults)  # the first check: no evidence yet, one login
+    assert status == 200 and alias not in json.dumps(body)
+    assert body["databases"] == [{"ok": True, "reason": "ok", "connected": True}]
+    logins = emulator.stats.logins_accepted
+    for _ in range(5):  # ?connect=1 is not honoured unless the settings allow it
+        assert probe(alias, query="?connect=1", **defaults)[0] == 200
+    assert emulator.stats.logins_accepted == logins
+
+
+def test_at_most_one_login_per_alias_per_interval(
+    probe: Callable[..., tuple[int, dict[str, Any]]],
+    add_alias: Callable[..., str],
+    identity: Identity,
+    emulator: IdentityEmulator,
+) -> None:
+    alias = add_alias(
+        "health_limit", NAME=ITEST_DB, USER=ROLE, OPTIONS={"client_id": identity.client_id}
+    )
+    logins = emulator.stats.logins_accepted
+    forced = {"AZURE_PG_HEALTH_CONNECT": True, "AZURE_PG_HEALTH_CONNECT_INTERVAL": 60}
+    answers = [probe(alias, **forced) for _ in range(5)]
+    assert [status for status, _ in answers] == [200] * 5
+    assert [b["databases"][alias]["connected"] for _, b in answers] == [True] + [False] * 4
+    assert emulator.stats.logins_accepted == logins + 1

@@ -90,12 +90,22 @@ az webapp config set --resource-group "$RESOURCE_GROUP" --name "$APP_NAME" \
   --startup-file startup.sh --generic-configurations '{"healthCheckPath": "/healthz"}' --output none
 APP_PRINCIPAL_ID="$(az webapp identity assign --resource-group "$RESOURCE_GROUP" \
   --name "$APP_NAME" --query principalId --output tsv)"
-SECRET_KEY="$("$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(50))')"
+# Django's SECRET_KEY goes to az in a file of this user's only (az reads "@file" arguments),
+# never on a command line, where the process list and shell history would show it.
+secrets_dir="$(mktemp -d)"
+"$PYTHON" - "$secrets_dir/settings.json" <<'PY'
+import json, os, secrets, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+with os.fdopen(fd, "w") as f:
+    json.dump({"SECRET_KEY": secrets.token_urlsafe(50)}, f)
+PY
 # Service Connector's names (client type django), read by django_azure_pg.from_env().
 az webapp config appsettings set --resource-group "$RESOURCE_GROUP" --name "$APP_NAME" \
-  --settings SCM_DO_BUILD_DURING_DEPLOYMENT=true SECRET_KEY="$SECRET_KEY" \
+  --settings "@$secrets_dir/settings.json" SCM_DO_BUILD_DURING_DEPLOYMENT=true \
   AZURE_POSTGRESQL_HOST="${DB_SERVER_NAME}.postgres.database.azure.com" \
-  AZURE_POSTGRESQL_NAME="$DATABASE" AZURE_POSTGRESQL_USER="$ROLE" --output none
+  AZURE_POSTGRESQL_NAME="$DATABASE" AZURE_POSTGRESQL_USER="$ROLE" --output none ||
+  { rm -rf "$secrets_dir"; exit 1; }
+rm -rf "$secrets_dir"
 
 if [ "$ALLOW_ALL_AZURE" != yes ]; then
   step "Firewall: only this web app's possible outbound addresses"

@@ -23,6 +23,9 @@ STUB_AZ = r"""#!/usr/bin/env bash
 n=$(find "$AZ_ARGV_DIR" -type f | wc -l)
 printf '%s\0' "$@" > "$AZ_ARGV_DIR/$(printf '%04d' "$n")"
 printf '%s\n' "az $*" >> "$CALLS"
+if [ -n "${AZ_FILES_DIR:-}" ]; then  # what az would read from "@file" arguments
+  for a in "$@"; do case "$a" in @*) cp "${a#@}" "$AZ_FILES_DIR/$n-$(basename "${a#@}")" ;; esac; done
+fi
 if [ -n "${STUB_AZ_LOGGED_OUT:-}" ] && [ "$1" = account ]; then exit 1; fi
 case "$*" in
   "version --query \"azure-cli\" --output tsv") echo "${STUB_AZ_VERSION:-2.91.0}" ;;

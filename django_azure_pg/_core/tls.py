@@ -41,8 +41,13 @@ check`` all judge the route here, the same way:
   server's Azure name (with ``hostaddr`` = the address to dial), or name the
   CA in ``sslrootcert``. An explicit weaker sslmode is kept (``manage.py
   check`` warns, W002). Password logins to such hosts keep ``require``.
-* **This machine** (loopback, Unix sockets) gets ``require`` by default, and
-  any sslmode.
+* **This machine** (loopback addresses, Unix sockets, and names the hosts file maps to
+  loopback only: never a name DNS may answer, such as ``localhost.``) gets ``require``
+  by default, and any sslmode.
+* **Decided once:** :func:`decide` works all this out once per alias (the connector
+  keeps it) and writes every key of the route explicitly into the parameters, so that
+  nothing outside the settings — an environment variable, a service file edited on
+  disk — can move it later.
 * A token login refuses, **before fetching a token**, any path that is not
   ``require``/``verify-ca``/``verify-full`` unless every host (and
   ``hostaddr``) is on this machine, or ``OPTIONS["allow_plaintext_token"]``

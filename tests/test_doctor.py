@@ -74,7 +74,9 @@ def test_missing_role(add_alias: Callable[..., str], identity: Identity) -> None
     assert 'role "aad_ghost" does not exist' in text  # Azure's text, sent by the kit's front
     advice = diagnosis.ADVICE[errors.RoleMissing]
     assert f"likely cause: {advice.cause}" in text
-    assert f"fix: {advice.fix}" in text
+    # The fix names the role and the identity's object id (issue 30), not placeholders.
+    assert f"fix: {advice.filled('aad_ghost', identity.object_id).fix}" in text
+    assert f"create_aad_principal aad_ghost --oid {identity.object_id}" in text
 
 
 def test_role_not_mapped_to_identity(
@@ -158,3 +160,117 @@ def test_missing_host_names_its_variable(add_alias: Callable[..., str], identity
     assert "[FAIL] check django_azure_pg.E011" in text
     assert "AZURE_POSTGRESQL_HOST" in text
     assert json.loads(doctor("doc", "json")[0])["steps"][0]["name"] == "check django_azure_pg.E011"
+
+
+# -- the right culprit (issue 30) ---------------------------------------------------
+
+
+def test_identity_endpoint_refusing_connections_is_the_endpoints_fault(
+    add_alias: Callable[..., str], identity: Identity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django_azure_pg_testing.postgres import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}/msi/token"  # nothing listens there
+    monkeypatch.setenv("IDENTITY_ENDPOINT", closed)
+    add_alias("doc", NAME=ITEST_DB, USER=ROLE, OPTIONS={"client_id": identity.client_id})
+    text, code = doctor("doc")
+    assert code == 1
+    assert "[FAIL] token" in text
+    assert f"identity_endpoint: {closed}" in text and "endpoint_answer: none" in text
+    advice = diagnosis.ADVICE[diagnosis.IdentityEndpointUnreachable]
+    assert f"likely cause: {advice.cause}" in text
+    assert "firewall" not in text  # the database's advice
+    assert "[skip] connect" in text
+
+
+def test_identity_endpoint_http_500_is_not_a_missing_identity(
+    add_alias: Callable[..., str], identity: Identity, emulator: IdentityEmulator
+) -> None:
+    add_alias("doc", NAME=ITEST_DB, USER=ROLE, OPTIONS={"client_id": identity.client_id})
+    emulator.set_fault("error")  # HTTP 500 to every token request
+    try:
+        text, code = doctor("doc")
+    finally:
+        emulator.clear_faults()
+    assert code == 1
+    assert f"identity_endpoint: {emulator.url}" in text
+    assert "endpoint_answer: HTTP 500" in text
+    advice = diagnosis.ADVICE[diagnosis.IdentityEndpointFailed]
+    assert f"likely cause: {advice.cause}" in text
+    assert "Enable a managed identity" not in text
+    assert emulator.identity_header not in text
+
+
+def test_a_refused_password_gets_password_advice(
+    postgres: LocalPostgres, add_alias: Callable[..., str]
+) -> None:
+    postgres.create_password_role("doc_pw", "the-right-one")
+    add_alias("doc", NAME=ITEST_DB, USER="doc_pw", PASSWORD="leftover")
+    text, code = doctor("doc")
+    assert code == 1
+    assert "[FAIL] connect" in text
+    advice = diagnosis.ADVICE[errors.PasswordRefused]
+    assert f"likely cause: {advice.cause}" in text and f"fix: {advice.fix}" in text
+    assert diagnosis.ADVICE[diagnosis.RefusedUnspecified].fix not in text  # token-role advice
+    assert "leftover" not in text
+
+
+def test_a_failing_system_check_does_not_stop_the_doctor(
+    add_alias: Callable[..., str], identity: Identity, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As `manage.py azure_pg_doctor` runs it from the command line (system checks and all)."""
+    from django.core import checks
+
+    from django_azure_pg.management.commands.azure_pg_doctor import Command
+
+    def failing(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+        return [checks.Error("Something else is broken.", hint="Fix it.", id="other.E001")]
+
+    add_alias("doc", HOST="", NAME=ITEST_DB, USER=ROLE, OPTIONS={"client_id": identity.client_id})
+    checks.register(failing)
+    try:
+        with pytest.raises(SystemExit):
+            Command().run_from_argv(["manage.py", "azure_pg_doctor", "--database", "doc"])
+    finally:
+        checks.registry.registry.registered_checks.discard(failing)
+    text = capsys.readouterr().out
+    assert "[FAIL] check django_azure_pg.E011" in text  # this alias's own check, explained
+    assert "[warn] check other.E001" in text and "Something else is broken." in text
+    assert "[ok]   token" in text  # and the diagnosis went on
+    assert "SystemCheckError" not in text
+
+
+def test_messages_show_the_users_alias(add_alias: Callable[..., str], identity: Identity) -> None:
+    add_alias("doc", NAME=ITEST_DB, USER="aad_ghost", OPTIONS={"client_id": identity.client_id})
+    text, _ = doctor("doc")
+    assert "Database alias 'doc'" in text
+    assert ":doctor" not in text
+
+
+def test_empty_user_says_the_role_came_from_the_token_and_fills_the_fix(
+    add_alias: Callable[..., str], identity: Identity
+) -> None:
+    add_alias("doc", NAME=ITEST_DB, USER="", OPTIONS={"client_id": identity.client_id})
+    text, code = doctor("doc")
+    assert code == 1  # the identity's own name has no role on the server
+    assert "from: the token's claims (USER is empty)" in text
+    assert f"role {identity.name!r} (taken from the token's claims: USER is empty)" in text
+    assert f"create_aad_principal {identity.name} --oid {identity.object_id}" in text
+    assert "<USER>" not in text and "<object id>" not in text
+
+
+def test_a_server_out_of_connection_slots(
+    postgres: LocalPostgres,
+    add_alias: Callable[..., str],
+    identity: Identity,
+    emulator: IdentityEmulator,
+) -> None:
+    postgres.create_entra_role("aad_doc_full")
+    postgres.execute('ALTER ROLE "aad_doc_full" CONNECTION LIMIT 0')
+    emulator.allow_role("aad_doc_full", identity)
+    add_alias("doc", NAME=ITEST_DB, USER="aad_doc_full", OPTIONS={"client_id": identity.client_id})
+    text, code = doctor("doc")
+    assert code == 1
+    assert "[FAIL] connect" in text
+    advice = diagnosis.ADVICE[errors.TooManyConnections]
+    assert f"likely cause: {advice.cause}" in text and "6432" in text

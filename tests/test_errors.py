@@ -289,7 +289,9 @@ def test_identity_endpoint_status() -> None:
     assert diagnosis.identity_failure(app_service, 500) is diagnosis.IdentityEndpointFailed
     assert diagnosis.identity_failure(app_service, 400) is diagnosis.NoIdentity
     assert diagnosis.identity_failure(app_service, None) is diagnosis.NoIdentity
-    assert diagnosis.identity_failure(TokenTimeout("x"), 500) is TokenTimeout
+    # azure-identity retried the 500s until token_timeout ran out: still the endpoint's failure.
+    assert diagnosis.identity_failure(TokenTimeout("x"), 500) is diagnosis.IdentityEndpointFailed
+    assert diagnosis.identity_failure(TokenTimeout("x"), None) is TokenTimeout
 
 
 def test_what_the_token_thread_passes_on_keeps_the_type() -> None:

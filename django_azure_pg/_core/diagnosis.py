@@ -303,6 +303,16 @@ class Advice:
     cause: str
     fix: str
 
+    def filled(self, role: str | None, oid: str | None) -> Advice:
+        """This advice with its fix's placeholders (``<USER>``, ``<name>``, ``<object id>``)
+        filled in with the role and the principal's object id the login used."""
+        fix = self.fix
+        if role:
+            fix = fix.replace("<USER>", role).replace("<name>", role)
+        if oid:
+            fix = fix.replace("<object id>", oid)
+        return Advice(self.seen, self.cause, fix)
+
 
 ADVICE: dict[type[BaseException], Advice] = {}
 """Cause type → advice. Most specific types first; lookups follow the MRO."""
@@ -622,7 +632,8 @@ def identity_failure(exc: BaseException, status: int | None) -> type[BaseExcepti
     the status the endpoint really sent tells an outage from a missing identity.
     """
     cause = classify(exc)
-    if status is not None and status >= 500 and cause in (None, NoIdentity, TokenAcquisitionError):
+    vague = (None, NoIdentity, TokenAcquisitionError, TokenTimeout)  # 5xx retried until then
+    if status is not None and status >= 500 and cause in vague:
         return IdentityEndpointFailed
     return cause
 

@@ -209,10 +209,16 @@ class TokenLogin:
         assert issubclass(cause, LoginRefused)
         found = claims.decode(token.value)
         principal = claims.role_name(found) or "(no name claim)"
-        oid = found.get("oid", "(no oid claim)")
+        oid = found.get("oid")
         said = redact(diagnosis.server_message(exc))
         role = self.user or claims.role_name(found)
-        advice = diagnosis.ADVICE[cause]
+        # USER empty: the role came from the token, and the fix names the real role and id.
+        as_whom = (
+            f"USER {role!r}"
+            if self.user
+            else f"role {role!r} (taken from the token's claims: USER is empty)"
+        )
+        advice = diagnosis.ADVICE[cause].filled(role, oid if isinstance(oid, str) else None)
         verdict = "a fresh token would be refused too"
         if cause is errors.TokenExpiredAtServer:
             left = token.expires_on - self.source.clock()
@@ -220,9 +226,9 @@ class TokenLogin:
                 f"had {left:.1f} s left" if left >= 0 else f"had expired {-left:.1f} s before"
             )
         return cause(
-            f"Database alias {self.alias!r}: the server refused the login as USER {role!r} "
+            f"Database alias {self.alias!r}: the server refused the login as {as_whom} "
             f"with an access token from {self.choice.name} for principal {principal!r} "
-            f"(object id {oid}); {verdict}. The server said: {said}. "
+            f"(object id {oid or '(no oid claim)'}); {verdict}. The server said: {said}. "
             f"Likely cause: {advice.cause} Fix: {advice.fix}",
             said,
         )

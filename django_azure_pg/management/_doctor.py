@@ -2,7 +2,9 @@
 
 Each step says what it found; a failed step says the likely cause and fix.
 Secrets (tokens, client secrets, passwords, identity headers) are never shown:
-only whether they are set.
+only whether they are set. The system checks are steps too (the command runs
+none before it: a failing check must not hide the rest of the diagnosis), and a
+failed token fetch names the identity endpoint asked, not the database.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-from .._core import claims, clouds, connector, credentials, diagnosis
+from .._core import claims, clouds, connector, credentials, diagnosis, endpoint
 from .._core.tokens import TokenSource
 from ..mixin import TokenLoginMixin
 from ..redaction import redact
@@ -32,10 +35,13 @@ class Step:
     cause: str | None = None
     fix: str | None = None
 
-    def failed(self, exc: BaseException) -> Step:
+    def failed(self, exc: BaseException, cause: type[BaseException] | None = None) -> Step:
+        """Failed with ``exc``; its advice, or that of ``cause`` when the caller knows better."""
         self.status = "fail"
         self.detail["error"] = redact(str(exc))
-        return self.advise(diagnosis.diagnose(exc))
+        if cause is None:
+            return self.advise(diagnosis.diagnose(exc))
+        return self.advise(diagnosis.ADVICE.get(cause))
 
     def advise(self, advice: diagnosis.Advice | None) -> Step:
         if advice is not None:
@@ -89,13 +95,64 @@ def check_steps(alias: str, entry: dict[str, Any], environ: Any) -> list[Step]:
     return steps
 
 
+def system_check_steps() -> list[Step]:
+    """The project's other failing system checks (not this package's, which
+    :func:`check_steps` explains per alias), each as a warning step: they stop
+    ``migrate`` and ``runserver``, not this login."""
+    from django.core import checks
+
+    try:
+        messages = checks.run_checks(include_deployment_checks=False)
+    except Exception as exc:  # a check that crashes is a finding too
+        step = Step("system checks", "warning", {"error": redact(str(exc))})
+        step.cause = "A system check raised an exception; `manage.py check` fails the same way."
+        return [step]
+    steps = []
+    for message in messages:
+        if not message.is_serious() or message.is_silenced():
+            continue
+        if str(message.id or "").startswith("django_azure_pg."):
+            continue
+        step = Step(f"check {message.id}", "warning", {"id": message.id})
+        step.cause = (
+            f"{message.msg} (every command that runs the system checks, migrate and "
+            "runserver among them, stops on it; this diagnosis does not)"
+        )
+        step.fix = message.hint
+        steps.append(step)
+    return steps
+
+
+def identity_endpoint(environ: Any) -> str | None:
+    """Where ManagedIdentityCredential asks for tokens in this environment (azure-identity
+    picks it the same way: IDENTITY_ENDPOINT for App Service, Container Apps and Functions,
+    MSI_ENDPOINT for Cloud Shell, else IMDS at 169.254.169.254 or
+    AZURE_POD_IDENTITY_AUTHORITY_HOST — azure/identity/_credentials/imds.py). Scheme, host,
+    port and path only."""
+    for name in ("IDENTITY_ENDPOINT", "MSI_ENDPOINT"):
+        if environ.get(name):
+            return _public_url(environ[name])
+    host = environ.get("AZURE_POD_IDENTITY_AUTHORITY_HOST") or "http://169.254.169.254"
+    return _public_url(host.strip("/") + "/metadata/identity/oauth2/token")
+
+
+def _public_url(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(not a URL)"
+    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
+
+
 def run(alias: str, entry: dict[str, Any], environ: Any = os.environ) -> Report:
     from django.db.utils import load_backend
 
-    steps: list[Step] = check_steps(alias, entry, environ)
+    steps: list[Step] = system_check_steps() + check_steps(alias, entry, environ)
     opts = entry.get("OPTIONS") or {}
     entry = one_off(entry)
-    wrapper = load_backend(entry["ENGINE"]).DatabaseWrapper(entry, f"{alias}:doctor")
+    # The user's own alias: every message the login writes names it.
+    wrapper = load_backend(entry["ENGINE"]).DatabaseWrapper(entry, alias)
     params = wrapper.get_connection_params()
     steps.append(
         Step(
@@ -117,6 +174,7 @@ def run(alias: str, entry: dict[str, Any], environ: Any = os.environ) -> Report:
     )
 
     login = None
+    fill: tuple[str | None, str | None] = (entry.get("USER") or None, None)
     if entry.get("PASSWORD"):
         steps.append(Step("credential", "ok", {"kind": "password", "reason": "PASSWORD is set"}))
     elif not isinstance(wrapper, TokenLoginMixin):
@@ -144,10 +202,11 @@ def run(alias: str, entry: dict[str, Any], environ: Any = os.environ) -> Report:
         step = Step("token", "ok", {"scope": login.scope})
         steps.append(step)
         started = time.monotonic()
+        before = endpoint.last_answer
         try:
             token = login.source.get_token()
         except Exception as exc:
-            step.failed(exc)
+            token_failed(step, exc, login.choice.kind, before, environ)
             steps.append(cache_step(login.source))
             steps.append(Step("connect", "skipped"))
             return Report(alias, steps)
@@ -167,10 +226,35 @@ def run(alias: str, entry: dict[str, Any], environ: Any = os.environ) -> Report:
         except Exception as exc:
             role_step.failed(exc)
             return Report(alias, steps)
-        role_step.detail = {"role": role, "from": "USER" if entry.get("USER") else "token claims"}
+        oid = claims.public(found).get("oid")
+        fill = (role, oid if isinstance(oid, str) else None)
+        role_step.detail = {
+            "role": role,
+            "from": "USER" if entry.get("USER") else "the token's claims (USER is empty)",
+        }
 
-    steps.append(_connect(wrapper))
+    steps.append(_connect(wrapper, *fill))
     return Report(alias, steps)
+
+
+_ASKS_AN_ENDPOINT = ("managed_identity", "default")
+"""Credential kinds that ask a managed-identity endpoint (DefaultAzureCredential among others)."""
+
+
+def token_failed(step: Step, exc: BaseException, kind: str, before: Any, environ: Any) -> Step:
+    """The token step failed: name the identity endpoint and what it answered, if it was asked.
+
+    azure-identity reports an App Service endpoint's HTTP 500 as "configuration not
+    found" (``CredentialUnavailableError``); the status the endpoint sent, noted by the
+    credential's response hook (endpoint.py), tells that outage from a missing identity.
+    """
+    answer = endpoint.last_answer
+    if answer is before:
+        answer = None  # nothing answered during this fetch
+    if kind in _ASKS_AN_ENDPOINT:
+        step.detail["identity_endpoint"] = answer.url if answer else identity_endpoint(environ)
+        step.detail["endpoint_answer"] = f"HTTP {answer.status}" if answer else "none"
+    return step.failed(exc, diagnosis.identity_failure(exc, answer.status if answer else None))
 
 
 def _seconds(value: float | None) -> float | None:
@@ -220,12 +304,16 @@ def _iso(epoch: float) -> str:
     )
 
 
-def _connect(wrapper: Any) -> Step:
+def _connect(wrapper: Any, role: str | None, oid: str | None) -> Step:
+    """Connect as the ENGINE does; a failure's fix names the role and object id used."""
     step = Step("connect", "ok")
     try:
         wrapper.ensure_connection()
     except Exception as exc:
-        return step.failed(exc)
+        step.failed(exc)
+        if step.fix:
+            step.fix = diagnosis.Advice("", "", step.fix).filled(role, oid).fix
+        return step
     try:
         return _inspect(step, wrapper.connection)
     except Exception as exc:  # the server dropped the session after login, say

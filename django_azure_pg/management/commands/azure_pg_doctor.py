@@ -14,8 +14,12 @@ from .. import _doctor
 class Command(BaseCommand):
     help = (
         "Show which credential is used and why, fetch a token (non-secret claims only), "
-        "connect, and translate any failure into a likely cause and fix."
+        "connect, and translate any failure into a likely cause and fix. The system checks "
+        "are reported as steps: a failing one does not stop the diagnosis."
     )
+    # The system checks run as the doctor's first steps (_doctor.system_check_steps,
+    # check_steps), so that a failing one is explained instead of stopping the command.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--database", default="default", help="Alias to check.")

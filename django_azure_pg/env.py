@@ -108,7 +108,7 @@ def from_env(
             entry["OPTIONS"][option] = value
 
     if not entry.get("HOST") or not entry.get("NAME"):
-        raise _improperly(_missing_message(prefix, found))
+        raise _improperly(_incomplete_message(prefix, found, entry, conninfo is not None))
     return merge(entry, overrides)
 
 
@@ -262,9 +262,25 @@ def _missing_message(prefix: str, found: list[str]) -> str:
         "DATABASE_URL",
     ]
     shown = ", ".join(found) if found else "none"
+    return "No Azure PostgreSQL settings in the environment. Looked for " + (
+        "; or ".join(looked) + f". Found: {shown}."
+    )
+
+
+def _incomplete_message(
+    prefix: str, found: list[str], entry: Mapping[str, Any], conninfo: bool
+) -> str:
+    """Some of a connection's variables are set, not all: name the missing ones (never values)."""
+    missing = []
+    also = f" (or {{}}= in {prefix}CONNECTIONSTRING)" if conninfo else ""
+    if not entry.get("HOST"):
+        missing.append(f"{prefix}HOST" + also.format("host"))
+    if not entry.get("NAME"):
+        missing.append(f"{prefix}NAME or {prefix}DATABASE" + also.format("dbname"))
     return (
-        "No Azure PostgreSQL settings in the environment. Looked for "
-        + "; or ".join(looked)
-        + f". Found: {shown}."
-        + (" HOST and the database name are required." if found else "")
+        f"Azure PostgreSQL settings in the environment are incomplete: found "
+        f"{', '.join(found)}, but {' and '.join(missing)} "
+        f"{'is' if len(missing) == 1 else 'are'} missing (the server's name and the database "
+        "are required). Service Connector sets them all for a connection: check that it "
+        "exists, that no variable was renamed or removed, and that the app was restarted since."
     )

@@ -154,13 +154,45 @@ def test_missing_variables_are_listed_without_values() -> None:
         assert name in text
     assert "Found: none" in text
 
-    env = {"AZURE_POSTGRESQL_USER": "aad_conn", "AZURE_POSTGRESQL_PASSWORD": "s3cr3t-value"}
+
+@pytest.mark.parametrize(
+    ("env", "missing", "not_missing"),
+    [
+        (
+            {"AZURE_POSTGRESQL_USER": "aad_conn", "AZURE_POSTGRESQL_PASSWORD": "s3cr3t-value"},
+            ["AZURE_POSTGRESQL_HOST", "AZURE_POSTGRESQL_NAME or AZURE_POSTGRESQL_DATABASE"],
+            [],
+        ),
+        (
+            {"AZURE_POSTGRESQL_HOST": HOST, "AZURE_POSTGRESQL_USERNAME": "aad_conn"},
+            ["AZURE_POSTGRESQL_NAME or AZURE_POSTGRESQL_DATABASE is missing"],
+            ["AZURE_POSTGRESQL_HOST"],
+        ),
+        (
+            {"AZURE_POSTGRESQL_NAME": "restaurant", "AZURE_POSTGRESQL_CLIENTID": "cid"},
+            ["AZURE_POSTGRESQL_HOST is missing"],
+            ["AZURE_POSTGRESQL_NAME or"],
+        ),
+        (
+            {"AZURE_POSTGRESQL_CONNECTIONSTRING": "dbname=restaurant password=s3cr3t-value"},
+            ["AZURE_POSTGRESQL_HOST (or host= in AZURE_POSTGRESQL_CONNECTIONSTRING) is missing"],
+            ["DATABASE"],
+        ),
+    ],
+)
+def test_a_partial_set_names_the_missing_variables(
+    env: dict[str, str], missing: list[str], not_missing: list[str]
+) -> None:
     with pytest.raises(ImproperlyConfigured) as info:
         from_env(environ=env)
     text = str(info.value)
-    assert "Found: AZURE_POSTGRESQL_PASSWORD, AZURE_POSTGRESQL_USER" in text
+    assert "No Azure PostgreSQL settings" not in text  # some are there
+    assert f"found {', '.join(sorted(env))}," in text
+    for name in missing:
+        assert name in text
+    for name in not_missing:
+        assert name not in text.split(", but ")[1]
     assert "s3cr3t-value" not in text
-    assert "HOST and the database name are required" in text
 
 
 def test_contradictions() -> None:

@@ -31,6 +31,16 @@ def _may_have_imds(environ: Any) -> bool:
     return credentials.may_have_imds(environ)
 
 
+def _pool_installed() -> bool:
+    """Whether psycopg_pool can be imported: looked up, not imported (checks stay cheap)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("psycopg_pool") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 POOL_DJANGO = (5, 1)
 """Django's postgresql backend has had OPTIONS["pool"] since 5.1."""
 
@@ -113,6 +123,16 @@ def check_alias(alias: str, entry: dict[str, Any], environ: Any) -> list[CheckMe
                 hint="Remove OPTIONS['pool'] (CONN_MAX_AGE keeps connections open), or "
                 "upgrade to Django 5.2 LTS.",
                 id="django_azure_pg.E012",
+            )
+        )
+
+    if opts.get("pool") and django.VERSION[:2] >= POOL_DJANGO and not _pool_installed():
+        out.append(
+            Error(
+                f"{where} sets OPTIONS['pool'], but psycopg_pool is not installed; the first "
+                "query would fail with Django's 'Error loading psycopg_pool module'.",
+                hint="pip install 'psycopg[pool]' (psycopg_pool), or remove OPTIONS['pool'].",
+                id="django_azure_pg.E013",
             )
         )
 

@@ -315,6 +315,35 @@ def test_pool_needs_django_51(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ids({"HOST": AZ, "USER": "u", "OPTIONS": {"pool": True}}) == []
 
 
+def test_pool_needs_psycopg_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    import django
+
+    monkeypatch.setattr(django, "VERSION", (5, 2, 0, "final", 0))
+    entry = {"HOST": AZ, "USER": "u", "OPTIONS": {"pool": {"max_size": 4}}}
+    assert ids(entry) == []  # installed here
+    monkeypatch.setitem(sys.modules, "psycopg_pool", None)  # as if not installed
+    messages = check_alias("default", entry, MI_ENV)
+    assert [m.id for m in messages] == ["django_azure_pg.E013"]
+    assert "psycopg_pool" in messages[0].msg and "psycopg[pool]" in str(messages[0].hint)
+    assert ids({"HOST": AZ, "USER": "u", "OPTIONS": {"pool": False}}) == []
+    password = {"HOST": AZ, "PASSWORD": "pw", "OPTIONS": {"pool": True}}
+    assert "django_azure_pg.E013" in ids(password)  # Django's own pool needs it too
+
+
+def test_the_pool_check_imports_nothing() -> None:
+    """Looked up with find_spec, never imported: the checks stay cheap (test_imports)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from django_azure_pg._checks import _pool_installed; "
+        "assert _pool_installed(); assert 'psycopg_pool' not in sys.modules, 'imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
 def test_bad_azure_token_credentials_is_e001() -> None:
     messages = check_alias(
         "default", {"HOST": AZ, "USER": "u"}, {"AZURE_TOKEN_CREDENTIALS": "production"}

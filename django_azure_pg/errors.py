@@ -17,6 +17,7 @@ __all__ = [
     "RoleMissing",
     "RoleNameUnknown",
     "RoleTypeMismatch",
+    "ServerTimeout",
     "TokenAcquisitionError",
     "TokenError",
     "TokenExpiredAtServer",
@@ -56,6 +57,11 @@ class InsecureTransport(LoginError):
 
 class UnverifiedServer(LoginError):
     """The server's certificate did not prove the name a token login verifies (nothing was sent)."""
+
+
+class ServerTimeout(LoginError):
+    """No server answered within ``connect_timeout`` (per address tried); no token was
+    sent. The message names the host and port and what to check."""
 
 
 class TokenAcquisitionError(LoginError):

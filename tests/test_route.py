@@ -19,7 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import OperationalError, connections
 from psycopg import pq
 
-from django_azure_pg import _checks, env
+from django_azure_pg import _checks, env, errors
 from django_azure_pg._core import connector, options, tls
 from django_azure_pg.management import _doctor
 from django_azure_pg.mixin import _HAS_POOL
@@ -667,3 +667,59 @@ def test_the_c_environment_changed_later_moves_no_token(
         finally:
             os.unsetenv("PGSSLMODE")
     assert fake.connections == 0 and fake.passwords == []
+
+
+# -- a silent host: a connect timeout by default, and a message that names it ---------------
+
+
+@pytest.mark.parametrize(
+    ("given", "env", "service", "expected"),
+    [
+        ({}, {}, "", str(tls.CONNECT_TIMEOUT)),
+        ({"connect_timeout": "3"}, {}, "", "3"),
+        ({}, {"PGCONNECT_TIMEOUT": "4"}, "", "4"),
+        ({"service": "svc"}, {}, "[svc]\nconnect_timeout=5\n", "5"),
+    ],
+)
+def test_a_token_login_waits_ten_seconds_unless_told_otherwise(
+    given: dict[str, Any],
+    env: dict[str, str],
+    service: str,
+    expected: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _service_file(tmp_path, service)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert _pinned({"host": AZ, **given})[0]["connect_timeout"] == expected
+    password_login = _pinned({"host": AZ, **given}, token=False)[0]
+    if not (env or given):  # a password login keeps libpq's and psycopg's own default
+        assert "connect_timeout" not in password_login
+    else:
+        assert password_login["connect_timeout"] == expected
+
+
+@pytest.mark.integration
+def test_a_host_that_never_answers_fails_in_time_and_is_named(
+    make_wrapper: MakeWrapper, emulator: IdentityEmulator
+) -> None:
+    import socket
+    import time
+
+    silent = socket.socket()  # accepts TCP (the kernel's backlog), never says a word
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    try:
+        wrapper = make_wrapper(HOST="127.0.0.1", PORT=str(port), OPTIONS={"connect_timeout": 2})
+        started = time.monotonic()
+        with pytest.raises(OperationalError) as raised:
+            wrapper.ensure_connection()
+        waited = time.monotonic() - started
+    finally:
+        silent.close()
+    assert waited < 8  # psycopg's own default is 130 s
+    message = str(raised.value)
+    assert "'127.0.0.1'" in message and f"port {port}" in message and "within 2 s" in message
+    assert isinstance(raised.value.__cause__, errors.ServerTimeout)

@@ -110,6 +110,14 @@ _ROOTS = Path(__file__).parent.parent / "certs" / "azure-roots.pem"
 _PROBE_STOP = "!django-azure-pg-probe"
 """A target_session_attrs value libpq rejects after reading every option, before dialling."""
 _ROUTE_KEYS = ("host", "hostaddr", "port", "sslmode", "sslrootcert")
+_VIEW_KEYS = frozenset((*_ROUTE_KEYS, "connect_timeout"))
+CONNECT_TIMEOUT = 10
+"""Seconds a token login waits for a server, per address tried, when nothing sets
+``connect_timeout``. psycopg's own default is 130 s; a silent host would hold a web
+worker past gunicorn's worker timeout (30 s by default: ``gunicorn.config.Timeout``)
+and App Service's health check. 10 s per address keeps even a two-address host under
+it, and is far above a healthy login (milliseconds to a second); raise it (OPTIONS,
+``PGCONNECT_TIMEOUT`` or the service file) for a path that is slow by design."""
 _NOT_PROBED = frozenset({"password", "target_session_attrs"})
 
 
@@ -200,6 +208,7 @@ class Route:
     sslmode_from: str
     sslrootcert: str | None
     port: str = ""
+    connect_timeout: str = ""
     unresolved_service: bool = False
     """libpq cannot use these settings (an unknown service, a broken service file):
     nothing may be sent, and nothing is known about where it would go."""
@@ -295,7 +304,7 @@ def _ask_libpq(given: dict[str, Any]) -> tuple[dict[str, str] | None, str]:
         values = {
             o.keyword.decode(): o.val.decode("utf-8", "replace")
             for o in conn.info
-            if o.keyword.decode() in _ROUTE_KEYS and o.val is not None
+            if o.keyword.decode() in _VIEW_KEYS and o.val is not None
         }
     finally:
         conn.finish()
@@ -404,6 +413,7 @@ def _model(params: Mapping[str, Any], environ: Mapping[str, str]) -> Route:
     sslmode, sslmode_from = lookup("sslmode", "PGSSLMODE")
     rootcert, _ = lookup("sslrootcert", "PGSSLROOTCERT")
     port, _ = lookup("port", "PGPORT")
+    timeout, _ = lookup("connect_timeout", "PGCONNECT_TIMEOUT")
     return Route(
         hosts=_split(host),
         host_from=host_from,
@@ -412,6 +422,7 @@ def _model(params: Mapping[str, Any], environ: Mapping[str, str]) -> Route:
         sslmode_from=sslmode_from,
         sslrootcert=rootcert,
         port=port or "",
+        connect_timeout=timeout or "",
         unresolved_service=missing,
     )
 
@@ -435,6 +446,7 @@ def resolve(params: Mapping[str, Any], environ: Mapping[str, str] = os.environ) 
             sslmode_from=model.sslmode_from,
             sslrootcert=model.sslrootcert,
             port=model.port,
+            connect_timeout=model.connect_timeout,
             unresolved_service=True,
             libpq_error=error,
         )
@@ -457,6 +469,7 @@ def resolve(params: Mapping[str, Any], environ: Mapping[str, str] = os.environ) 
         sslmode_from=sslmode_from,
         sslrootcert=view.get("sslrootcert") or None,
         port=view.get("port") or "",
+        connect_timeout=view.get("connect_timeout") or "",
     )
 
 
@@ -565,6 +578,12 @@ def decide(
         "sslmode": route.sslmode,
         "sslrootcert": rootcert,
     }
+    # Written too, where it is set: psycopg (which drives the connection attempt) reads
+    # the parameters and PGCONNECT_TIMEOUT, never the service file.
+    timeout = route.connect_timeout or (str(CONNECT_TIMEOUT) if token else "")
+    if timeout:
+        route = dataclasses.replace(route, connect_timeout=timeout)
+        written["connect_timeout"] = timeout
     return Decision(written, route, linked if dial else "")
 
 
@@ -710,6 +729,24 @@ def unverified_message(alias: str, route: Route, exc: BaseException) -> str:
     )
 
 
+_TIMEOUT: type[BaseException] | None = getattr(psycopg.errors, "ConnectionTimeout", None)
+"""psycopg's error for ``connect_timeout`` running out (3.2 and later)."""
+
+
+def timeout_message(alias: str, route: Route, params: Mapping[str, Any]) -> str:
+    """What to check when no server answered in time (no token was sent)."""
+    waited = params.get("connect_timeout") or route.connect_timeout or "psycopg's default, 130"
+    port = params.get("port") or route.port or "5432"
+    return (
+        f"Database alias {alias!r}: no answer from {route.describe()}, port {port}, within "
+        f"{waited} s (connect_timeout, per address tried); no access token was sent. Check "
+        "that the server is running and reachable from here: the server's firewall rules or "
+        "private networking (the app's outbound addresses, a VNet integration, a private "
+        "DNS zone), the host name and the port (5432; 6432 for the built-in PgBouncer). A "
+        "server that takes longer by design (a failover): raise OPTIONS['connect_timeout']."
+    )
+
+
 def explained(
     alias: str, connect: Callable[..., C], route: Route | None = None
 ) -> Callable[..., C]:
@@ -722,6 +759,9 @@ def explained(
         try:
             return connect(**params)
         except psycopg.OperationalError as exc:
+            if _TIMEOUT is not None and isinstance(exc, _TIMEOUT):
+                seen = route if route is not None else resolve(params)
+                raise errors.ServerTimeout(timeout_message(alias, seen, params)) from exc
             if (
                 isinstance(exc, errors.LoginError)
                 or diagnosis.classify(exc) is not diagnosis.TlsVerify

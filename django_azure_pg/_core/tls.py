@@ -179,16 +179,20 @@ def _hosts_file_loopback(name: str) -> bool:
     return bool(found) and all(_is_loopback_ip(a) for a in found)
 
 
+def _lines(path: str) -> list[str]:
+    """The lines of a text file; none where it cannot be read (as libpq and glibc treat it)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read().splitlines()
+    except OSError:
+        return []
+
+
 @functools.lru_cache(maxsize=2)
 def _read_hosts_file(path: str, mtime: int) -> dict[str, tuple[str, ...]]:
     """Name → addresses, as glibc reads the hosts file (cached per path and mtime)."""
     names: dict[str, tuple[str, ...]] = {}
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return {}
-    for raw in lines:
+    for raw in _lines(path):
         fields = raw.split("#", 1)[0].split()
         if len(fields) < 2:
             continue
@@ -375,12 +379,7 @@ def _read_service_file(path: str, mtime: int) -> dict[str, dict[str, str]]:
     """
     sections: dict[str, dict[str, str]] = {}
     current: dict[str, str] | None = None
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return {}
-    for raw in lines:
+    for raw in _lines(path):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

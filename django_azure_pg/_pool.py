@@ -10,6 +10,10 @@ the token is fetched. Works with every psycopg_pool version Django supports.
 
 from __future__ import annotations
 
+import atexit
+import logging
+import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -81,9 +85,56 @@ def token_pool(wrapper: Any, connector: Connector, pool_options: Mapping[str, An
     # user's choice).
     connector.guard(connect_kwargs)
     connect_kwargs["autocommit"] = True  # as Django: it sets the real mode per checkout
-    return ConnectionPool(
+    pool = ConnectionPool(
         kwargs=connect_kwargs,
         open=False,
         configure=wrapper._configure_connection,
         **kwargs,
     )
+    close_at_exit(pool)
+    return pool
+
+
+EXIT_TIMEOUT = 1.0
+"""Seconds :func:`close_at_exit` waits for each of a pool's threads at interpreter exit."""
+
+_at_exit: weakref.WeakSet[Any] = weakref.WeakSet()
+_at_exit_lock = threading.Lock()
+_registered = False
+
+
+def close_at_exit(pool: Any) -> None:
+    """Close ``pool`` when the interpreter exits, before its workers can log in again.
+
+    A pool's workers are daemon threads: at exit they keep opening and retrying
+    connections (to fill ``min_size``, after a failure) until the interpreter stops
+    them. A token login may need a token fetch, which runs in a thread of its own,
+    and from Python 3.12 no thread may start once the main thread has finished: the
+    pool then logs ``error connecting in 'pool-1': can't create new thread at
+    interpreter shutdown``. The stock pool's password logins start no thread, so it
+    says nothing. A closed pool opens nothing more (psycopg_pool ``close()``).
+    """
+    global _registered
+    with _at_exit_lock:
+        if not _registered:
+            atexit.register(_close_all)
+            _registered = True
+        _at_exit.add(pool)
+
+
+def _close_all() -> None:
+    """At exit: close the pools still open, quietly (nothing can be done about a worker
+    that does not stop in time, and psycopg_pool would warn about each one)."""
+    with _at_exit_lock:
+        pools = list(_at_exit)
+        _at_exit.clear()
+    log = logging.getLogger("psycopg.pool")
+    disabled, log.disabled = log.disabled, True
+    try:
+        for pool in pools:
+            try:
+                pool.close(timeout=EXIT_TIMEOUT)
+            except Exception:  # noqa: S112 — at exit, one pool must not keep another open
+                continue
+    finally:
+        log.disabled = disabled

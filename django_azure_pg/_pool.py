@@ -11,7 +11,6 @@ the token is fetched. Works with every psycopg_pool version Django supports.
 from __future__ import annotations
 
 import atexit
-import logging
 import threading
 import weakref
 from collections.abc import Mapping
@@ -123,18 +122,13 @@ def close_at_exit(pool: Any) -> None:
 
 
 def _close_all() -> None:
-    """At exit: close the pools still open, quietly (nothing can be done about a worker
-    that does not stop in time, and psycopg_pool would warn about each one)."""
+    """At exit: close the pools still open. An idle worker stops at once; one still inside
+    a login gets :data:`EXIT_TIMEOUT` (psycopg_pool says so if it does not stop in time)."""
     with _at_exit_lock:
         pools = list(_at_exit)
         _at_exit.clear()
-    log = logging.getLogger("psycopg.pool")
-    disabled, log.disabled = log.disabled, True
-    try:
-        for pool in pools:
-            try:
-                pool.close(timeout=EXIT_TIMEOUT)
-            except Exception:  # noqa: S112 — at exit, one pool must not keep another open
-                continue
-    finally:
-        log.disabled = disabled
+    for pool in pools:
+        try:
+            pool.close(timeout=EXIT_TIMEOUT)
+        except Exception:  # noqa: S112 — at exit, one pool must not keep another open
+            continue

@@ -267,3 +267,9 @@ def test_forked_children_logging_in_over_short_tokens_fail_nothing(
     )
     assert failed == []
     assert logins > children * 10
+
+
+def test_the_outage_cadence_holds_through_any_number_of_failures() -> None:
+    assert timing.outage_retry_delay(1) == timing.OUTAGE_RETRY_FIRST
+    assert timing.outage_retry_delay(10**6) == timing.OUTAGE_RETRY_MAX  # no overflow
+    assert timing.outage_attempts_bound(0) >= 1

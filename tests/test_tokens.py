@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -164,7 +165,7 @@ def test_blocks_no_longer_than_timeout(fetches: FetchLog) -> None:
     assert source.get()
 
 
-def test_error_after_recovery_next_call_succeeds() -> None:
+def test_error_after_recovery_next_call_after_the_cadence_succeeds() -> None:
     clock = FakeClock()
     cred = FakeCredential(clock)
     cred.error = RuntimeError("HTTP 500")
@@ -172,7 +173,12 @@ def test_error_after_recovery_next_call_succeeds() -> None:
     with pytest.raises(TokenError):
         source.get()
     cred.error = None
-    assert source.get()
+    with pytest.raises(TokenError, match="HTTP 500"):
+        source.get()  # within the outage cadence: the last error at once, no call
+    assert cred.calls == 1
+    clock.advance(timing.outage_retry_delay(1))
+    assert source.get()  # the first caller after it asks, waits and is served
+    assert cred.calls == 2
 
 
 def test_error_text_never_contains_a_token() -> None:
@@ -219,6 +225,7 @@ def test_failed_credential_is_replaced_for_the_next_attempt() -> None:
     source = TokenSource(factory, SCOPE, label="fake", clock=clock)
     with pytest.raises(TokenError):
         source.get()
+    clock.advance(timing.outage_retry_delay(1))
     assert source.get()  # a new credential object, which works
     assert len(built) == 2
 
@@ -603,8 +610,10 @@ def test_throttled_retry_within_the_timeout_waits_on_the_injected_clock() -> Non
     with pytest.raises(TokenThrottled):
         source.get()
     cred.error = None
-    assert source.get()  # waited out the 4 s the endpoint asked for (on the clock), then fetched
-    assert slept == [4]
+    clock.advance(timing.outage_retry_delay(1))
+    # The next attempt's one caller waits out the rest of the 4 s (on the clock), then fetches.
+    assert source.get()
+    assert slept == [4 - timing.outage_retry_delay(1)]
     assert cred.calls == 2
 
 
@@ -761,3 +770,146 @@ def test_the_documented_refresh_window_is_the_caches_own(lifetime: float, msal: 
     refresh_on = lifetime / 2 if msal else None
     token = timing.Token.issued("t", lifetime, 0.0, {"iat": 0}, refresh_on)
     assert refresh_window(lifetime, refresh_on) == pytest.approx(token.window())
+
+
+# -- identity down, nothing usable cached: fail fast, one attempt at a time --------------
+
+
+def test_while_the_identity_fails_callers_get_the_last_error_at_once() -> None:
+    clock = FakeClock()
+    cred = FakeCredential(clock)
+    cred.error = RuntimeError('HTTP 500 {"access_token": "eyJhbGciOiJub25lIn0.eyJ4IjoxfQ.c2ln"}')
+    source = make(cred, clock, timeout=5)
+    with pytest.raises(TokenError):
+        source.get()
+    for _ in range(50):
+        with pytest.raises(TokenError, match="HTTP 500") as info:
+            source.get()
+        assert "identity failing: 1 attempt(s) failed" in str(info.value)
+        assert "eyJ4IjoxfQ" not in str(info.value)  # redacted, as the first report
+        cause = info.value.__cause__
+        assert isinstance(cause, tokens.CredentialFailure) and cause.exc_type is RuntimeError
+        assert cause.__traceback__ is None  # frameless: no locals of the credential's frames
+    assert cred.calls == 1
+
+
+def test_each_failing_caller_gets_an_exception_of_its_own() -> None:
+    clock = FakeClock()
+    cred = FakeCredential(clock)
+    cred.error = RuntimeError("HTTP 500")
+    source = make(cred, clock)
+    with pytest.raises(TokenError):
+        source.get()
+    raised = []
+    for _ in range(2):
+        with pytest.raises(TokenError) as info:
+            source.get()
+        raised.append(info.value)
+    assert raised[0] is not raised[1]  # threads never share (and grow) one traceback
+
+
+@pytest.mark.parametrize("lifetime", [3600.0, 86_400.0])
+def test_an_outage_outliving_the_token_fails_fast_bounded_and_recovers_within_a_second(
+    lifetime: float,
+) -> None:
+    """At real lifetimes: the endpoint goes down before the refresh window and stays down
+    past expiry; once nothing usable is left, calls fail at once, the endpoint is asked at
+    the outage cadence (not a fraction of the lifetime) and the first caller after its
+    return is served within OUTAGE_RETRY_MAX."""
+    clock = FakeClock()
+    start = clock.now
+    outage = (start + lifetime * 0.1, start + lifetime * 1.2)
+    cred = MsalLikeCredential(clock, lifetime, lambda now: outage[0] <= now < outage[1])
+    source = make(cred, clock, timeout=5)
+    token = source.get_token()
+    step = 0.05
+    while clock.now < token.usable_until:  # serving the cached token; sparse refresh attempts
+        source.get_token()
+        running = source._inflight
+        if running is not None:
+            with contextlib.suppress(Exception):
+                running.future.result(timeout=5)
+        clock.advance(max(step, (token.usable_until - clock.now) / 50))
+    failed = 0
+    while clock.now < outage[1] - 60:  # callers every 10 s until the outage's last minute
+        try:
+            source.get_token()  # MSAL's cache may hand back the token until it expires
+        except TokenError:
+            failed += 1
+        clock.advance(10)
+    assert failed > 0
+    # The last minute, a caller every 50 ms: the calls stay within the documented bound.
+    calls_before = cred.calls
+    while clock.now < outage[1]:
+        with contextlib.suppress(TokenError):
+            source.get_token()
+        clock.advance(step)
+    calls = cred.calls - calls_before
+    assert calls <= timing.outage_attempts_bound(60), calls
+    assert calls >= 60 / timing.OUTAGE_RETRY_MAX - 2  # still asking, a second apart
+    returned = clock.now
+    while True:
+        try:
+            served = source.get_token()
+            break
+        except TokenError:
+            clock.advance(step)
+    assert clock.now - returned <= timing.OUTAGE_RETRY_MAX + step
+    assert served.expires_on > clock.now + lifetime / 2
+
+
+def test_the_outage_cadence_ramps_to_its_bound() -> None:
+    delays = [timing.outage_retry_delay(n) for n in range(1, 8)]
+    assert delays == sorted(delays)
+    assert delays[0] < timing.OUTAGE_RETRY_MAX
+    assert delays[-1] == timing.OUTAGE_RETRY_MAX
+    assert timing.outage_attempts_bound(60) <= 60 / timing.OUTAGE_RETRY_MAX + 5
+
+
+def test_a_hung_fetch_makes_one_caller_wait_and_the_others_share_its_deadline() -> None:
+    clock = FakeClock()
+    cred = FakeCredential(clock)
+    cred.gate = threading.Event()
+    source = make(cred, clock, timeout=0.4)
+    results: dict[str, float] = {}
+
+    def caller(name: str) -> None:
+        began = time.monotonic()
+        with contextlib.suppress(TokenTimeout):
+            source.get()
+        results[name] = time.monotonic() - began
+
+    first = threading.Thread(target=caller, args=("first",))
+    first.start()
+    assert cred.called.wait(5)
+    time.sleep(0.2)  # a second caller arrives halfway through the first one's wait
+    second = threading.Thread(target=caller, args=("second",))
+    second.start()
+    first.join(5)
+    second.join(5)
+    assert 0.35 <= results["first"] < 1.0, results
+    assert results["second"] < 0.35, results  # the rest of the first's timeout, not its own
+    # Past the deadline, while the fetch still hangs: at once, saying it timed out.
+    began = time.monotonic()
+    with pytest.raises(TokenTimeout, match=r"within 0\.4 s"):
+        source.get()
+    assert time.monotonic() - began < 0.1
+    assert cred.calls == 1
+    cred.gate.set()
+
+
+def test_warm_starts_one_background_fetch_only_when_needed(fetches: FetchLog) -> None:
+    clock = FakeClock()
+    cred = FakeCredential(clock)
+    source = make(cred, clock)
+    source.warm()
+    fetches.wait(1)
+    assert cred.calls == 1
+    source.warm()  # a usable token is cached
+    assert source.get() and cred.calls == 1
+    clock.advance(4000)
+    cred.error = RuntimeError("down")
+    source.warm()
+    fetches.wait(2)
+    source.warm()  # the identity is failing: callers drive the next attempt
+    assert cred.calls == 2

@@ -44,6 +44,41 @@ from .tokens import CredentialFactory, observe_response
 _OBSERVED: dict[str, Any] = {"raw_response_hook": telemetry.observing(observe_response)}
 """Lets the token cache see HTTP 429 / Retry-After from the identity endpoint."""
 
+CREDENTIAL_RETRIES = 0
+"""Retries azure-core makes inside one fetch by a credential we build (``retry_total``).
+
+azure-identity builds each credential's HTTP pipeline from its keyword arguments:
+``build_pipeline(**kwargs)`` makes ``RetryPolicy(**kwargs)`` (IMDS:
+``ImdsRetryPolicy(**dict(PIPELINE_SETTINGS, **kwargs))``, so ours win) and
+``RequestsTransport(**kwargs)`` (sdk/identity/azure-identity/azure/identity/_internal/
+pipeline.py and _credentials/imds.py, azure-identity 1.27.0; the 1.16.0 release notes:
+"Users can customize this setting with the retry_backoff_factor parameter:
+ManagedIdentityCredential(retry_backoff_factor=2)"). Left alone, an endpoint answering
+HTTP 500 holds each fetch for azure-core's whole cycle — retries after 0 s, 1.6 s and
+3.2 s (``RetryPolicy``: ``retry_status`` 3, ``retry_backoff_factor`` 0.8, no wait
+before the first retry: ``get_backoff_time``; sdk/core/azure-core/azure/core/pipeline/
+policies/_retry.py, azure-core 1.41.0), 4.86 s measured; IMDS's five retries take 24 s,
+75 s on HTTP 410 — and every request waited for it. Retrying is the token cache's job
+instead (timing.outage_retry_delay: 0.125 s, 0.25 s, then every 0.5 s while requests
+arrive), callers failing at once meanwhile; a Retry-After is honoured there too."""
+
+HTTP_TIMEOUT_SHARE = 1 / (1 + CREDENTIAL_RETRIES)
+"""Each HTTP call of a fetch may take this share of ``OPTIONS["token_timeout"]``
+(azure-core ``ConnectionConfiguration``: ``connection_timeout`` and ``read_timeout``,
+300 s each by default, sdk/core/azure-core/azure/core/configuration.py): a fetch from an
+endpoint that accepts and never answers ends by itself within the timeout, so the next
+attempt is not held back until the cache abandons it (``TokenSource.stuck_after``)."""
+
+
+def bounded(timeout: float | None) -> dict[str, Any]:
+    """The pipeline keywords for credentials we build: few retries, HTTP calls that end."""
+    found: dict[str, Any] = {"retry_total": CREDENTIAL_RETRIES}
+    if timeout is not None:
+        per_call = max(timeout * HTTP_TIMEOUT_SHARE, 0.05)
+        found.update(connection_timeout=per_call, read_timeout=per_call)
+    return found
+
+
 logger = logging.getLogger(__name__)
 
 FEDERATED_TOKEN_FILE = "AZURE_FEDERATED_TOKEN_FILE"  # noqa: S105 — a variable name
@@ -146,27 +181,30 @@ class CredentialChoice:
         """Whether the factory makes a new object (so a forked child gets its own)."""
         return not (self.kind == "explicit" and _is_credential(_resolve(self.explicit)))
 
-    def factory(self) -> CredentialFactory:
+    def factory(self, timeout: float | None = None) -> CredentialFactory:
+        """Builds this credential. Those talking HTTP to an identity endpoint retry at most
+        :data:`CREDENTIAL_RETRIES` times, each call bounded by a share of ``timeout``
+        (:func:`bounded`); ``DefaultAzureCredential`` (a laptop: developer tools) and an
+        explicit credential are left as they are."""
         if self.kind == "explicit":
             return _explicit_factory(self.explicit)
         cloud: dict[str, Any] = {"authority": self.authority} if self.authority else {}
+        extra = {**_OBSERVED, **bounded(timeout)}
         if self.kind == "service_principal":
             assert self.tenant_id and self.client_id and self.client_secret
             tenant, client, secret = self.tenant_id, self.client_id, self.client_secret
-            return lambda: identity.ClientSecretCredential(
-                tenant, client, secret, **cloud, **_OBSERVED
-            )
+            return lambda: identity.ClientSecretCredential(tenant, client, secret, **cloud, **extra)
         if self.kind == "workload_identity":
             client_id, tenant_id = self.client_id, self.tenant_id
             kwargs: dict[str, Any] = {"tenant_id": tenant_id} if tenant_id else {}
             return lambda: identity.WorkloadIdentityCredential(
-                client_id=client_id, **kwargs, **cloud, **_OBSERVED
+                client_id=client_id, **kwargs, **cloud, **extra
             )
         if self.kind == "managed_identity":
             client_id = self.client_id
-            return lambda: identity.ManagedIdentityCredential(client_id=client_id, **_OBSERVED)
+            return lambda: identity.ManagedIdentityCredential(client_id=client_id, **extra)
         if self.kind == "environment":
-            return lambda: identity.EnvironmentCredential(**cloud, **_OBSERVED)
+            return lambda: identity.EnvironmentCredential(**cloud, **extra)
         return lambda: identity.DefaultAzureCredential(**cloud, **_OBSERVED)
 
 

@@ -79,15 +79,16 @@ class TokenLogin:
         options.check(opts)
         scope = clouds.scope_for(opts.get("token_scope"), host)
         choice = credentials.choose(opts, environ, scope)
+        timeout = options.number(opts, "token_timeout", tokens.DEFAULT_TIMEOUT)
         source = registry.get_source(
             choice.key(),
-            choice.factory(),
+            choice.factory(timeout),
             scope,
             label=choice.name,
             refresh_margin=options.number(
                 opts, "token_refresh_margin", tokens.DEFAULT_REFRESH_MARGIN
             ),
-            timeout=options.number(opts, "token_timeout", tokens.DEFAULT_TIMEOUT),
+            timeout=timeout,
             rebuild_after_fork=choice.rebuilds,
         )
         return cls(alias, choice, scope, user or None, source, options.flag(opts, tls.OPT_IN))

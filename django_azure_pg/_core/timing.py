@@ -27,6 +27,15 @@ Where the numbers come from:
   k-th child forked takes place ``base + k * phi``, whatever else the host
   does meanwhile (process ids are no use: other processes take them too).
   A place is a phase on a wall-clock grid, so it holds round after round.
+* **Outage cadence.** With no usable token and the last fetch failed, there
+  is no lifetime to take a fraction of, and the unit is the recovery a user
+  sees: callers fail at once with the last error, and the next attempt is
+  made no sooner than :func:`outage_retry_delay` after the last failure —
+  doubling from :data:`OUTAGE_RETRY_FIRST` to :data:`OUTAGE_RETRY_MAX`. Only
+  a caller starts an attempt (never a timer), so an idle process asks
+  nothing, and a busy one at most once per :data:`OUTAGE_RETRY_MAX` per
+  identity (:func:`outage_attempts_bound` over an outage), each at most 1 +
+  ``credentials.CREDENTIAL_RETRIES`` HTTP calls.
 """
 
 from __future__ import annotations
@@ -61,6 +70,36 @@ MAX_CALLS_AFTER_DUE = 2 + math.ceil(math.log2(1 / (2 * BACKOFF_FLOOR)))
 refresh moment to the end of the token's usable life: the wait halves the
 usable time left (at least the floor), so at most log2(1 / (2 * floor)) halvings
 and two floor-length steps. 9 with the floor above."""
+
+OUTAGE_RETRY_FIRST = 0.125
+"""Seconds between the first failure with no usable token and the next attempt:
+a one-off failure (a restarting endpoint) is retried almost at once."""
+
+OUTAGE_RETRY_MAX = 0.5
+"""Longest wait between attempts while no usable token is cached: the recovery
+this package promises (README, "Identity down"): the first request after the
+endpoint answers again is served within about half a second plus one fetch
+(issue 30: "within 0.7 s", as before fail-fast), without a timer polling an idle
+process. Also the bound on calls: two attempts a second, per identity and
+process, while requests arrive — each one HTTP call (``credentials.CREDENTIAL_RETRIES``
+is 0), as many as azure-identity's own cycle made for each request before."""
+
+
+def outage_retry_delay(failures: int) -> float:
+    """Wait after the ``failures``-th consecutive failure before the next attempt:
+    0.125 s, 0.25 s, then 0.5 s (:data:`OUTAGE_RETRY_MAX`) for as long as it lasts."""
+    return min(OUTAGE_RETRY_FIRST * 2.0 ** min(max(failures - 1, 0), 32), OUTAGE_RETRY_MAX)
+
+
+def outage_attempts_bound(seconds: float) -> int:
+    """Most attempts one process makes per identity over an outage of ``seconds``:
+    the first, the ramp to :data:`OUTAGE_RETRY_MAX`, then one per
+    :data:`OUTAGE_RETRY_MAX` (the ramp's waits add up to less than one of those)."""
+    ramp = 1
+    while outage_retry_delay(ramp) < OUTAGE_RETRY_MAX:
+        ramp += 1
+    return ramp + 1 + math.ceil(seconds / OUTAGE_RETRY_MAX)
+
 
 _PHI = (math.sqrt(5) - 1) / 2
 

@@ -14,6 +14,13 @@ time breaks a day later. A :class:`TokenSource` sits in between:
   credential's or the endpoint's own cache), while the token is still usable
   is retried after half the usable time left; callers block only when no
   usable token is left, and then no longer than ``timeout`` seconds;
+* while the identity is down (no usable token, the last fetch failed) callers
+  fail at once with the last error; the next attempt is made by the first
+  caller after the outage cadence (:func:`.timing.outage_retry_delay`: at most
+  two a second), and that caller alone waits for it — so the first request
+  after the endpoint's return gets a token, and nobody queues behind an
+  endpoint that hangs: callers joining a fetch share the first waiter's
+  ``timeout``, and once it has run out they fail at once too;
 * a fetch that hangs (no answer after ``TokenSource.stuck_after``) is
   abandoned and the next caller asks again with a new credential object; the
   late answer of the abandoned one never overwrites newer state;
@@ -62,7 +69,7 @@ from .diagnosis import throttled_retry_after
 from .endpoint import CredentialFailure as CredentialFailure
 from .endpoint import observe_response as observe_response
 from .timing import Token as Token
-from .timing import child_place
+from .timing import child_place, outage_retry_delay
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +97,7 @@ class _Fetch:
     timed: bool = False  # forced because the refused token ran out of time: spends no budget
     after: _Fetch | None = None  # a fetch in flight that a forced refresh waits for first
     future: Future[Token] = field(default_factory=Future)
+    began: float = field(default_factory=time.monotonic)  # its callers' deadline: + timeout
     thread: threading.Thread = field(init=False, repr=False)
     seen: endpoint.Throttle = field(default_factory=lambda: endpoint.Throttle())  # its 429s
 
@@ -102,6 +110,30 @@ class _Fetch:
             if fetch is not None and fetch.seen.count:
                 return fetch.seen
         return None
+
+
+@dataclass
+class _Outage:
+    """The identity is failing: no usable token, and the last fetch failed (see ``get_token``)."""
+
+    error: TokenError  # the last failure, as callers get it (redacted, frameless cause)
+    failures: int  # consecutive
+    failed_at: float  # by the source's clock
+    retry_at: float  # the next attempt, started by the first caller after it
+
+    def again(self, now: float) -> TokenError:
+        """A new exception (threads never share one) saying the last error, chained as it was."""
+        ago = max(now - self.failed_at, 0.0)
+        text = (
+            f"{self.error} [identity failing: {self.failures} attempt(s) failed, the last "
+            f"{ago:.1f} s ago; callers fail at once until an attempt succeeds]"
+        )
+        if isinstance(self.error, TokenThrottled):
+            copy: TokenError = TokenThrottled(text, self.error.retry_after)
+        else:
+            copy = type(self.error)(text)
+        copy.__cause__ = self.error.__cause__
+        return copy
 
 
 def _ready(token: Token, now: float) -> _Fetch:
@@ -153,6 +185,7 @@ class TokenSource:
         # that token refused as well means a configuration error (see refresh_after_refusal).
         self._forced: Token | None = None
         self._forced_ok_at = 0.0
+        self._outage: _Outage | None = None
         self._generation = 0
         _all_sources.add(self)
 
@@ -175,12 +208,26 @@ class TokenSource:
         token = self._token
         if token is not None and token.usable(now):
             if now >= self._next_refresh:
-                self._start_fetch(background=True)
+                self._start_refresh()
             return token
         wait = self._throttled_until - now
         if wait >= self.timeout:
             raise self._throttled_error(wait)
-        return self._wait(self._start_fetch(background=False))
+        return self._wait(self._fetch_for_caller())
+
+    def warm(self) -> None:
+        """Start fetching in the background unless a usable token is cached, a fetch is in
+        flight, or the identity is failing (warm start: ``django_azure_pg/_warm.py``)."""
+        with self._lock:
+            now = self.clock()
+            token = self._token
+            if token is not None and token.usable(now):
+                return
+            if self._running(now) is not None or self._outage is not None:
+                return
+            if self._throttled_until > now:
+                return
+            self._begin(now)
 
     def refresh_after_refusal(self, refused: Token, *, timed: bool = False) -> Token | None:
         """A token worth one more login after the server refused ``refused``.
@@ -257,13 +304,48 @@ class TokenSource:
         )
 
     def _wait(self, fetch: _Fetch) -> Token:
+        """The fetch's token; its callers share one deadline, ``timeout`` after it began,
+        so nobody queues behind an endpoint that hangs."""
+        left = self.timeout - (time.monotonic() - fetch.began)
         try:
-            return fetch.future.result(timeout=self.timeout)
+            return fetch.future.result(timeout=max(left, 0.0))
         except FutureTimeout:
             seen = fetch.throttled()
-            if seen is not None:
-                raise self._throttled_error(seen.retry_after) from None
-            raise self._timeout_error() from None
+            error = (
+                self._throttled_error(seen.retry_after)
+                if seen is not None
+                else self._timeout_error()
+            )
+            with self._lock:
+                now = self.clock()
+                token = self._token
+                usable = token is not None and token.usable(now)
+                if self._inflight is fetch and self._outage is None and not usable:
+                    # Later callers fail at once while it hangs (see _fetch_for_caller).
+                    self._outage = _Outage(error, 1, now, now + outage_retry_delay(1))
+            raise error from None
+
+    def _fetch_for_caller(self) -> _Fetch:
+        """What a caller with no usable token waits for; raises at once while the identity fails.
+
+        While it fails, the first caller after the outage cadence starts the next
+        attempt and waits for it alone; everyone else gets the last error now.
+        """
+        with self._lock:
+            now = self.clock()
+            running = self._running(now)
+            token = self._token
+            if token is not None and token.usable(now):
+                return _ready(token, now)  # another thread's fetch finished meanwhile
+            outage = self._outage
+            if running is not None:
+                if outage is None:
+                    return running
+            elif outage is None or now >= outage.retry_at:
+                return self._begin(now)
+            assert outage is not None
+            failure = outage.again(now)
+        raise failure
 
     def _running(self, now: float) -> _Fetch | None:
         """The fetch in flight, unless it has run longer than ``stuck_after`` (under the lock).
@@ -293,19 +375,17 @@ class TokenSource:
         self._credential = None
         return None
 
-    def _start_fetch(self, *, background: bool) -> _Fetch:
+    def _start_refresh(self) -> None:
+        """A background refresh of the cached token, unless a fetch is in flight already."""
         with self._lock:
             now = self.clock()
-            running = self._running(now)
-            if running is not None:
-                return running
-            # Another thread may have finished a fetch between our check and the lock.
+            if self._running(now) is not None:
+                return
+            # Another thread may have finished a refresh between our check and the lock.
             token = self._token
-            usable = token is not None and token.usable(now)
-            if usable and (not background or now < self._next_refresh):
-                assert token is not None
-                return _ready(token, now)
-            return self._begin(now)
+            if token is not None and token.usable(now) and now < self._next_refresh:
+                return
+            self._begin(now)
 
     def _begin(
         self,
@@ -401,6 +481,7 @@ class TokenSource:
                 if fetch.forced and not fetch.timed:
                     self._forced, self._forced_ok_at = token, now
                 self._token = token
+                self._outage = None
                 next_refresh = self._next_refresh
         if not current:
             logger.info(
@@ -453,6 +534,11 @@ class TokenSource:
                 self._fresh_credential = True
                 retry = self._token.retry_at(now) if self._token is not None else now
                 self._next_refresh = max(retry, self._throttled_until)
+                if self._token is None or not self._token.usable(now):
+                    failures = 1 + (self._outage.failures if self._outage is not None else 0)
+                    # A Retry-After is honoured by the attempt itself (_obtain), which its
+                    # one caller waits out when it falls within the timeout.
+                    self._outage = _Outage(error, failures, now, now + outage_retry_delay(failures))
             cached = self._token
         # A refusal-forced refresh never falls back to the token that was refused.
         fallback = cached is not None and cached.usable(now) and cached.value != fetch.refused
@@ -484,6 +570,7 @@ class TokenSource:
                 self._fresh_credential = True  # its own cache would hand the old token back
             self._throttled_until = 0.0
             self._forced = None
+            self._outage = None
             self._generation += 1
 
     def _after_fork(self) -> None:
@@ -501,6 +588,7 @@ class TokenSource:
         self._lock = threading.Lock()
         self._inflight = None
         self._forced = None
+        self._outage = None  # the child's first caller tries on its own
         if self._rebuild_after_fork and self._credential is not None:
             # Keep the old object alive: its finalizers must not run (or take a
             # lock a parent thread held) in the child.

@@ -274,3 +274,26 @@ def test_a_server_out_of_connection_slots(
     assert "[FAIL] connect" in text
     advice = diagnosis.ADVICE[errors.TooManyConnections]
     assert f"likely cause: {advice.cause}" in text and "6432" in text
+
+
+def test_a_throttling_identity_endpoint(
+    add_alias: Callable[..., str], identity: Identity, emulator: IdentityEmulator
+) -> None:
+    add_alias(
+        "doc",
+        NAME=ITEST_DB,
+        USER=ROLE,
+        OPTIONS={"client_id": identity.client_id, "token_timeout": 2},
+    )
+    emulator.retry_after = 0
+    emulator.set_fault("throttle")  # HTTP 429 to every token request
+    try:
+        text, code = doctor("doc")
+    finally:
+        emulator.clear_faults()
+        emulator.retry_after = 5
+    assert code == 1
+    assert f"identity_endpoint: {emulator.url}" in text
+    assert "endpoint_answer: HTTP 429" in text
+    assert f"likely cause: {diagnosis.ADVICE[errors.TokenThrottled].cause}" in text
+    assert "Enable a managed identity" not in text

@@ -106,7 +106,7 @@ def check_alias(alias: str, entry: dict[str, Any], environ: Any) -> list[CheckMe
         out.append(
             Error(
                 f"{where}: {problem}",
-                hint="Fix the value in OPTIONS; see the settings reference in the README.",
+                hint="Fix the value in OPTIONS; see the settings reference (docs/settings.md).",
                 id="django_azure_pg.E007",
             )
         )
@@ -281,7 +281,7 @@ def _transport(
             Error(
                 refused,
                 hint="Azure requires TLS; libpq sends the token as a cleartext password "
-                "inside it. See 'TLS' in the README.",
+                "inside it. See 'TLS' in the documentation (docs/security.md).",
                 id="django_azure_pg.E006",
             )
         ]

@@ -21,7 +21,7 @@ MISSING = (
     "installed in this environment. Install it with: pip install 'psycopg[binary]>=3.1.8' "
     "(or 'psycopg[c]' to build against the system libpq). psycopg2 alone is not enough; "
     "with both installed, Django uses psycopg 3 for every PostgreSQL alias — see 'Moving "
-    "from a password' in the README for what changes."
+    "from a password' in the documentation (docs/moving-from-password.md) for what changes."
 )
 
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 __all__ = ["ENGINE", "TokenLoginMixin", "__version__", "from_env"]
-"""The public names (README, "API"); ``TokenLoginMixin`` is loaded on first use, so a
+"""The public names (docs/api.md); ``TokenLoginMixin`` is loaded on first use, so a
 settings import stays cheap."""
 
 register_url_schemes()

@@ -7,7 +7,7 @@ application owns that — e.g. ``azure-monitor-opentelemetry``'s
 the API every hook below is a function that returns at once; with the API but
 no SDK, the API's no-op tracer and meter make them nearly as cheap.
 
-What is emitted (names and attributes are listed in README "Observability"):
+What is emitted (names and attributes are listed in docs/observability.md):
 
 * a span per token fetch (``azure_pg.token.fetch``): a background refresh is
   its own root span; a fetch a caller waits on is a child of the caller's span

@@ -1,7 +1,7 @@
 """GeoDjango's PostGIS backend, logging in with Microsoft Entra access tokens.
 
 PostGIS is an allow-listed extension on Azure Database for PostgreSQL flexible
-server; see the README's "Using another ENGINE" for creating it as an admin.
+server; see "Using another ENGINE" in the docs (docs/engines.md) for creating it as an admin.
 """
 
 from __future__ import annotations

@@ -430,8 +430,8 @@ class Soak:
         prefork), each logging in to PostgreSQL in a loop through several token lifetimes.
 
         Public parts only: the master and the workers log in through the ENGINE, and each
-        worker sees its own refreshes as the ``azure_pg.token.fetch`` spans that README
-        ("Observability") documents, exported to memory by an OpenTelemetry SDK the worker
+        worker sees its own refreshes as the ``azure_pg.token.fetch`` spans that
+        docs/observability.md documents, exported to memory by an OpenTelemetry SDK the worker
         installs after the fork."""
         from django_azure_pg import registry
 
@@ -604,8 +604,8 @@ def _span(seconds: float) -> str:
 
 
 def refresh_window(lifetime: float, refresh_on: float | None) -> tuple[float, float]:
-    """When a token's refresh is due, seconds into its life, by the rule README states
-    ("How it works"): from ``refresh_on`` over a third of what is left; without it, from
+    """When a token's refresh is due, seconds into its life, by the rule
+    docs/how-it-works.md states: from ``refresh_on`` over a third of what is left; without it, from
     a sixth of the lifetime to half-life. tests/test_tokens.py checks that this is the
     cache's own rule."""
     if refresh_on is not None:

@@ -96,10 +96,6 @@ class RefusedUnspecified(ServerCause):
     to another principal, a wrong password. The login tells them apart (login.py)."""
 
 
-TokenRefusedByServer = RefusedUnspecified
-"""The former name (until 0.1): kept for code that imported it."""
-
-
 class IdentityEndpointUnreachable(ServerCause):
     """The identity endpoint refused the connection, or did not answer in time."""
 

@@ -1,0 +1,25 @@
+"""Settings for the uvicorn process tests/test_asgi.py starts: the suite's server, tokens from
+the suite's identity emulator (IDENTITY_ENDPOINT/IDENTITY_HEADER in the environment)."""
+
+import os
+
+SECRET_KEY = "asgi-app-tests"
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1"]
+USE_TZ = True
+INSTALLED_APPS = ["django_azure_pg", "tests.asgi_app"]
+MIDDLEWARE: list[str] = []
+ROOT_URLCONF = "tests.asgi_app.urls"
+DATABASES = {
+    "default": {
+        "ENGINE": "django_azure_pg",
+        "HOST": "127.0.0.1",
+        "PORT": os.environ["ASGI_APP_PORT"],
+        "NAME": os.environ["ASGI_APP_DB"],
+        "USER": os.environ["ASGI_APP_USER"],
+        # Under ASGI, Django's docs say: no persistent connections (CONN_MAX_AGE=0, the
+        # default) — each request's connection is closed when it finishes.
+        "CONN_MAX_AGE": 0,
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

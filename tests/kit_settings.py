@@ -4,6 +4,6 @@ import django_azure_pg
 
 SECRET_KEY = "kit-cli-tests"
 USE_TZ = True
-INSTALLED_APPS = ["django_azure_pg"]
+INSTALLED_APPS = ["django.contrib.contenttypes", "django_azure_pg"]
 DATABASES = {"default": django_azure_pg.from_env()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -204,3 +204,31 @@ def test_create_aad_principal_can_be_rehearsed(stack: dict[str, str]) -> None:
     # ... and not to one mapped to another principal.
     refused = manage(stack, "shell", "-c", WHO, AZURE_POSTGRESQL_USER="aad_someone_else")
     assert refused.returncode != 0 and "aad_someone_else" in refused.stderr
+
+
+COUNT = "from django.contrib.contenttypes.models import ContentType as C; print(C.objects.count())"
+
+
+def test_the_migration_story_of_deploy_your_app(stack: dict[str, str]) -> None:
+    """docs/deploy-your-app.md's rehearsal: the owner migrates (migrate_locked), the grants
+    give the app role DML, the app role reads the owner's tables."""
+    owner = {
+        "AZURE_POSTGRESQL_USER": "app_owner",
+        "AZURE_POSTGRESQL_PASSWORD": stack["AZURE_PG_OWNER_PASSWORD"],
+    }
+    migrated = manage(stack, "migrate_locked", "--noinput", **owner)
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    assert "Applying contenttypes.0001_initial... OK" in migrated.stdout
+    granted = manage(stack, "grant_aad_privileges", "--owner-user", "app_owner")
+    assert granted.returncode == 0, granted.stdout + granted.stderr
+    checked = manage(stack, "grant_aad_privileges", "--owner-user", "app_owner", "--check")
+    assert checked.returncode == 0 and "Status: OK" in checked.stdout, checked
+    read = manage(stack, "shell", "-c", COUNT)  # as aad_app, with a token
+    assert read.returncode == 0 and read.stdout.split()[-1:] == ["1"], (
+        read.stderr
+    )  # post_migrate's row
+    with owner_connect(stack) as conn:
+        owners = conn.execute(
+            "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchall()
+    assert owners == [("app_owner",)]

@@ -23,7 +23,6 @@ from django_azure_pg_testing import LocalPostgres
 
 from .conftest import ROLE, until
 
-pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parent.parent
 GATE = 4242
@@ -89,6 +88,7 @@ def applied(postgres: LocalPostgres, database: str) -> list[str]:
     return [r[0] for r in rows]
 
 
+@pytest.mark.integration
 def test_three_at_once_one_migrates_the_others_wait_then_find_nothing_to_do(
     postgres: LocalPostgres, database: str
 ) -> None:
@@ -120,6 +120,7 @@ def test_three_at_once_one_migrates_the_others_wait_then_find_nothing_to_do(
     assert held == [(0,)]  # released by every run
 
 
+@pytest.mark.integration
 def test_lock_timeout_gives_up_without_migrating(postgres: LocalPostgres, database: str) -> None:
     holder: psycopg.Connection[object] = postgres.admin_connect(database)
     holder.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])  # another deploy is migrating
@@ -131,3 +132,10 @@ def test_lock_timeout_gives_up_without_migrating(postgres: LocalPostgres, databa
     assert run.returncode == 1, out
     assert "still held the migration lock after 0.5 s (--lock-timeout)" in out, out
     assert postgres.execute("SELECT to_regclass('django_migrations')", dbname=database) == [(None,)]
+
+
+def test_a_negative_lock_timeout_is_refused_before_connecting() -> None:
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--lock-timeout must be zero"):
+        call_command("migrate_locked", "--lock-timeout", "-1")

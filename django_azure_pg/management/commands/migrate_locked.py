@@ -12,6 +12,10 @@ The lock belongs to the session: it is released at the end, or by the server whe
 session ends, so a killed run cannot leave it held. Advisory locks are per database, so
 one fixed key serves every project. Options are ``migrate``'s own, plus
 ``--lock-timeout``.
+
+A session lock needs a session of its own: connect directly (Flexible Server's port
+5432), not through PgBouncer in transaction mode (port 6432), which hands each
+transaction a server connection of its choosing.
 """
 
 from __future__ import annotations
@@ -75,9 +79,8 @@ class Command(MigrateCommand):
                 )
             started = time.monotonic()
             # lock_timeout bounds any lock wait, advisory ones included (SQLSTATE 55P03).
-            cursor.execute(
-                "SELECT set_config('lock_timeout', %s, false)", [f"{timeout * 1000:.0f}"]
-            )
+            limit_ms = max(1, round(timeout * 1000)) if timeout else 0  # 0: no limit
+            cursor.execute("SELECT set_config('lock_timeout', %s, false)", [str(limit_ms)])
             try:
                 cursor.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])
             except DatabaseError as exc:

@@ -23,7 +23,6 @@ from django_azure_pg_testing import LocalPostgres
 
 from .conftest import ROLE, until
 
-
 REPO = Path(__file__).resolve().parent.parent
 GATE = 4242
 APPLIED = "Applying lockapp.0001_initial... OK"

@@ -97,6 +97,11 @@ def test_the_readme_links_to_every_task_page() -> None:
     assert sorted(pages - linked) == []
 
 
+def test_shell_lines_joins_continued_lines() -> None:
+    text = "```bash\nA=1 \\\n  python manage.py migrate  # as the owner\n# a comment\n```\n"
+    assert shell_lines(text) == ["A=1 python manage.py migrate"]
+
+
 def test_the_link_checks_can_fail(tmp_path: Path) -> None:
     """The README check sees a link to a missing page; the nav check a missing nav entry."""
     text = "[Gone](docs/no-such-page.md) and [Here](docs/install.md)"
@@ -119,17 +124,19 @@ STORY_PAGES = (
     "docs/grants.md",
     "docs/deploy-app-service.md",
     "docs/deploy-container-apps.md",
+    "docs/deploy-your-app.md",
 )
 """Pages whose commands tell the migration story (docs/engines.md's django-tenants is the
 documented exception: there the app role creates schemas itself)."""
 
 
 def shell_lines(text: str) -> list[str]:
-    """The command lines of the ```bash blocks of a Markdown text (comments dropped)."""
+    """The command lines of the ```bash blocks of a Markdown text (comments dropped, lines
+    continued with a backslash joined)."""
     lines: list[str] = []
     for block in re.findall(r"^```bash\n(.*?)^```", text, re.S | re.M):
-        for line in block.splitlines():
-            command = line.split(" #", 1)[0].strip()
+        for line in block.replace("\\\n", " ").splitlines():
+            command = " ".join(line.split(" #", 1)[0].split())
             if command and not command.startswith("#"):
                 lines.append(command)
     return lines

@@ -18,8 +18,15 @@ DATABASES = {
         "NAME": os.environ["ASGI_APP_DB"],
         "USER": os.environ["ASGI_APP_USER"],
         # Under ASGI, Django's docs say: no persistent connections (CONN_MAX_AGE=0, the
-        # default) — each request's connection is closed when it finishes.
+        # default) — each request's connection is closed when it finishes — or a pool.
         "CONN_MAX_AGE": 0,
+        "CONN_HEALTH_CHECKS": True,  # with the pool: a pooled connection is checked first
     }
 }
+if os.environ.get("ASGI_APP_POOL") == "1":
+    # max_lifetime: pooled sessions are replaced every second, so new logins need tokens
+    # across the rotations (in production: the default hour, or less).
+    DATABASES["default"]["OPTIONS"] = {
+        "pool": {"min_size": 2, "max_size": 4, "timeout": 10, "max_lifetime": 1.0}
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

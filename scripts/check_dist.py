@@ -24,12 +24,14 @@ REQUIRED_IN_WHEEL = [
     "django_azure_pg/management/commands/grant_aad_privileges.py",
     "django_azure_pg/management/commands/create_aad_principal.py",
     "django_azure_pg/management/commands/azure_pg_doctor.py",
+    "django_azure_pg/management/commands/migrate_locked.py",  # the deploy step's migrate
 ]
 REQUIRED_IN_KIT = [
     "django_azure_pg_testing/py.typed",
     "django_azure_pg_testing/identity.py",
     "django_azure_pg_testing/postgres.py",
     "django_azure_pg_testing/pytest_plugin.py",
+    "django_azure_pg_testing/runner.py",  # manage.py test
 ]
 # Server code: what listens on a socket or starts a server has no place in the runtime.
 SERVER_MARKERS = ("HTTPServer", "socketserver", "initdb", "serve_forever", "pg_ctl")

@@ -1,7 +1,9 @@
 """One Celery configuration for the worker and for the test that sends it tasks.
 
 The broker is kombu's filesystem transport (messages are files in a folder): a real
-broker protocol, no network service. Results go to files too."""
+broker protocol, no network service. Results go to files too. Both write each file
+under another name and rename it into place: kombu's and Celery's own writers create the
+file first and fill it after, and a poller can read it in between."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from celery.backends.filesystem import FilesystemBackend
 from kombu.transport import filesystem
 from kombu.utils.json import dumps
 
@@ -34,6 +37,18 @@ class AtomicFilesystemTransport(filesystem.Transport):
     Channel = _AtomicChannel
 
 
+class AtomicFilesystemBackend(FilesystemBackend):
+    """Celery's file result backend, a result file appearing whole (renamed into place),
+    so the test polling for it never reads one half written."""
+
+    def set(self, key: bytes, value: Any) -> None:
+        final = self._filename(key)
+        partial = final + b".partial"
+        with open(partial, "wb") as f:
+            f.write(value if isinstance(value, bytes) else str(value).encode())
+        os.replace(partial, final)
+
+
 def make_app(folder: str | Path, **kwargs: Any) -> Celery:
     folder = Path(folder)
     app = Celery("workers_app", **kwargs)
@@ -46,7 +61,7 @@ def make_app(folder: str | Path, **kwargs: Any) -> Celery:
             "store_processed": False,
             "polling_interval": 0.02,
         },
-        result_backend=f"file://{folder / 'results'}",
+        result_backend=f"{__name__}:AtomicFilesystemBackend+file://{folder / 'results'}",
         broker_connection_retry_on_startup=True,
         worker_prefetch_multiplier=1,
         task_serializer="json",

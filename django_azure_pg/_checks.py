@@ -1,7 +1,7 @@
 """System checks for ``django_azure_pg`` aliases: cheap, offline, run by ``manage.py check``.
 
 Imported by the app's ``ready()``, so by every ``django.setup()``: what the checks need of
-azure-identity and psycopg (``credentials``, ``tls``, ``connector``) is imported when
+azure-identity and psycopg (``credentials``, ``tls``) is imported when
 they run, not here — a command that runs no checks, or a worker that has not connected
 yet, does not load them.
 """
@@ -249,7 +249,7 @@ def _transport(
 ) -> list[CheckMessage]:
     """Where the login's secret would go: the same rules as at connect time (_core/tls.py)."""
     from ._core import tls
-    from ._core.connector import routed
+    from ._core.tls import routed
 
     where = f"DATABASES[{alias!r}]"
     params: dict[str, Any] = {}
@@ -273,9 +273,9 @@ def _transport(
         allowed = False  # reported above
     token_login = not entry.get("PASSWORD")
     # dial=False: offline, a private-link name is judged by the own name it is verified as.
-    # One route resolution gives the defaults and the route they take (_core/connector.py).
+    # One route resolution gives the defaults and the route they take (_core/tls.py).
     route = routed(params, environ, token=token_login, dial=False).route
-    refused = tls.problem(route, alias)
+    refused = tls.refusal(route, alias)
     if token_login and refused and (not allowed or route.unresolved_service):
         return [
             Error(

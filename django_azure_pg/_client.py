@@ -27,18 +27,17 @@ from ._core import tls
 
 class DatabaseClient(PostgresClient):
     def runshell(self, parameters: Iterable[str]) -> None:
-        connector = getattr(self.connection, "azure_connector", None)
+        login = getattr(self.connection, "azure_login", None)
         settings_dict: dict[str, Any] = self.connection.settings_dict
-        # The app's own parameters: our keys removed, the route policy's defaults in,
-        # and (connector.Routed) the route they take, worked out once.
+        # The app's own parameters: our keys removed, the alias's pinned route written in,
+        # and (tls.Routed) the route they take.
         app_params = self.connection.get_connection_params()
         env: dict[str, str] = {}
-        if connector is not None:
-            app_params, _ = connector.guard(app_params)  # the route found with them
+        if login is not None:
+            app_params, _ = login.guard(app_params)  # the route found with them
         params = tls.libpq_params(app_params)
         params.pop("password", None)
-        if connector is not None:
-            login = connector.login
+        if login is not None:
             token = login.token()
             params["user"] = login.role_for(token)
             env["PGPASSWORD"] = token

@@ -20,15 +20,14 @@ import psycopg
 from django.core.exceptions import ImproperlyConfigured
 from psycopg.conninfo import conninfo_to_dict
 
-from ._core.connector import Connector
+from ._core.login import TokenLogin
 
 
 def token_connection_class(
-    base: type[psycopg.Connection[Any]], connector: Connector
+    base: type[psycopg.Connection[Any]], login: TokenLogin
 ) -> type[psycopg.Connection[Any]]:
     class TokenConnection(base):  # type: ignore[valid-type,misc]
-        azure_connector = connector
-        azure_login = connector.login
+        azure_login = login
 
         @classmethod
         def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
@@ -42,13 +41,13 @@ def token_connection_class(
 
             # The alias's pinned route, the same the plain path takes (a private-link
             # name is looked up again for this connection).
-            return cls.azure_connector.connect(connect_base, params)
+            return cls.azure_login.connect(connect_base, params)
 
     TokenConnection.__name__ = TokenConnection.__qualname__ = f"{base.__name__}WithToken"
     return TokenConnection
 
 
-def token_pool(wrapper: Any, connector: Connector, pool_options: Mapping[str, Any] | bool) -> Any:
+def token_pool(wrapper: Any, login: TokenLogin, pool_options: Mapping[str, Any] | bool) -> Any:
     """The ``psycopg_pool.ConnectionPool`` Django's ``pool`` property would build
     for ``wrapper``, with a token connection class around the user's (or psycopg's).
 
@@ -69,7 +68,7 @@ def token_pool(wrapper: Any, connector: Connector, pool_options: Mapping[str, An
         ) from err
     kwargs = dict(pool_options) if isinstance(pool_options, Mapping) else {}
     base = kwargs.get("connection_class", psycopg.Connection)
-    kwargs["connection_class"] = token_connection_class(base, connector)
+    kwargs["connection_class"] = token_connection_class(base, login)
     kwargs.setdefault(
         "check", ConnectionPool.check_connection if settings_dict["CONN_HEALTH_CHECKS"] else None
     )
@@ -82,7 +81,7 @@ def token_pool(wrapper: Any, connector: Connector, pool_options: Mapping[str, An
     # This also pins the alias's route; every pooled connection takes it (the kwargs
     # stay the settings' own, so that nothing the decision wrote is mistaken for the
     # user's choice).
-    connector.guard(connect_kwargs)
+    login.guard(connect_kwargs)
     connect_kwargs["autocommit"] = True  # as Django: it sets the real mode per checkout
     pool = ConnectionPool(
         kwargs=connect_kwargs,

@@ -12,7 +12,7 @@ in with Entra tokens exactly like ``ENGINE: "django_azure_pg"``::
 
 Only the login changes: a token as the password for every new physical
 connection (plain, ``CONN_MAX_AGE`` and the native pool; all through the
-alias's connector, _core/connector.py), our OPTIONS kept away from libpq, the TLS
+alias's login, _core/login.py), our OPTIONS kept away from libpq, the TLS
 defaults of ``_core/tls.py`` (the route decided once per alias and pinned), dbshell with the token in
 ``PGPASSWORD``, and ``@sensitive_variables`` over the whole connect path.
 Everything else is the wrapped backend's own.
@@ -30,8 +30,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from . import _pool, redaction
 from ._client import DatabaseClient
-from ._core import connector, diagnosis, options
-from ._core.connector import Connector
+from ._core import diagnosis, options, tls
 from ._core.credentials import CredentialConfigError
 from ._core.login import TokenLogin
 
@@ -56,14 +55,14 @@ class TokenLoginMixin(_Base):
     client_class = DatabaseClient
 
     @cached_property
-    def azure_connector(self) -> Connector | None:
-        """How this alias connects (_core/connector.py); ``None`` when a PASSWORD is set
-        (plain password auth)."""
+    def azure_login(self) -> TokenLogin | None:
+        """How this alias logs in (_core/login.py: credential, scope, role, token source
+        and the pinned route); ``None`` when a PASSWORD is set (plain password auth)."""
         redaction.protect_error_trackers()
         if self.settings_dict.get("PASSWORD"):
             return None
         try:
-            return Connector.from_settings(
+            return TokenLogin.from_settings(
                 self.alias,
                 self.settings_dict["OPTIONS"],
                 self.settings_dict.get("USER"),
@@ -73,10 +72,10 @@ class TokenLoginMixin(_Base):
             raise ImproperlyConfigured(f"DATABASES[{self.alias!r}]: {exc}") from exc
 
     @property
-    def azure_login(self) -> TokenLogin | None:
-        """How this alias logs in (the connector's token login); ``None`` with a PASSWORD."""
-        found = self.azure_connector
-        return None if found is None else found.login
+    def azure_connector(self) -> TokenLogin | None:
+        """Deprecated (0.1): the same object as :attr:`azure_login`, which now owns the
+        whole login (the former connector was folded into it)."""
+        return self.azure_login
 
     def get_connection_params(self) -> dict[str, Any]:
         if not _HAS_POOL and self.settings_dict["OPTIONS"].get("pool"):
@@ -93,10 +92,10 @@ class TokenLoginMixin(_Base):
         """The wrapped backend's parameters without our OPTIONS keys, before the TLS defaults."""
         return options.strip(super().get_connection_params())
 
-    def route_defaults(self, params: dict[str, Any]) -> connector.Routed:
+    def route_defaults(self, params: dict[str, Any]) -> tls.Routed:
         """``params`` with the alias's route written in (decided at its first connection,
-        then pinned: connector.routed), and the route, which the guard reuses at login."""
-        return connector.routed(
+        then pinned: tls.routed), and the route, which the guard reuses at login."""
+        return tls.routed(
             params, token=not self.settings_dict.get("PASSWORD"), alias=self.alias
         )
 
@@ -108,7 +107,7 @@ class TokenLoginMixin(_Base):
 
     @sensitive_variables()
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
-        found = self.azure_connector
+        found = self.azure_login
         if found is None:  # a PASSWORD: its refusal says that PASSWORD turned tokens off
             plain = super().get_new_connection
             redaction.remember(str(self.settings_dict["PASSWORD"]))
@@ -134,7 +133,7 @@ class TokenLoginMixin(_Base):
         existing = self._connection_pools.get(self.alias)  # type: ignore[attr-defined]
         if existing is not None:
             return existing
-        found = self.azure_connector
+        found = self.azure_login
         if found is None:
             return super().pool
         built = _pool.token_pool(self, found, pool_options)

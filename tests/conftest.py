@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db.utils import ConnectionHandler, load_backend
 
 from django_azure_pg import registry
-from django_azure_pg._core import connector, tls
+from django_azure_pg._core import tls
 from django_azure_pg.base import DatabaseWrapper
 from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
 
@@ -179,7 +179,7 @@ def all_at_once(threads: int, work: Callable[[], None]) -> None:
 def _isolated_token_registry() -> Iterator[None]:
     # Routes pinned by an earlier test for the same alias and parameters could hide a
     # test's own environment or patch of the route's workings.
-    connector.forget_routes()
+    tls.forget_routes()
     yield
     registry.reset()
     # A fetch still in flight (a background refresh begun at the test's end) would reach

@@ -20,7 +20,7 @@ from django.db import OperationalError, connections
 from psycopg import pq
 
 from django_azure_pg import _checks, env, errors
-from django_azure_pg._core import connector, options, tls
+from django_azure_pg._core import options, tls
 from django_azure_pg.management import _doctor
 from django_azure_pg.mixin import _HAS_POOL
 from django_azure_pg_testing import Identity, IdentityEmulator
@@ -91,7 +91,7 @@ def test_1_service_in_libpqs_own_sysconfdir_keeps_its_verify_full(
             f"sslmode=verify-full\nsslrootcert={ca_crt}\n"
         )
         wrapper = make_wrapper(HOST="", PORT="", OPTIONS={"service": name})
-        route = connector.route_of(wrapper.get_connection_params())
+        route = tls.route_of(wrapper.get_connection_params())
         with pytest.raises(OperationalError, match="does not match host name"):
             wrapper.ensure_connection()
     assert fake.passwords == []
@@ -137,10 +137,10 @@ def libpq_asked(monkeypatch: pytest.MonkeyPatch) -> CountingPGconn:
 
 def test_libpq_is_asked_once_per_alias(libpq_asked: CountingPGconn) -> None:
     params = {"host": "127.0.0.1", "port": 5999, "sslmode": "require", "password": "p1"}
-    first = connector.routed(params, alias="a")
-    again = connector.routed({**params, "password": "p2"}, alias="a")  # a new token
+    first = tls.routed(params, alias="a")
+    again = tls.routed({**params, "password": "p2"}, alias="a")  # a new token
     assert libpq_asked.calls == 1 and first.route == again.route
-    connector.routed(params, alias="b")  # another alias decides for itself
+    tls.routed(params, alias="b")  # another alias decides for itself
     assert libpq_asked.calls == 2
 
 
@@ -396,7 +396,7 @@ def test_8_from_env_reads_sslmode_require_in_any_case(
 def _pinned(
     params: dict[str, Any], alias: str = "a", **kwargs: Any
 ) -> tuple[dict[str, Any], tls.Route]:
-    found = connector.routed(params, alias=alias, **kwargs)
+    found = tls.routed(params, alias=alias, **kwargs)
     written = dict(found)
     written.pop("password", None)
     return written, found.route
@@ -534,7 +534,7 @@ def test_a_service_is_read_once_when_the_route_is_decided(
     assert tls.libpq_view(_pinned(params)[0])[0]["host"] == "127.0.0.1"  # type: ignore[index]
     # Decided afresh (a restart), the same settings are refused for a token.
     fresh = _pinned(params, alias="restarted")[1]
-    assert fresh.hosts == ("db.contoso.test",) and tls.problem(fresh, "restarted")
+    assert fresh.hosts == ("db.contoso.test",) and tls.refusal(fresh, "restarted")
 
 
 def test_a_what_if_environment_is_never_pinned(resolutions: list[dict[str, Any]]) -> None:

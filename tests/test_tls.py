@@ -109,7 +109,7 @@ def test_the_users_choice_wins(tmp_path: Path) -> None:
     env = {"PGSERVICEFILE": str(service)}
     route = tls.resolve(written({"service": "prod"}, env), env)
     assert (route.sslmode, route.azure) == ("prefer", True)
-    assert tls.problem(route, "default") is not None
+    assert tls.refusal(route, "default") is not None
 
 
 def test_where_the_token_goes() -> None:

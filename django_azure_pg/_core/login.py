@@ -1,8 +1,12 @@
-"""Log in to PostgreSQL with an access token; what to do when the server refuses it.
+"""One physical login with an access token, end to end: the route, the token, the
+driver, and what to do when the server refuses.
 
-Owned by each alias's connector (connector.py), through which the plain
-connection path (``DatabaseWrapper.get_new_connection``), the pool's connection
-class and dbshell log in. No Django import here.
+Each alias has one :class:`TokenLogin` (built from its settings), through which the
+plain connection path (``DatabaseWrapper.get_new_connection``), the pool's connection
+class, dbshell and the doctor log in. A reader asking "why was this login refused"
+starts at :meth:`TokenLogin.connect`; it calls only tls.py (the alias's pinned route),
+tokens.py (the token), diagnosis.py (what the server's answer means) and, as a sink,
+telemetry.py. No Django import here.
 
 A refused token is one of three things:
 
@@ -35,8 +39,14 @@ from typing import Any, TypeVar
 import psycopg
 
 from .. import errors
-from ..errors import LoginRefused, RoleNameUnknown, TokenAcquisitionError
-from ..redaction import redact, remember
+from ..errors import (
+    LoginRefused,
+    RoleNameUnknown,
+    ServerTimeout,
+    TokenAcquisitionError,
+    UnverifiedServer,
+)
+from ..redaction import detach_connections, redact, remember
 from . import (
     claims,
     clouds,
@@ -44,6 +54,7 @@ from . import (
     diagnosis,
     options,
     registry,
+    telemetry,
     tls,
     tokens,
 )
@@ -127,34 +138,64 @@ class TokenLogin:
             )
         return role
 
-    def connect(
+    def routed(self, params: Mapping[str, Any]) -> tls.Routed:
+        """``params`` with the alias's pinned route written in, and the route (tls.py)."""
+        return tls.routed(params, token=True, alias=self.alias)
+
+    def guard(self, params: Mapping[str, Any]) -> tuple[tls.Routed, tls.Route]:
+        """The parameters to send a token with, and their route, checked.
+
+        :raises InsecureTransport: the path is not one TLS protects (before any token
+            is fetched).
+        """
+        ready = params if isinstance(params, tls.Routed) else None
+        route = ready.current_route() if ready is not None else None
+        if ready is None or route is None:
+            ready = self.routed(params)
+            route = ready.route
+        return ready, tls.check(self.alias, route, allow_plaintext=self.allow_plaintext)
+
+    def connect(self, connect: Callable[..., C], params: Mapping[str, Any]) -> C:
+        """``connect(**params)`` with a token as the password, along the alias's route.
+
+        The one physical login of every path (the plain connection and
+        ``CONN_MAX_AGE``, the pool's connection class, the doctor), end to end: the
+        pinned route guarded, a token, the driver called by :meth:`_dial`, and one
+        retry with a fresh token where the refused one may have been stale (see the
+        module docstring). The login is observed (``telemetry.LoginSeen``), and no
+        exception of its chain keeps psycopg's ``pgconn``, which holds the token.
+
+        :raises InsecureTransport: the route is not protected (no token fetched).
+        :raises TokenAcquisitionError: no token could be had.
+        :raises LoginRefused: the server refused the token and a fresh one would fare
+            no better (a subclass names the cause).
+        :raises LoginError: another failure explained (an unverified certificate, a
+            silent host, a server out of connection slots).
+        :raises psycopg.OperationalError: any other failure, as the driver raised it.
+        """
+        ready, route = self.guard(params)
+        try:
+            with telemetry.LoginSeen(self.alias, self.source.label, ready) as seen:
+                return self._login(connect, ready, route, seen)
+        except BaseException as exc:
+            detach_connections(exc)
+            raise
+
+    def _login(
         self,
         connect: Callable[..., C],
-        params: Mapping[str, Any],
-        *,
-        route: tls.Route | None = None,
+        params: tls.Routed,
+        route: tls.Route,
+        seen: telemetry.LoginSeen,
     ) -> C:
-        """Call ``connect(**params)`` with a token as the password; retry once if it was stale.
-
-        Nothing is fetched or sent over a path TLS does not protect (tls.guard),
-        and a refused token is followed by a fresh one only to a verified (or
-        local) server. ``route``: the route of ``params`` as the caller (the
-        connector, connector.py) already guarded it; without one it is resolved
-        and guarded here.
-        """
-        if route is None:
-            route = tls.guard(self.alias, params, allow_plaintext=self.allow_plaintext)
         clock = self.source.clock
         asked = clock()
         token = self._token()
         try:
-            return connect(**self._with_token(params, token.value))
+            return self._dial(connect, params, token, route, seen)
         except psycopg.OperationalError as exc:
             refusal = diagnosis.login_refusal(exc)
             if refusal is None:
-                failure = diagnosis.login_failure(self.alias, exc)
-                if failure is not None:
-                    raise failure from exc
                 raise
             late = token.ran_out_during_login(clock())
             timed = late or refusal is errors.TokenExpiredAtServer
@@ -183,17 +224,42 @@ class TokenLogin:
                 redact(diagnosis.server_message(exc)),
             )
         try:
-            return connect(**self._with_token(params, fresh.value))
+            return self._dial(connect, params, fresh, route, seen)
         except psycopg.OperationalError as exc:
             refusal = diagnosis.login_refusal(exc)
             if refusal is None:
-                failure = diagnosis.login_failure(self.alias, exc)
-                if failure is not None:
-                    raise failure from exc
                 raise
             if fresh.ran_out_during_login(clock()):
                 refusal = errors.TokenExpiredAtServer  # out of time twice: an expiry
             raise self._refused(refusal, fresh, exc) from exc
+
+    def _dial(
+        self,
+        connect: Callable[..., C],
+        params: tls.Routed,
+        token: tokens.Token,
+        route: tls.Route,
+        seen: telemetry.LoginSeen,
+    ) -> C:
+        """The one call to the driver. A refusal goes back to :meth:`_login`'s verdict
+        (counted first); any other failure that has a fix is raised as the error that
+        says it: a certificate that did not verify, no answer in time, no slot left."""
+        seen.attempt()
+        try:
+            return connect(**self._with_token(params, token.value))
+        except psycopg.OperationalError as exc:
+            refusal = diagnosis.login_refusal(exc)
+            if refusal is not None:
+                seen.refused(refusal.__name__)
+                raise
+            if diagnosis.classify(exc) is diagnosis.TlsVerify:
+                raise UnverifiedServer(tls.unverified_message(self.alias, route, exc)) from exc
+            if tls.CONNECT_TIMED_OUT is not None and isinstance(exc, tls.CONNECT_TIMED_OUT):
+                raise ServerTimeout(tls.timeout_message(self.alias, route, params)) from exc
+            failure = diagnosis.login_failure(self.alias, exc)
+            if failure is not None:
+                raise failure from exc
+            raise
 
     def _refused(
         self,

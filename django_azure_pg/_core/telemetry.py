@@ -46,17 +46,13 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
-
-import psycopg
+from typing import TYPE_CHECKING, Any
 
 from ..errors import LoginRefused
 from ..redaction import redact
 from . import clouds, diagnosis
 
 if TYPE_CHECKING:
-    from .login import TokenLogin
-    from .tls import Route
     from .tokens import Token, TokenSource, _Fetch
 
 try:
@@ -73,7 +69,6 @@ INSTRUMENTATION_NAME = "django_azure_pg"
 
 logger = logging.getLogger(__name__)
 
-C = TypeVar("C")
 
 # -- what the doctor and the health view read (kept with or without OpenTelemetry) --
 
@@ -305,76 +300,72 @@ def _server(params: Mapping[str, Any]) -> tuple[str, int]:
     return host, port
 
 
-def login(
-    login: TokenLogin,
-    connect: Callable[..., C],
-    params: Mapping[str, Any],
-    *,
-    route: Route | None = None,
-) -> C:
-    """``login.connect(connect, params, route=route)``, observed: a span, the create time,
-    refusals.
+class LoginSeen:
+    """One physical login, observed: ``with telemetry.LoginSeen(...) as seen:`` around it.
 
-    Wraps the one call every physical connection makes (plain, CONN_MAX_AGE and
-    the pool's connection class, through connector.py), so ``login.py`` itself
-    stays untouched. ``route``: the one the connector already guarded.
+    The login (login.py) reports what happens as plain values — each attempt, each
+    refusal's cause name — and the ``with`` block's outcome ends it: the span (while
+    an application traces), the create time, and the alias's last login record.
     """
-    if not ENABLED:
-        try:
-            conn = login.connect(connect, params, route=route)
-        except BaseException as exc:
-            _note_login(login.alias, _failed_login(exc))
-            raise
-        _note_login(login.alias, LoginRecord(True, time.time()))
-        return conn
-    attempts = 0
 
-    def counted(**kwargs: Any) -> C:
-        nonlocal attempts
-        attempts += 1
-        try:
-            return connect(**kwargs)
-        except psycopg.OperationalError as exc:
-            # Every refusal the server made, also one that a fresh token then cured.
-            cause = diagnosis.login_refusal(exc)
-            if cause is not None:
-                _refused.add(1, {**attributes, "azure_pg.refusal.cause": cause.__name__})
-            raise
+    __slots__ = ("_attributes", "_params", "_span", "_span_cm", "_started", "alias", "attempts")
 
-    host, port = _server(params)
-    attributes: dict[str, Any] = {
-        "db.system.name": "postgresql",
-        "server.address": host,
-        "server.port": port,
-        "db.client.connection.pool.name": login.alias,
-        "azure_pg.identity": login.source.label,
-    }
-    started = time.perf_counter()
-    with _login_span(params, attributes) as span:
+    def __init__(self, alias: str, identity: str, params: Mapping[str, Any]) -> None:
+        self.alias = alias
+        self.attempts = 0
+        self._params = params
+        self._attributes: dict[str, Any] = {}
+        self._span: Any = None
+        self._span_cm: AbstractContextManager[Any] | None = None
+        if ENABLED:
+            host, port = _server(params)
+            self._attributes = {
+                "db.system.name": "postgresql",
+                "server.address": host,
+                "server.port": port,
+                "db.client.connection.pool.name": alias,
+                "azure_pg.identity": identity,
+            }
+
+    def __enter__(self) -> LoginSeen:
+        self._started = time.perf_counter()
+        if ENABLED:
+            self._span_cm = _login_span(self._params, self._attributes)
+            self._span = self._span_cm.__enter__()
+        return self
+
+    def attempt(self) -> None:
+        """The driver is about to be called (once, or twice with a fresh token)."""
+        self.attempts += 1
+
+    def refused(self, cause: str) -> None:
+        """The server refused this attempt (also one a fresh token then cures)."""
+        if ENABLED:
+            _refused.add(1, {**self._attributes, "azure_pg.refusal.cause": cause})
+
+    def __exit__(self, kind: Any, failure: BaseException | None, trace: Any) -> None:
+        record = LoginRecord(True, time.time()) if failure is None else _failed_login(failure)
+        _note_login(self.alias, record)
+        if not ENABLED or self._span_cm is None:
+            return
         try:
-            conn = login.connect(counted, params, route=route)
-        except BaseException as exc:
-            record = _failed_login(exc)
-            _note_login(login.alias, record)
-            outcome = "refused" if record.refused else "error"
-            span.set_attribute("azure_pg.outcome", outcome)
+            self._end(record)
+        finally:
+            self._span_cm.__exit__(kind, failure, trace)
+
+    def _end(self, record: LoginRecord) -> None:
+        span = self._span
+        outcome = "success" if record.ok else ("refused" if record.refused else "error")
+        span.set_attribute("azure_pg.outcome", outcome)
+        span.set_attribute("azure_pg.login.attempts", self.attempts)
+        labels = {**self._attributes, "azure_pg.outcome": outcome}
+        if not record.ok:
             span.set_attribute("error.type", record.error_type or "")
             if record.refused:
                 span.set_attribute("azure_pg.refusal.cause", record.error_type or "")
-            span.set_attribute("azure_pg.login.attempts", attempts)
             span.set_status(otel_trace.StatusCode.ERROR, outcome)
-            _create_time.record(
-                time.perf_counter() - started,
-                {**attributes, "azure_pg.outcome": outcome, "error.type": record.error_type},
-            )
-            raise
-        _note_login(login.alias, LoginRecord(True, time.time()))
-        span.set_attribute("azure_pg.outcome", "success")
-        span.set_attribute("azure_pg.login.attempts", attempts)
-        _create_time.record(
-            time.perf_counter() - started, {**attributes, "azure_pg.outcome": "success"}
-        )
-        return conn
+            labels["error.type"] = record.error_type
+        _create_time.record(time.perf_counter() - self._started, labels)
 
 
 def _tracing() -> bool:

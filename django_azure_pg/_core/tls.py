@@ -64,22 +64,21 @@ import ipaddress
 import logging
 import os
 import socket
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
 
-from .. import errors
-from ..errors import InsecureTransport, UnverifiedServer
-from . import clouds, diagnosis
+from ..errors import InsecureTransport
+from . import clouds
 
 logger = logging.getLogger(__name__)
 
-C = TypeVar("C")
 
 AZURE_HOST_SUFFIXES = (
     # Flexible Server in every cloud (clouds.py). Private-link
@@ -648,7 +647,7 @@ def _linked(params: Mapping[str, Any]) -> str:
     return host if any(own_name(h) for h in host.split(",")) else ""
 
 
-def problem(route: Route, alias: str) -> str | None:
+def refusal(route: Route, alias: str) -> str | None:
     """Why sending a token along ``route`` is refused, or ``None``."""
     if route.unresolved_service:
         said = f" libpq says: {route.libpq_error.rstrip('.')}." if route.libpq_error else ""
@@ -671,20 +670,10 @@ def problem(route: Route, alias: str) -> str | None:
     )
 
 
-def guard(
-    alias: str,
-    params: Mapping[str, Any],
-    environ: Mapping[str, str] = os.environ,
-    *,
-    allow_plaintext: bool = False,
-) -> Route:
-    """Check the path before a token is fetched for it; raise :class:`InsecureTransport`."""
-    return check(alias, resolve(params, environ), allow_plaintext=allow_plaintext)
-
-
 def check(alias: str, route: Route, *, allow_plaintext: bool = False) -> Route:
-    """:func:`guard` for a route already worked out (:func:`decide`); ``route`` itself."""
-    refused = problem(route, alias)
+    """``route`` itself, if a token may be sent along it; else :class:`InsecureTransport`
+    (raised before any token is fetched)."""
+    refused = refusal(route, alias)
     if refused:
         if not allow_plaintext or route.unresolved_service:
             raise InsecureTransport(refused)
@@ -728,7 +717,7 @@ def unverified_message(alias: str, route: Route, exc: BaseException) -> str:
     )
 
 
-_TIMEOUT: type[BaseException] | None = getattr(psycopg.errors, "ConnectionTimeout", None)
+CONNECT_TIMED_OUT: type[BaseException] | None = getattr(psycopg.errors, "ConnectionTimeout", None)
 """psycopg's error for ``connect_timeout`` running out (3.2 and later)."""
 
 
@@ -746,27 +735,92 @@ def timeout_message(alias: str, route: Route, params: Mapping[str, Any]) -> str:
     )
 
 
-def explained(
-    alias: str, connect: Callable[..., C], route: Route | None = None
-) -> Callable[..., C]:
-    """``connect`` whose certificate-verification failures say how to fix them.
+# -- the route of each alias, decided once (the pin) ------------------------------------
 
-    ``route``: the one already worked out for these parameters (else resolved on failure).
+
+class Routed(dict[str, Any]):
+    """Connection parameters with the route's keys written in, and the route they take.
+
+    A plain ``dict`` to everything else (Django, psycopg, a wrapped backend). The
+    parameters as judged are kept, so that a route is reused only for the very
+    parameters it was worked out for: any change at all, even one libpq ignores,
+    has them judged again.
     """
 
-    def run(**params: Any) -> C:
-        try:
-            return connect(**params)
-        except psycopg.OperationalError as exc:
-            if _TIMEOUT is not None and isinstance(exc, _TIMEOUT):
-                seen = route if route is not None else resolve(params)
-                raise errors.ServerTimeout(timeout_message(alias, seen, params)) from exc
-            if (
-                isinstance(exc, errors.LoginError)
-                or diagnosis.classify(exc) is not diagnosis.TlsVerify
-            ):
-                raise
-            seen = route if route is not None else resolve(params)
-            raise UnverifiedServer(unverified_message(alias, seen, exc)) from exc
+    route: Route
+    judged: dict[str, Any]
 
-    return run
+    def current_route(self) -> Route | None:
+        """The route, if the parameters are still the ones it was worked out for."""
+        return self.route if self == self.judged else None
+
+
+_PINNED: dict[tuple[Any, ...], Decision] = {}
+_PINNED_MAX = 256
+_pin_lock = threading.Lock()
+
+
+def _pin_key(alias: str, token: bool, params: Mapping[str, Any]) -> tuple[Any, ...]:
+    given = libpq_params(params)
+    return (alias, token, tuple(sorted((k, str(v)) for k, v in given.items() if k != "password")))
+
+
+def _decision(
+    alias: str | None,
+    params: Mapping[str, Any],
+    environ: Mapping[str, str],
+    *,
+    token: bool,
+    dial: bool,
+) -> Decision:
+    """The alias's pinned decision for ``params``, else one decided now (and pinned when
+    it is this process's own environment, online, and libpq could use it)."""
+    if alias is None or environ is not os.environ or not dial:
+        return decide(params, environ, token=token, dial=dial)
+    key = _pin_key(alias, token, params)
+    found = _PINNED.get(key)
+    if found is None:
+        found = decide(params, environ, token=token, dial=dial)
+        if found.pinnable:
+            with _pin_lock:
+                if len(_PINNED) >= _PINNED_MAX:
+                    _PINNED.clear()
+                found = _PINNED.setdefault(key, found)
+    return found
+
+
+def forget_routes() -> None:
+    """Drop every pinned route (tests; a process that changed its environment on purpose)."""
+    with _pin_lock:
+        _PINNED.clear()
+
+
+def routed(
+    params: Mapping[str, Any],
+    environ: Mapping[str, str] = os.environ,
+    *,
+    token: bool = True,
+    dial: bool = True,
+    alias: str | None = None,
+) -> Routed:
+    """``params`` with the route's keys written in (a :class:`Decision`), and the route.
+
+    ``alias``: the route is decided at the alias's first connection, then pinned — kept
+    per alias *and* parameters (without the password), so a settings override gets its
+    own. Without one, decided afresh (``manage.py check``, what-ifs). ``token``: a token
+    login (stricter defaults). ``dial=False``: offline (``manage.py check``),
+    private-link names are renamed but not looked up.
+    """
+    result = Routed(params)
+    result.route = _decision(alias, params, environ, token=token, dial=dial).apply(result)
+    result.judged = dict(result)
+    return result
+
+
+def route_of(params: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> Route:
+    """The route ``params`` take: the one :func:`routed` found with them, else resolved now."""
+    if isinstance(params, Routed) and environ is os.environ:
+        found = params.current_route()
+        if found is not None:
+            return found
+    return resolve(params, environ)

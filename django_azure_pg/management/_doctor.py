@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .._core import claims, clouds, connector, credentials, diagnosis, endpoint
+from .._core import claims, clouds, credentials, diagnosis, endpoint, tls
 from .._core.tokens import TokenSource
 from ..mixin import TokenLoginMixin
 from ..redaction import redact
@@ -166,8 +166,8 @@ def run(alias: str, entry: dict[str, Any], environ: Any = os.environ) -> Report:
                 "user": entry.get("USER") or "(from token)",
                 "sslmode": params.get("sslmode"),
                 "sslrootcert": params.get("sslrootcert") or "(libpq default)",
-                # The route the defaults were worked out with (connector.Routed), not again.
-                "dials": connector.route_of(params, environ).describe(),
+                # The route the defaults were worked out with (tls.Routed), not again.
+                "dials": tls.route_of(params, environ).describe(),
                 "pool": bool(opts.get("pool")),
             },
         )

@@ -1,4 +1,4 @@
-"""One connector per alias (connector.py): the route is decided once per alias, then pinned.
+"""One login per alias (login.py): its route is decided once per alias, then pinned (tls.py).
 
 Issue 21 measured the TLS route resolved twice for each new connection: once for
 the defaults (``get_connection_params``), once more by the guard at login. These
@@ -20,9 +20,9 @@ from typing import Any
 import django
 import pytest
 
-from django_azure_pg._core import connector, tls
-from django_azure_pg._core.connector import Connector, Routed
+from django_azure_pg._core import tls
 from django_azure_pg._core.login import TokenLogin
+from django_azure_pg._core.tls import Routed
 from django_azure_pg.errors import InsecureTransport
 
 from .conftest import ITEST_DB, ROLE, MakeWrapper
@@ -85,17 +85,16 @@ def test_the_pool_and_the_plain_path_share_the_pinned_route(
     assert len(resolutions) == 1
 
 
-def fake_connector(**opts: Any) -> Connector:
-    login = TokenLogin.from_settings(
+def fake_login(**opts: Any) -> TokenLogin:
+    return TokenLogin.from_settings(
         "default", {"credential": FakeCredential(), **opts}, "u", environ={}
     )
-    return Connector(login)
 
 
 def test_the_route_is_not_trusted_for_parameters_changed_after_it_was_worked_out() -> None:
     """A subclass (or anything) that changes the parameters between get_connection_params
     and the login: the guard judges the parameters it is given, not the stale route."""
-    conn = fake_connector()
+    conn = fake_login()
     params = conn.routed({"host": "127.0.0.1", "sslmode": "disable"})
     assert conn.guard(params)[1].local  # loopback: plaintext allowed
     params["host"] = "db.example.com"  # now a remote server, still sslmode=disable
@@ -106,7 +105,7 @@ def test_the_route_is_not_trusted_for_parameters_changed_after_it_was_worked_out
 
 
 def test_routed_copy_is_judged_again(resolutions: list[dict[str, Any]]) -> None:
-    conn = fake_connector()
+    conn = fake_login()
     params = conn.routed({"host": "127.0.0.1"})
     assert len(resolutions) == 1
     conn.guard(params)
@@ -159,11 +158,11 @@ def test_the_one_route_is_the_one_resolve_finds_for_the_final_parameters(
     service_file(service)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    ready = connector.routed(params, token=token, dial=False)
+    ready = tls.routed(params, token=token, dial=False)
     # The same route but for where the decided values came from (now written out).
     again = tls.resolve(ready, os.environ)
     assert ready.route == dataclasses.replace(again, host_from=ready.route.host_from)
-    assert connector.route_of(ready) is ready.route
+    assert tls.route_of(ready) is ready.route
 
 
 @pytest.mark.integration

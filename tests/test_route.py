@@ -723,3 +723,18 @@ def test_a_host_that_never_answers_fails_in_time_and_is_named(
     message = str(raised.value)
     assert "'127.0.0.1'" in message and f"port {port}" in message and "within 2 s" in message
     assert isinstance(raised.value.__cause__, errors.ServerTimeout)
+
+
+def test_the_public_reset_forgets_the_pinned_routes_too(
+    resolutions: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django_azure_pg import registry
+
+    params = {"host": "127.0.0.1"}
+    assert _pinned(params)[0]["sslmode"] == "require"
+    monkeypatch.setenv("PGSSLMODE", "verify-ca")
+    registry.reset(keep_tokens=True)  # a test's faults cleared: the route stays
+    assert _pinned(params)[0]["sslmode"] == "require"
+    registry.reset()  # after changing the environment on purpose
+    assert _pinned(params)[0]["sslmode"] == "verify-ca"
+    assert len(resolutions) == 2

@@ -65,6 +65,12 @@ def from_env(
     instead — handy on a laptop. Keyword arguments (``CONN_MAX_AGE``,
     ``OPTIONS``, ``TEST`` …) are merged into the result; dicts are merged key by
     key, not replaced.
+
+    :raises django.core.exceptions.ImproperlyConfigured: nothing to build from (no
+        variable with the prefix and no URL), a partial set (the message names the
+        missing variables), two variables that disagree, a value that is not what it
+        must be (``_SSL`` not true/false, an unparsable connection string). The
+        message names variables, never a secret's value.
     """
     env = os.environ if environ is None else environ
     prefix = _prefix(prefix, connection)

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import pkgutil
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -195,28 +196,25 @@ def _module_file(name: str) -> Path:
     return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module → the package's modules it imports, at the top or inside functions.
+def import_graph(root: Path | None = None) -> dict[str, set[str]]:
+    """Module → the package's modules it imports: at the top, inside functions, and
+    for type checkers only (``if TYPE_CHECKING:``) — a type-only import is a dependency
+    a reader follows all the same, so it may not close a circle either.
 
     ``from . import x`` counts as an import of ``x`` (its package is imported
-    first in any case: that is not a cycle).
+    first in any case: that is not a cycle). ``root``: read the modules' files from
+    there instead (a copy, for the test that this check can fail).
     """
     modules = set(_modules())
     graph: dict[str, set[str]] = {}
     for name in modules:
         path = _module_file(name)
+        if root is not None:
+            path = root / path.relative_to(PACKAGE_DIR.parent)
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         edges: set[str] = set()
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        typing_only = {
-            id(inner)
-            for block in ast.walk(tree)
-            if isinstance(block, ast.If) and ast.unparse(block.test).endswith("TYPE_CHECKING")
-            for inner in ast.walk(block)
-        }
         for node in ast.walk(tree):
-            if id(node) in typing_only:
-                continue  # for type checkers only: never imported at run time
             if isinstance(node, ast.Import):
                 edges.update(a.name for a in node.names if a.name in modules)
             elif isinstance(node, ast.ImportFrom):
@@ -267,6 +265,26 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_import_cycles() -> None:
     assert cycles(import_graph()) == []
+
+
+def test_a_type_only_back_edge_is_a_cycle(tmp_path: Path) -> None:
+    """The check fails on a deliberately added back edge: telemetry importing the token
+    source for its types only (as it once did)."""
+    copy = tmp_path / "repo"
+    shutil.copytree(PACKAGE_DIR, copy / "django_azure_pg")
+    telemetry = copy / "django_azure_pg" / "_core" / "telemetry.py"
+    text = telemetry.read_text(encoding="utf-8")
+    telemetry.write_text(
+        text.replace(
+            "from __future__ import annotations\n",
+            "from __future__ import annotations\n\nfrom typing import TYPE_CHECKING\n\n"
+            "if TYPE_CHECKING:\n    from .tokens import TokenSource\n",
+            1,
+        ),
+        encoding="utf-8",
+    )
+    found = cycles(import_graph(copy))
+    assert any("django_azure_pg._core.telemetry" in group for group in found), found
 
 
 def test_cycle_finder_finds_a_cycle() -> None:

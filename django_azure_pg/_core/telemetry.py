@@ -31,9 +31,11 @@ no exception text — only type names, status classes, counts and durations.
 The credential label (e.g. ``ManagedIdentityCredential(client_id=…)``) is the
 one the doctor prints.
 
-Independently of OpenTelemetry this module also keeps, per process, the last
-fetch error of each token source and the last login outcome of each alias,
-which the doctor and the health view read. No Django import here.
+A sink: the token source (tokens.py) and the login (login.py) report what happened
+as plain values — outcome, duration, cause names, the credential's label — and
+this module imports nothing from them. Independently of OpenTelemetry it keeps,
+per process, the last login outcome of each alias, which the doctor and the health
+view read. No Django import here.
 """
 
 from __future__ import annotations
@@ -42,18 +44,13 @@ import contextlib
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import LoginRefused
-from ..redaction import redact
 from . import clouds, diagnosis
-
-if TYPE_CHECKING:
-    from .tokens import Token, TokenSource, _Fetch
 
 try:
     from opentelemetry import context as otel_context
@@ -83,15 +80,9 @@ class LoginRecord:
     refused: bool = False  # the server refused the token (a LoginRefused)
 
 
-_last_error: weakref.WeakKeyDictionary[TokenSource, tuple[float, str]] = weakref.WeakKeyDictionary()
 _logins: dict[str, LoginRecord] = {}
 # No lock: single item reads and writes, atomic under the GIL — and nothing a fork() could
 # leave held in a child.
-
-
-def last_fetch_error(source: TokenSource) -> tuple[float, str] | None:
-    """(time.time(), redacted "Type: message") of the source's last failed fetch, or None."""
-    return _last_error.get(source)
 
 
 def last_login(alias: str) -> LoginRecord | None:
@@ -108,13 +99,14 @@ _parents: dict[int, Any] = {}  # id(fetch) -> the waiting caller's context
 _local = threading.local()  # in a fetch thread: the fetch's span, its context token, statuses
 
 
-def _identity(source: TokenSource) -> dict[str, str]:
-    """Low-cardinality, secret-free attributes naming a token source."""
-    resource = source.scope.removesuffix("/.default")
+def _identity(label: str, scope: str) -> dict[str, str]:
+    """Low-cardinality, secret-free attributes naming a token source (its credential's
+    label and its scope)."""
+    resource = scope.removesuffix("/.default")
     return {
-        "azure_pg.credential.kind": source.label.split("(", 1)[0],
-        "azure_pg.identity": source.label,
-        "azure_pg.cloud": clouds.cloud_of_scope(source.scope) or "custom",
+        "azure_pg.credential.kind": label.split("(", 1)[0],
+        "azure_pg.identity": label,
+        "azure_pg.cloud": clouds.cloud_of_scope(scope) or "custom",
         "azure_pg.scope.resource": resource,
     }
 
@@ -147,10 +139,9 @@ if ENABLED:
     )
 
     def _remaining_lifetime(options: Any) -> Iterable[Any]:
-        for source in _sources():
-            status = source.status()
-            if status.remaining_s is not None:
-                yield otel_metrics.Observation(status.remaining_s, _identity(source))
+        for label, scope, remaining in _sources():
+            if remaining is not None:
+                yield otel_metrics.Observation(remaining, _identity(label, scope))
 
     _meter.create_observable_gauge(
         "azure_pg.token.remaining_lifetime",
@@ -160,49 +151,51 @@ if ENABLED:
     )
 
 
-# -- token fetch hooks (called by tokens.TokenSource) -------------------------------
+# -- token fetch hooks (called by tokens.TokenSource, with plain values) -----------------
+
+Source = tuple[str, str, "float | None"]
+"""A live token source as the gauge sees it: credential label, scope, seconds left."""
 
 
-def _no_sources() -> Iterable[TokenSource]:
+def _no_sources() -> Iterable[Source]:
     return ()
 
 
-_sources: Callable[[], Iterable[TokenSource]] = _no_sources
+_sources: Callable[[], Iterable[Source]] = _no_sources
 
 
-def watch_sources(sources: Callable[[], Iterable[TokenSource]]) -> None:
+def watch_sources(sources: Callable[[], Iterable[Source]]) -> None:
     """Where the remaining-lifetime gauge finds the live token sources (set by ``tokens``,
     so this module never imports it)."""
     global _sources
     _sources = sources
 
 
-def fetch_started(fetch: _Fetch, cached: Token | None, now: float) -> None:
+def fetch_started(fetch: object, waited: bool) -> None:
     """In the caller's thread, under the source's lock: remember who waits for ``fetch``.
 
-    A fetch started while a usable token is cached is a background refresh and
-    gets its own root span; any other (no token, or a refusal-forced refresh)
-    has a caller waiting, whose span becomes the parent.
+    A fetch with a caller waiting (no usable token, or a refusal-forced refresh) is a
+    child of that caller's span; any other is a background refresh, a root span.
     """
-    if ENABLED and (fetch.forced or cached is None or not cached.usable(now)):
+    if ENABLED and waited:
         _parents[id(fetch)] = otel_context.get_current()
 
 
-def fetch_running(source: TokenSource, fetch: _Fetch) -> None:
+def fetch_running(fetch: object, label: str, scope: str, forced: bool) -> None:
     """In the fetch thread, before the credential is called: open the span, attach it."""
     if not ENABLED:
         return
     try:
-        _open_fetch_span(source, fetch)
+        _open_fetch_span(fetch, _identity(label, scope), forced)
     except Exception:  # telemetry never stands in the token's way
         _local.active = None
         logger.debug("OpenTelemetry: could not open the token fetch span", exc_info=True)
 
 
-def _open_fetch_span(source: TokenSource, fetch: _Fetch) -> None:
+def _open_fetch_span(fetch: object, identity: dict[str, str], forced: bool) -> None:
     parent = _parents.pop(id(fetch), None)
-    trigger = "refusal" if fetch.forced else ("wait" if parent is not None else "refresh")
-    attributes: dict[str, Any] = {**_identity(source), "azure_pg.fetch.trigger": trigger}
+    trigger = "refusal" if forced else ("wait" if parent is not None else "refresh")
+    attributes: dict[str, Any] = {**identity, "azure_pg.fetch.trigger": trigger}
     span = _tracer.start_span(
         "azure_pg.token.fetch",
         context=parent if parent is not None else otel_context.Context(),
@@ -236,17 +229,12 @@ def observing(hook: Callable[[Any], None]) -> Callable[[Any], None]:
     return both
 
 
-def fetch_done(
-    source: TokenSource, fetch: _Fetch, failure: BaseException | None, elapsed: float
-) -> None:
+def fetch_done(failure: BaseException | None, elapsed: float, throttled: bool) -> None:
     """In the fetch thread, when the credential answered or failed: end the span, count it.
 
-    Called before the waiting callers are released, so a caller that got its
-    token finds the span ended.
+    ``throttled``: the endpoint answered 429 during this fetch. Called before the
+    waiting callers are released, so a caller that got its token finds the span ended.
     """
-    if failure is not None:
-        text = redact(f"{type(failure).__name__}: {failure}")[:300]
-        _last_error[source] = (time.time(), text)
     if not ENABLED:
         return
     active = getattr(_local, "active", None)
@@ -254,19 +242,19 @@ def fetch_done(
         return
     _local.active = None
     try:
-        _close_fetch_span(active, fetch, failure, elapsed)
+        _close_fetch_span(active, failure, elapsed, throttled)
     except Exception:  # telemetry never stands in the token's way
         logger.debug("OpenTelemetry: could not record the token fetch", exc_info=True)
 
 
 def _close_fetch_span(
     active: tuple[Any, Any, dict[str, Any]],
-    fetch: _Fetch,
     failure: BaseException | None,
     elapsed: float,
+    throttled: bool,
 ) -> None:
     span, token, attributes = active
-    throttled = fetch.seen.count > 0 or (
+    throttled = throttled or (
         failure is not None and diagnosis.throttled_retry_after(failure) is not None
     )
     outcome = "success" if failure is None else ("throttled" if throttled else "error")

@@ -179,6 +179,7 @@ class TokenSource:
         self._lock = threading.Lock()
         self._token: Token | None = None
         self._inflight: _Fetch | None = None
+        self._last_error: tuple[float, str] | None = None  # time.time(), redacted text
         self._next_refresh = 0.0
         self._throttled_until = 0.0
         # The token the last successful refusal-forced refresh brought, and when:
@@ -401,7 +402,8 @@ class TokenSource:
             target=self._run, args=(fetch,), name="django-azure-pg-token", daemon=True
         )
         self._inflight = fetch
-        telemetry.fetch_started(fetch, self._token, now)
+        cached = self._token
+        telemetry.fetch_started(fetch, fetch.forced or cached is None or not cached.usable(now))
         if start:
             fetch.thread.start()
         return fetch
@@ -421,7 +423,7 @@ class TokenSource:
         return credential
 
     def _run(self, fetch: _Fetch) -> None:
-        telemetry.fetch_running(self, fetch)
+        telemetry.fetch_running(fetch, self.label, self.scope, fetch.forced)
         started = time.monotonic()
         try:
             token = self._obtain(fetch)
@@ -462,7 +464,7 @@ class TokenSource:
         )
 
     def _succeeded(self, fetch: _Fetch, token: Token, elapsed: float) -> None:
-        telemetry.fetch_done(self, fetch, None, elapsed)
+        telemetry.fetch_done(None, elapsed, fetch.seen.count > 0)
         now = self.clock()
         with self._lock:
             current = self._inflight is fetch
@@ -509,7 +511,8 @@ class TokenSource:
         fetch.future.set_result(token)
 
     def _failed(self, fetch: _Fetch, exc: BaseException, elapsed: float) -> None:
-        telemetry.fetch_done(self, fetch, exc, elapsed)
+        telemetry.fetch_done(exc, elapsed, fetch.seen.count > 0)
+        self._last_error = (time.time(), redact(f"{type(exc).__name__}: {exc}")[:300])
         now = self.clock()
         retry_after = fetch.seen.retry_after if fetch.seen.count else throttled_retry_after(exc)
         if retry_after is not None:
@@ -610,7 +613,7 @@ class TokenSource:
             token, fetch = self._token, self._inflight
             next_refresh, throttled_until = self._next_refresh, self._throttled_until
             forced, forced_ok_at = self._forced, self._forced_ok_at
-        failed = telemetry.last_fetch_error(self)
+        failed = self._last_error
         return TokenStatus(
             label=self.label,
             scope=self.scope,
@@ -655,7 +658,9 @@ class TokenStatus:
 # -- every live source, and this process's place in refresh windows ------------------
 
 _all_sources: weakref.WeakSet[TokenSource] = weakref.WeakSet()
-telemetry.watch_sources(lambda: list(_all_sources))
+telemetry.watch_sources(
+    lambda: [(s.label, s.scope, s.status().remaining_s) for s in list(_all_sources)]
+)
 
 _place = random.random()
 _forks = 0

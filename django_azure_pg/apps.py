@@ -11,4 +11,9 @@ class DjangoAzurePgConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import _checks  # noqa: F401 — registers the checks
+        from . import (
+            _checks,  # noqa: F401 — registers the checks
+            _warm,
+        )
+
+        _warm.on_ready()  # a thread, where this process will log in (see _warm.py)

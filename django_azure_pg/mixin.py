@@ -28,7 +28,7 @@ from django.db.backends.postgresql import base as postgresql
 from django.utils.functional import cached_property
 from django.views.decorators.debug import sensitive_variables
 
-from . import _pool, redaction
+from . import _pool, _warm, redaction
 from ._client import DatabaseClient
 from ._core import diagnosis, options, tls
 from ._core.credentials import CredentialConfigError
@@ -62,7 +62,7 @@ class TokenLoginMixin(_Base):
         if self.settings_dict.get("PASSWORD"):
             return None
         try:
-            return TokenLogin.from_settings(
+            made = TokenLogin.from_settings(
                 self.alias,
                 self.settings_dict["OPTIONS"],
                 self.settings_dict.get("USER"),
@@ -70,6 +70,8 @@ class TokenLoginMixin(_Base):
             )
         except (CredentialConfigError, ValueError) as exc:
             raise ImproperlyConfigured(f"DATABASES[{self.alias!r}]: {exc}") from exc
+        _warm.on_login(made, self.settings_dict["OPTIONS"])  # its fetch begins now
+        return made
 
     @property
     def azure_connector(self) -> TokenLogin | None:
@@ -95,9 +97,7 @@ class TokenLoginMixin(_Base):
     def route_defaults(self, params: dict[str, Any]) -> tls.Routed:
         """``params`` with the alias's route written in (decided at its first connection,
         then pinned: tls.routed), and the route, which the guard reuses at login."""
-        return tls.routed(
-            params, token=not self.settings_dict.get("PASSWORD"), alias=self.alias
-        )
+        return tls.routed(params, token=not self.settings_dict.get("PASSWORD"), alias=self.alias)
 
     @sensitive_variables()
     def connect(self) -> None:

@@ -127,17 +127,23 @@ def after_fork_in_child() -> None:
 
 _before: list[Callable[[], None]] = []
 _in_child: list[Callable[[], None]] = []
+_in_child_last: list[Callable[[], None]] = []
 
 
 def on_fork(
-    *, before: Callable[[], None] | None = None, child: Callable[[], None] | None = None
+    *,
+    before: Callable[[], None] | None = None,
+    child: Callable[[], None] | None = None,
+    last: bool = False,
 ) -> None:
     """Run ``before`` in the parent just before ``fork()``, ``child`` in the child after it
-    (in the order modules registered them, after the transports are renewed)."""
+    (in the order modules registered them, after the transports are renewed). ``last``:
+    after every other child hook, whenever its module was imported — for work that needs
+    the child's state settled (the warm start begins the child's own fetch)."""
     if before is not None:
         _before.append(before)
     if child is not None:
-        _in_child.append(child)
+        (_in_child_last if last else _in_child).append(child)
 
 
 def _before_fork() -> None:
@@ -148,7 +154,7 @@ def _before_fork() -> None:
 def _after_fork_in_child() -> None:
     """The package's one at-fork handler: every lock, fetch and transport a child inherits."""
     after_fork_in_child()
-    for hook in _in_child:
+    for hook in (*_in_child, *_in_child_last):
         hook()
 
 

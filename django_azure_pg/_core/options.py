@@ -16,7 +16,8 @@ from .names import SERVICE_CONNECTOR_SUFFIXES as SERVICE_CONNECTOR_SUFFIXES
 CREDENTIAL_KEYS = ("credential", *SERVICE_CONNECTOR_SUFFIXES)
 TOKEN_KEYS = ("token_scope", "token_refresh_margin", "token_timeout", "allow_custom_token_scope")
 TRANSPORT_KEYS = ("allow_plaintext_token",)
-OUR_KEYS = frozenset(CREDENTIAL_KEYS + TOKEN_KEYS + TRANSPORT_KEYS)
+PROCESS_KEYS = ("warm_start",)  # django_azure_pg/_warm.py
+OUR_KEYS = frozenset(CREDENTIAL_KEYS + TOKEN_KEYS + TRANSPORT_KEYS + PROCESS_KEYS)
 """Removed from the connection parameters before psycopg sees them."""
 
 D = TypeVar("D", bound=float | None)
@@ -96,7 +97,7 @@ def problems(options: Mapping[str, Any]) -> list[OptionError]:
 
     for key in RANGES:
         run(number, options, key, 0.0)
-    for key in (*TRANSPORT_KEYS, "allow_custom_token_scope"):
+    for key in (*TRANSPORT_KEYS, *PROCESS_KEYS, "allow_custom_token_scope"):
         run(flag, options, key)
     for key in SERVICE_CONNECTOR_SUFFIXES:
         if options.get(key) is not None and not isinstance(options[key], str):

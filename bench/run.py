@@ -41,7 +41,6 @@ from django.db.utils import ConnectionHandler, load_backend
 
 from django_azure_pg import registry
 from django_azure_pg._core import telemetry
-from django_azure_pg._core.connector import Connector
 from django_azure_pg._core.login import TokenLogin
 from django_azure_pg._pool import token_connection_class
 from django_azure_pg_testing import IdentityEmulator, LocalPostgres
@@ -420,7 +419,7 @@ class Clients:
             ),
         ):
             login = TokenLogin.from_settings("vs", {"credential": credential}, ROLE)
-            ours_cls = token_connection_class(psycopg.Connection, Connector(login))
+            ours_cls = token_connection_class(psycopg.Connection, login)
             login.token()  # warm ours, as a running site would be
             credential.get_token(SCOPE)  # and theirs (fills MSAL's cache where there is one)
 
@@ -566,6 +565,193 @@ class Bench:
             "max_ms": ordered[-1] * 1000,
             "identity_calls": calls,
         }
+
+    # 8 ---------------------------------------------------------------------------
+    def first_request(self, rounds: int, latency: float, boot: float) -> dict[str, Any]:
+        """A new worker's first request, ours vs stock with a password (issue 30).
+
+        Each sample is a fresh interpreter started as gunicorn is (``sys.argv[0]``), which
+        runs ``django.setup()``, boots for ``boot`` seconds and times its first request
+        (connect, ``SELECT 1``) — fresh, or in a child forked right after ``setup()`` (as
+        ``gunicorn --preload`` does). The identity endpoint answers in ``latency``
+        seconds. Rounds alternate ours/stock and stock/ours.
+        """
+        ident = self.emulator.add_identity("uami-first")
+        self.emulator.allow_role(ROLE, ident)
+        self.emulator.set_fault(latency=latency)
+        variants: dict[str, Any] = {}
+        try:
+            for forked in (False, True):
+                contenders = {
+                    "django_azure_pg": lambda f=forked: self._first(f, boot, ident.client_id),
+                    "stock + password": lambda f=forked: self._first(f, boot, None),
+                }
+                samples: dict[str, list[float]] = {k: [] for k in contenders}
+                order = list(contenders)
+                for r in range(rounds):
+                    for key in order if r % 2 == 0 else order[::-1]:
+                        samples[key].append(contenders[key]())
+                result: dict[str, Any] = {k: summary(v) for k, v in samples.items()}
+                result["samples_ms"] = samples
+                result["added_ms"] = (
+                    result["django_azure_pg"]["median"] - result["stock + password"]["median"]
+                )
+                result["per_round_added_ms"] = summary(
+                    [a - b for a, b in zip(*samples.values(), strict=True)]
+                )
+                name = "forked after setup()" if forked else "fresh process"
+                spread = result["per_round_added_ms"]
+                print(
+                    f"  first request, {name} ({latency * 1000:.0f} ms endpoint, {boot:g} s boot):"
+                    f" ours {result['django_azure_pg']['median']:.1f} ms vs stock"
+                    f" {result['stock + password']['median']:.1f} ms → {result['added_ms']:+.1f} ms"
+                    f" (per round: min {spread['min']:+.1f}, quartiles {spread['q1']:+.1f} /"
+                    f" {spread['median']:+.1f} / {spread['q3']:+.1f}, max {spread['max']:+.1f};"
+                    f" {rounds} rounds)"
+                )
+                variants["forked" if forked else "fresh"] = result
+        finally:
+            self.emulator.clear_faults()
+        return {"latency_ms": latency * 1000, "boot_s": boot, "target_added_ms": 50, **variants}
+
+    def _first(self, forked: bool, boot: float, client_id: str | None) -> float:
+        """One sample of :meth:`first_request`: milliseconds."""
+        import subprocess
+
+        if client_id is not None:
+            entry = {"ENGINE": "django_azure_pg", "OPTIONS": {"sslmode": "disable",
+                     "client_id": client_id}}  # fmt: skip
+            apps = ["django_azure_pg"]
+        else:
+            entry = {"ENGINE": "django.db.backends.postgresql",
+                     "PASSWORD": self.target.static_token, "OPTIONS": {"sslmode": "disable"}}  # fmt: skip
+            apps = []
+        entry.update(HOST=self.pg.host, PORT=str(self.pg.port), NAME=DB, USER=ROLE)
+        code = FIRST_REQUEST.format(entry=entry, apps=apps, boot=boot, forked=forked)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        env.pop("DJANGO_AZURE_PG_WARM_START", None)
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
+            timeout=120, check=True,
+        )  # fmt: skip
+        return float(json.loads(done.stdout.strip().splitlines()[-1])["first_ms"])
+
+    # 9 ---------------------------------------------------------------------------
+    def identity_outage(self, threads: int, outage: float) -> dict[str, Any]:
+        """Requests while the identity endpoint answers HTTP 500 and nothing is cached.
+
+        ``threads`` threads make requests (connect, ``SELECT 1``, close: each on a
+        wrapper of its own, one identity) for ``outage`` seconds of HTTP 500, then the
+        endpoint answers again. Reported: failed-request latency (the first apart),
+        identity calls during the outage against the documented bound
+        (``timing.outage_attempts_bound``), and the time from the endpoint's return to
+        the first request served. In this process: the section toggles the emulator's
+        fault mid-run, and its targets (half a second, two) are far above the GIL's noise.
+        """
+        from django_azure_pg._core import credentials, timing
+
+        registry.reset()
+        ident = self.emulator.add_identity("uami-outage")
+        self.emulator.allow_role(ROLE, ident)
+        entry = self.clients.entry(OPTIONS={"sslmode": "disable", "client_id": ident.client_id})
+        failed: list[tuple[float, float]] = []  # (when, seconds)
+        served: list[float] = []
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def worker() -> None:
+            w = self.clients.wrapper(entry)
+            while not stop.is_set():
+                began = time.monotonic()
+                try:
+                    _request(w)
+                    with lock:
+                        served.append(time.monotonic())
+                except Exception:
+                    with lock:
+                        failed.append((began, time.monotonic() - began))
+                    w.close()
+                time.sleep(0.005)  # the rest of a request's work
+
+        self.emulator.set_fault("error")
+        before = self.emulator.stats.token_requests
+        ts = [threading.Thread(target=worker) for _ in range(threads)]
+        began = time.monotonic()
+        for t in ts:
+            t.start()
+        time.sleep(outage)
+        calls = self.emulator.stats.token_requests - before
+        returned = time.monotonic()
+        self.emulator.set_fault(None)
+        while time.monotonic() < returned + 10:
+            with lock:
+                if served:
+                    break
+            time.sleep(0.005)
+        stop.set()
+        for t in ts:
+            t.join(30)
+        self.emulator.clear_faults()
+        failures = sorted(failed)
+        first, rest = failures[0][1], [d for _, d in failures[1:]]
+        recovery = (min(served) - returned) if served else None
+        bound = timing.outage_attempts_bound(outage) * (1 + credentials.CREDENTIAL_RETRIES)
+        lat = summary([d * 1000 for d in rest])
+        print(
+            f"  identity down ({outage:g} s of HTTP 500, nothing cached, {threads} threads): "
+            f"{len(failures)} requests failed; the first in {first * 1000:.0f} ms, the rest "
+            f"median {lat['median']:.2f} ms (quartiles {lat['q1']:.2f} / {lat['q3']:.2f}, max "
+            f"{lat['max']:.1f}); {calls} identity calls (bound {bound}); served again "
+            + (f"{recovery * 1000:.0f} ms after the endpoint returned" if recovery else "NEVER")
+        )
+        return {
+            "outage_s": outage,
+            "threads": threads,
+            "failed_requests": len(failures),
+            "first_failed_ms": first * 1000,
+            "failed_ms": lat,
+            "identity_calls": calls,
+            "identity_calls_bound": bound,
+            "recovery_ms": None if recovery is None else recovery * 1000,
+            "elapsed_s": time.monotonic() - began,
+            "targets": {"median_failed_ms": 500, "recovery_ms": 2000},
+        }
+
+
+FIRST_REQUEST = """
+import json, os, sys, time
+sys.argv = ["gunicorn", "bench.wsgi"]  # a server process: the warm start applies
+import django
+from django.conf import settings
+settings.configure(USE_TZ=True, INSTALLED_APPS={apps!r}, DATABASES={{"default": {entry!r}}})
+django.setup()
+
+def first_request():
+    time.sleep({boot!r})  # the rest of the worker's boot
+    from django.db import connection
+    began = time.perf_counter()
+    with connection.cursor() as cur:
+        cur.execute("SELECT 1")
+    return (time.perf_counter() - began) * 1000
+
+if {forked!r}:
+    import warnings
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write, json.dumps(first_request()).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    ms = json.loads(os.fdopen(read).read())
+    os.waitpid(pid, 0)
+else:
+    ms = first_request()
+print(json.dumps({{"first_ms": ms}}))
+"""
 
 
 def _request(w: Any) -> None:
@@ -775,6 +961,8 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "grants_check": lambda: grants_check.measure(pg, *((100, 100) if q else (1000, 1000))),
             "telemetry": lambda: in_client(target, "telemetry", rounds, seconds, 4),
+            "first_request": lambda: bench.first_request(3 if q else 9, latency=0.3, boot=1.0),
+            "identity_outage": lambda: bench.identity_outage(4, 10.0 if q else 60.0),
         }
         assert tuple(sections) == SECTIONS
         results: dict[str, Any] = {
@@ -846,6 +1034,8 @@ SECTIONS = (
     "versus_azure_postgresql_auth",
     "grants_check",
     "telemetry",
+    "first_request",
+    "identity_outage",
 )
 
 
@@ -978,6 +1168,33 @@ def print_table(r: dict[str, Any]) -> None:
                 f"{t['cost_ratio']:.3f} (login path +{t['login_overhead_us']['added']:.0f} us: "
                 f"{t['derived_cost_ratio']:.3f})",
                 "< 1.02",
+            )
+        )
+    fr = r.get("first_request")
+    if fr:
+        for key, label in (("fresh", "fresh process"), ("forked", "forked after setup()")):
+            d = fr[key]
+            spread = d["per_round_added_ms"]
+            rows.append(
+                (
+                    f"8 first request, {label}, ours vs stock + password",
+                    f"{d['django_azure_pg']['median']:.1f} vs {d['stock + password']['median']:.1f}"
+                    f" ms ({d['added_ms']:+.1f} ms; per round quartiles {spread['q1']:+.1f} /"
+                    f" {spread['q3']:+.1f})",
+                    "within 50 ms",
+                )
+            )
+    io = r.get("identity_outage")
+    if io:
+        rec = io["recovery_ms"]
+        rows.append(
+            (
+                f"9 identity down, nothing cached ({io['outage_s']:g} s of HTTP 500)",
+                f"failed requests median {io['failed_ms']['median']:.2f} ms after the first "
+                f"({io['first_failed_ms']:.0f} ms); {io['identity_calls']} identity calls "
+                f"(bound {io['identity_calls_bound']}); served again "
+                + (f"{rec:.0f} ms after the return" if rec is not None else "NEVER"),
+                "median < 500 ms, recovery < 2000 ms, calls ≤ bound",
             )
         )
     width = max((len(a) for a, _, _ in rows), default=0)

@@ -37,9 +37,10 @@ Forks: a child forked after the fetch finished inherits the token (nothing to
 do); one forked while the fetch was in flight gets its own, started at once in
 the child (the parent's fetch thread and locks are not the child's: see
 ``TokenSource._after_fork``). The parent waits, before ``fork()``, for the warm
-thread's imports to finish (bounded by :data:`IMPORT_WAIT`) so no child
-inherits an import lock held by a thread it does not have — and every child
-gets the modules already imported.
+thread (bounded by :data:`IMPORT_WAIT`) and, once, for its fetch (bounded by
+:data:`FETCH_WAIT`), so no child inherits an import lock held by a thread it does
+not have — and the first children (gunicorn ``--preload`` forks them right after
+loading the app) get the modules imported and the token fetched.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePath
 from typing import Any
@@ -82,13 +84,20 @@ step by step, to say which step fails."""
 MANAGE_SCRIPTS = frozenset({"manage.py", "django-admin", "django-admin.py"})
 
 IMPORT_WAIT = 10.0
-"""Longest ``fork()`` waits for the warm thread's imports (a few hundred ms here)."""
+"""Longest ``fork()`` waits for the warm thread (its imports: a few hundred ms here)."""
+
+FETCH_WAIT = 1.0
+"""Longest ``fork()`` then waits, once, for the warm fetch in flight, so the first workers
+inherit its token; a slower one is left to each child, which starts its own. A second:
+an identity endpoint answers in a fraction of one (0.3 s in issue 30's measurements), and
+a thread past it waits on the network, not inside an import a child would inherit."""
 
 _state_lock = threading.Lock()
 _started = False
 _thread: threading.Thread | None = None
 _aliases: list[str] = []
 _unfinished = False  # the warm thread was still running when this process forked
+_fetch_waited = False  # fork() has waited for the warm fetches once
 _imports_done = threading.Event()
 _warmed: list[Any] = []  # the token sources warmed in this process
 
@@ -223,6 +232,7 @@ def _warm(aliases: list[str]) -> None:
         entries = ConnectionHandler().configure_settings(
             {a: dict(settings.DATABASES[a]) for a in aliases}
         )
+        backends = {a: load_backend(entries[a]["ENGINE"]) for a in aliases}  # their imports too
     except Exception:
         logger.debug("Warm start: imports failed", exc_info=True)
         return
@@ -233,7 +243,7 @@ def _warm(aliases: list[str]) -> None:
         try:
             # A wrapper with the token login (mixin.has_token_login, without importing the
             # mixin here: it calls this module).
-            wrapper = load_backend(entry["ENGINE"]).DatabaseWrapper
+            wrapper = backends[alias].DatabaseWrapper
             if not hasattr(wrapper, "azure_login"):
                 continue
             made = login.TokenLogin.from_settings(
@@ -250,11 +260,17 @@ def _warm(aliases: list[str]) -> None:
 
 
 def _before_fork() -> None:
-    global _unfinished
+    """No child inherits a lock (an import's, a fetch's) that a warm thread holds."""
+    global _unfinished, _fetch_waited
     thread = _thread
+    if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+        thread.join(IMPORT_WAIT)
     _unfinished = thread is not None and thread.is_alive()
-    if _unfinished and thread is not threading.current_thread():
-        _imports_done.wait(IMPORT_WAIT)
+    if not _fetch_waited and _warmed:
+        _fetch_waited = True
+        deadline = time.monotonic() + FETCH_WAIT
+        for source in list(_warmed):
+            source.wait_for_fetch(max(deadline - time.monotonic(), 0.0))
 
 
 def _in_child() -> None:

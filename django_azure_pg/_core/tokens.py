@@ -56,6 +56,7 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 
 from azure.core.credentials import TokenCredential
@@ -215,6 +216,13 @@ class TokenSource:
         if wait >= self.timeout:
             raise self._throttled_error(wait)
         return self._wait(self._fetch_for_caller())
+
+    def wait_for_fetch(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the fetch in flight, if any (before ``fork()``:
+        warm start)."""
+        fetch = self._inflight
+        if fetch is not None:
+            futures_wait([fetch.future], timeout=timeout)
 
     def warm(self) -> None:
         """Start fetching in the background unless a usable token is cached, a fetch is in

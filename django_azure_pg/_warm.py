@@ -190,16 +190,10 @@ def on_ready() -> None:
 
 
 def on_login(made: Any, options: Mapping[str, Any]) -> None:
-    """A DatabaseWrapper built its token login (``TokenLoginMixin.azure_login``): its
-    fetch starts now, beside the route's work; the first time in a process where the
-    app's ``ready()`` did not run, the other token aliases are warmed too."""
-    if mode() == "off" or _flag(options) is False:
-        return
-    try:
-        made.source.warm()
-    except Exception:
-        logger.debug("Warm start skipped", exc_info=True)
-    if not _started:
+    """A DatabaseWrapper built its token login (``TokenLoginMixin.azure_login``): where the
+    app's ``ready()`` did not run (not in INSTALLED_APPS), the process is warmed now — the
+    other token aliases; this one's login fetches next, inside its own span."""
+    if not _started and mode() != "off" and _flag(options) is not False:
         on_ready()
 
 

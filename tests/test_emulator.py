@@ -11,7 +11,7 @@ import pytest
 from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import CredentialUnavailableError, ManagedIdentityCredential
 
-from django_azure_pg._core import claims, tokens
+from django_azure_pg._core import claims, timing, tokens
 from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
 from django_azure_pg_testing.ldap import INVALID_CREDENTIALS, SUCCESS, role_from_dn
 
@@ -203,7 +203,8 @@ def test_sticky_azure_identity_failure_is_recovered(
 
     stuck = factory()
     stuck.get_token(SCOPE)
-    source = tokens.TokenSource(factory, SCOPE, label="ManagedIdentityCredential")
+    clock = FakeClock(time.time())
+    source = tokens.TokenSource(factory, SCOPE, label="ManagedIdentityCredential", clock=clock)
     emulator.set_fault("error")
     try:
         with pytest.raises(Exception):  # noqa: B017 — azure-identity's own types
@@ -214,4 +215,5 @@ def test_sticky_azure_identity_failure_is_recovered(
         emulator.clear_faults()
     with pytest.raises(Exception):  # noqa: B017 — the library's own object stays stuck
         stuck.get_token(SCOPE)
-    assert source.get()  # ours recovers on the very next call
+    clock.advance(timing.outage_retry_delay(1))  # the outage cadence (fail fast until then)
+    assert source.get()  # ours recovers on the very next attempt

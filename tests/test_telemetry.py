@@ -347,7 +347,7 @@ def test_outage_of_the_identity_endpoint(
     try:
         with pytest.raises(OperationalError):
             login_once(wrapper)
-        # azure-identity retries the 500s for a few seconds before the fetch ends.
+        # One HTTP call per attempt (credentials.CREDENTIAL_RETRIES): the fetch ends at once.
         (fetch,) = until(lambda: otel.spans("azure_pg.token.fetch"), 20.0)
     finally:
         emulator.clear_faults()
@@ -363,8 +363,17 @@ def test_outage_of_the_identity_endpoint(
     assert errored.value == 1
     status = wrapper.azure_login.source.status()
     assert not status.cached and status.last_error and "eyJ" not in status.last_error
-    # Recovery: the next login fetches again and succeeds.
-    login_once(wrapper)
+    # Recovery: logins fail at once until the outage cadence lets one fetch again (a
+    # fraction of a second: timing.outage_retry_delay), and that one succeeds.
+
+    def logged_in() -> bool:
+        try:
+            login_once(wrapper)
+        except OperationalError:
+            return False
+        return True
+
+    assert until(logged_in, 5.0)
     assert otel.spans("azure_pg.login")[-1].attributes["azure_pg.outcome"] == "success"
     assert_nothing_secret(otel, emulator)
 

@@ -58,6 +58,7 @@ def make_app(folder: str | Path, **kwargs: Any) -> Celery:
         broker_transport_options={
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
+            "control_folder": str(folder / "control"),  # not ./control in the checkout
             "store_processed": False,
             "polling_interval": 0.02,
         },

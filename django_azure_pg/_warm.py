@@ -72,14 +72,16 @@ SERVERS = frozenset(
 
 COMMANDS = frozenset(
     {
-        "runserver", "migrate", "shell", "dbshell", "createsuperuser", "changepassword",
+        "runserver", "migrate", "dbshell", "createsuperuser", "changepassword",
         "loaddata", "dumpdata", "flush", "showmigrations", "inspectdb", "createcachetable",
         "clearsessions", "remove_stale_contenttypes", "testserver",
         "grant_aad_privileges", "create_aad_principal",
     }
 )  # fmt: skip
-"""Management commands that connect to the database. Not ``azure_pg_doctor``: it fetches
-step by step, to say which step fails."""
+"""Management commands that connect to the database. Not ``shell`` (a script run with
+``shell -c`` or a session may never touch the database, and may set things up first —
+an OpenTelemetry provider, say — that a fetch should see), nor ``azure_pg_doctor`` (it
+fetches step by step, to say which step fails)."""
 
 MANAGE_SCRIPTS = frozenset({"manage.py", "django-admin", "django-admin.py"})
 

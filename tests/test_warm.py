@@ -34,7 +34,8 @@ from .conftest import ITEST_DB, ROLE
         (["celery", "-A", "proj", "worker"], True),
         (["manage.py", "runserver"], True),
         (["./manage.py", "migrate"], True),
-        (["/venv/bin/django-admin", "shell"], True),
+        (["/venv/bin/django-admin", "dbshell"], True),
+        (["manage.py", "shell", "-c", "..."], False),  # may set things up first
         (["/lib/python3/site-packages/django/__main__.py", "migrate"], True),
         (["manage.py", "check"], False),
         (["manage.py", "collectstatic", "--noinput"], False),

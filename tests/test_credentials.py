@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from azure.identity import (
@@ -272,3 +273,47 @@ def test_bad_azure_token_credentials_is_named() -> None:
         CredentialConfigError, match=r"AZURE_TOKEN_CREDENTIALS='production'.*prod, dev"
     ):
         choose({}, {"AZURE_TOKEN_CREDENTIALS": "production"})
+
+
+# -- the credentials we build: one HTTP call per attempt, calls that end ------------------
+
+
+def test_bounded_pipeline_keywords() -> None:
+    from django_azure_pg._core import credentials
+
+    assert credentials.bounded(None) == {"retry_total": credentials.CREDENTIAL_RETRIES}
+    found = credentials.bounded(4.0)
+    assert (
+        found["connection_timeout"]
+        == found["read_timeout"]
+        == 4.0 * (credentials.HTTP_TIMEOUT_SHARE)
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("fault", ["error", "hang"])
+def test_a_built_managed_identity_makes_one_call_that_ends_within_the_timeout(
+    fault: str, emulator: Any, identity: Any
+) -> None:
+    """azure-identity's own cycle (retries after 0, 1.6 and 3.2 s on HTTP 500; 300 s reads
+    on a hang) is not what a fetch waits for: the token cache retries instead."""
+    import time
+
+    from azure.core.exceptions import AzureError
+
+    from django_azure_pg._core import credentials
+
+    choice = credentials.choose({"client_id": identity.client_id}, {**emulator.app_service_env()})
+    credential = choice.factory(timeout=0.6)()
+    before = emulator.stats.token_requests
+    emulator.set_fault(fault)
+    began = time.monotonic()
+    try:
+        with pytest.raises((AzureError, ValueError)):
+            credential.get_token(PUBLIC_SCOPE)
+        took = time.monotonic() - began
+        asked = emulator.stats.token_requests - before
+    finally:
+        emulator.clear_faults()
+    assert asked == 1 + credentials.CREDENTIAL_RETRIES
+    assert took < 0.6 + 0.3, took

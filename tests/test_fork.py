@@ -89,6 +89,27 @@ def test_a_fetch_in_flight_in_the_parent_is_not_awaited_by_the_child() -> None:
     assert answer == "ok"
 
 
+def test_a_child_forked_while_the_identity_fails_asks_on_its_own_at_once() -> None:
+    """The parent's outage cadence is the parent's: a worker forked during an outage (or
+    recycled) makes its own first attempt instead of failing with the parent's error."""
+    clock = FakeClock()
+    credential = FakeCredential(clock)
+    credential.error = RuntimeError("HTTP 500")
+    source = tokens.TokenSource(lambda: credential, SCOPE, clock=clock)
+    with pytest.raises(tokens.TokenError):
+        source.get()
+    with pytest.raises(tokens.TokenError, match="identity failing"):
+        source.get()  # the parent fails at once until its next attempt
+
+    def child() -> str:
+        credential.error = None
+        return "ok" if source.get() else "no token"
+
+    assert in_child(child) == "ok"
+    with pytest.raises(tokens.TokenError, match="identity failing"):
+        source.get()  # the parent's own cadence is untouched
+
+
 def test_a_redaction_lock_held_at_fork_does_not_block_the_childs_fetch() -> None:
     source = tokens.TokenSource(lambda: FakeCredential(), SCOPE, timeout=3)
 

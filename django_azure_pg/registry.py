@@ -2,12 +2,12 @@
 
 ``reset(keep_tokens=False)`` forgets every cached token and every alias's pinned route
 (tests; after changing settings or the environment at run time; docs/api.md). The
-registry itself lives in :mod:`django_azure_pg._core.registry` and is internal.
+registry itself lives in :mod:`django_azure_pg._core.sources` and is internal.
 """
 
 from __future__ import annotations
 
-from ._core import registry as _registry
+from ._core import sources as _sources
 from ._core import tls as _tls
 
 __all__ = ["reset"]
@@ -22,6 +22,6 @@ def reset(*, keep_tokens: bool = False) -> None:
     ``azure_pg_faults`` test) keeps the tokens and the routes, and forgets only what a
     test's faults left behind.
     """
-    _registry.reset(keep_tokens=keep_tokens)
+    _sources.reset(keep_tokens=keep_tokens)
     if not keep_tokens:
         _tls.forget_routes()

@@ -2,7 +2,7 @@
 
 An azure-core ``raw_response_hook`` for a credential object you pass yourself, so the
 cache honours the identity endpoint's HTTP 429 / ``Retry-After`` (docs/api.md). The
-cache itself lives in :mod:`django_azure_pg._core.tokens` and is internal.
+cache itself lives in :mod:`django_azure_pg._core.token_source` and is internal.
 """
 
 from __future__ import annotations

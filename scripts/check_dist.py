@@ -18,7 +18,7 @@ REQUIRED_IN_WHEEL = [
     "django_azure_pg/certs/azure-roots.pem",  # sslrootcert for Azure hosts (_core/tls.py)
     "django_azure_pg/base.py",
     "django_azure_pg/_core/__init__.py",  # the Django-free core ships too
-    "django_azure_pg/_core/tokens.py",
+    "django_azure_pg/_core/token_source.py",
     "django_azure_pg/mixin.py",
     "django_azure_pg/postgis/base.py",
     "django_azure_pg/management/commands/grant_aad_privileges.py",

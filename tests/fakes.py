@@ -73,7 +73,7 @@ class FetchLog(logging.Handler):
         self.done = 0
         self.messages: list[str] = []
         self._cond = threading.Condition()
-        self._logger = logging.getLogger("django_azure_pg._core.tokens")
+        self._logger = logging.getLogger("django_azure_pg._core.token_source")
 
     def __enter__(self) -> FetchLog:
         self._level = self._logger.level

@@ -11,7 +11,8 @@ import pytest
 from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import CredentialUnavailableError, ManagedIdentityCredential
 
-from django_azure_pg._core import claims, timing, tokens
+from django_azure_pg._core import claims, timing
+from django_azure_pg._core import token_source as tokens
 from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
 from django_azure_pg_testing.ldap import INVALID_CREDENTIALS, SUCCESS, role_from_dn
 

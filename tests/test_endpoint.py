@@ -22,7 +22,9 @@ from azure.identity import ManagedIdentityCredential
 from django.db import OperationalError
 
 from django_azure_pg import errors
-from django_azure_pg._core import credentials, registry, timing, tokens
+from django_azure_pg._core import credentials, timing
+from django_azure_pg._core import sources as registry
+from django_azure_pg._core import token_source as tokens
 from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
 
 from .conftest import SCOPE, MakeWrapper, in_children, until

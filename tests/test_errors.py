@@ -25,7 +25,7 @@ from django_azure_pg._core.diagnosis import (
     throttled_retry_after,
 )
 from django_azure_pg._core.endpoint import retry_after_seconds
-from django_azure_pg._core.tokens import TokenError, TokenThrottled, TokenTimeout
+from django_azure_pg._core.token_source import TokenError, TokenThrottled, TokenTimeout
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "troubleshooting.md"
 

@@ -24,7 +24,8 @@ import pytest
 from azure.identity import ManagedIdentityCredential
 
 from django_azure_pg import redaction
-from django_azure_pg._core import credentials, forksafe, timing, tokens
+from django_azure_pg._core import credentials, forksafe, timing
+from django_azure_pg._core import token_source as tokens
 from django_azure_pg_testing import Identity, IdentityEmulator
 
 from .conftest import SCOPE

@@ -62,7 +62,7 @@ def test_endpoint_answering_500_fails_once_and_names_the_managed_identity(
     # One report per failure: our ERROR; azure-identity's WARNINGs about the same fetch are
     # dropped (they would repeat it twice more).
     loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert [r.name for r in loud] == ["django_azure_pg._core.tokens"], [
+    assert [r.name for r in loud] == ["django_azure_pg._core.token_source"], [
         r.getMessage() for r in loud
     ]
     assert "ManagedIdentityCredential" in loud[0].getMessage()

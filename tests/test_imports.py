@@ -61,7 +61,7 @@ package, every module in it, and the two public Django-free modules it raises an
 
 def test_the_core_package_is_found() -> None:
     """The list above is discovered, so it cannot silently come out empty."""
-    assert {f"{CORE_PACKAGE}.tokens", f"{CORE_PACKAGE}.login", f"{CORE_PACKAGE}.tls"} <= set(
+    assert {f"{CORE_PACKAGE}.token_source", f"{CORE_PACKAGE}.login", f"{CORE_PACKAGE}.tls"} <= set(
         DJANGO_FREE
     )
 
@@ -278,7 +278,7 @@ def test_a_type_only_back_edge_is_a_cycle(tmp_path: Path) -> None:
         text.replace(
             "from __future__ import annotations\n",
             "from __future__ import annotations\n\nfrom typing import TYPE_CHECKING\n\n"
-            "if TYPE_CHECKING:\n    from .tokens import TokenSource\n",
+            "if TYPE_CHECKING:\n    from .token_source import TokenSource\n",
             1,
         ),
         encoding="utf-8",
@@ -340,7 +340,7 @@ def test_core_module_has_no_django_import_even_inside_functions(name: str) -> No
 
 def test_every_logger_is_below_the_package_logger() -> None:
     """A handler on ``django_azure_pg`` (README's ``LOGGING`` advice) sees the core's records."""
-    from django_azure_pg._core import tokens
+    from django_azure_pg._core import token_source as tokens
 
     seen: list[str] = []
 
@@ -355,4 +355,4 @@ def test_every_logger_is_below_the_package_logger() -> None:
         tokens.logger.warning("probe")
     finally:
         package.removeHandler(handler)
-    assert seen == ["django_azure_pg._core.tokens"]
+    assert seen == ["django_azure_pg._core.token_source"]

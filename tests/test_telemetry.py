@@ -17,7 +17,8 @@ import pytest
 from azure.identity import ManagedIdentityCredential
 from django.db import OperationalError
 
-from django_azure_pg._core import telemetry, tokens
+from django_azure_pg._core import telemetry
+from django_azure_pg._core import token_source as tokens
 from django_azure_pg_testing import Identity, IdentityEmulator, LocalPostgres
 
 from .conftest import ITEST_DB, ROLE, SCOPE, MakeWrapper, until

@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 from azure.core.credentials import AccessToken, AccessTokenInfo
 
-from django_azure_pg._core import registry, timing, tokens
-from django_azure_pg._core.tokens import TokenError, TokenSource, TokenThrottled, TokenTimeout
+from django_azure_pg._core import sources as registry
+from django_azure_pg._core import timing
+from django_azure_pg._core import token_source as tokens
+from django_azure_pg._core.token_source import TokenError, TokenSource, TokenThrottled, TokenTimeout
 
 from .fakes import FakeClock, FakeCredential, FetchLog
 
@@ -394,7 +396,7 @@ def test_a_forced_refresh_does_not_join_a_fetch_on_the_old_credential() -> None:
     assert source.get() == old.value
     assert built[0].called.wait(5)
     said = Said("refused by the server")
-    log = logging.getLogger("django_azure_pg._core.tokens")
+    log = logging.getLogger("django_azure_pg._core.token_source")
     log.addHandler(said)
     try:
         with ThreadPoolExecutor(1) as pool:

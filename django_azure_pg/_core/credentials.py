@@ -39,7 +39,7 @@ from ..redaction import install_log_redaction
 from . import clouds, forksafe, telemetry
 from .names import SERVICE_CONNECTOR_PREFIX as SERVICE_CONNECTOR_PREFIX
 from .names import SERVICE_CONNECTOR_SUFFIXES
-from .tokens import CredentialFactory, observe_response
+from .token_source import CredentialFactory, observe_response
 
 _OBSERVED: dict[str, Any] = {"raw_response_hook": telemetry.observing(observe_response)}
 """Lets the token cache see HTTP 429 / Retry-After from the identity endpoint."""
@@ -432,7 +432,7 @@ def _describe_explicit(explicit: Any) -> str:
 
 
 TOKEN_THREAD_PREFIX = "django-azure-pg-token"  # noqa: S105 — a thread name
-"""Name of the threads tokens.py fetches in (``threading.Thread(name=...)`` there)."""
+"""Name of the threads token_source.py fetches in (``threading.Thread(name=...)`` there)."""
 
 AZURE_IDENTITY_FAILURE_LOGGERS = (
     "azure.identity._internal.decorators",
@@ -447,7 +447,7 @@ AZURE_IDENTITY_FAILURE_LOGGERS = (
 class _ReportedOnce(logging.Filter):
     """Drops azure-identity's own WARNING about a failed fetch made by our token thread.
 
-    django_azure_pg._core.tokens logs that same failure (credential, scope, time waited and
+    django_azure_pg._core.token_source logs that same failure (credential, scope, time waited and
     azure-identity's text) and the login error carries it, so without this filter one
     outage prints it three times (twice from azure-identity, nested in each other).
     Left alone: fetches by other code in the process, and everything when the logger

@@ -1,6 +1,6 @@
 """Fork safety for credential objects we did not build.
 
-A credential we build is rebuilt in a forked child (tokens.py). An object the
+A credential we build is rebuilt in a forked child (token_source.py). An object the
 settings hand us (or a dotted path to an instance) cannot be rebuilt, so in the
 child every ``requests.Session`` inside it gets new connection pools: the child
 never reads or writes the parent's keep-alive socket to the identity endpoint.

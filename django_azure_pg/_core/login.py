@@ -5,7 +5,7 @@ Each alias has one :class:`TokenLogin` (built from its settings), through which 
 plain connection path (``DatabaseWrapper.get_new_connection``), the pool's connection
 class, dbshell and the doctor log in. A reader asking "why was this login refused"
 starts at :meth:`TokenLogin.connect`; it calls only tls.py (the alias's pinned route),
-tokens.py (the token), diagnosis.py (what the server's answer means) and, as a sink,
+token_source.py (the token), diagnosis.py (what the server's answer means) and, as a sink,
 telemetry.py. No Django import here.
 
 A refused token is one of three things:
@@ -53,10 +53,10 @@ from . import (
     credentials,
     diagnosis,
     options,
-    registry,
+    sources,
     telemetry,
     tls,
-    tokens,
+    token_source,
 )
 
 __all__ = ["LoginRefused", "RoleNameUnknown", "TokenAcquisitionError", "TokenLogin"]
@@ -75,7 +75,7 @@ class TokenLogin:
     choice: credentials.CredentialChoice
     scope: str
     user: str | None
-    source: tokens.TokenSource
+    source: token_source.TokenSource
     allow_plaintext: bool = False  # OPTIONS["allow_plaintext_token"]: see tls.py
 
     @classmethod
@@ -90,14 +90,14 @@ class TokenLogin:
         options.check(opts)
         scope = clouds.scope_for(opts.get("token_scope"), host)
         choice = credentials.choose(opts, environ, scope)
-        timeout = options.number(opts, "token_timeout", tokens.DEFAULT_TIMEOUT)
-        source = registry.get_source(
+        timeout = options.number(opts, "token_timeout", token_source.DEFAULT_TIMEOUT)
+        source = sources.get_source(
             choice.key(),
             choice.factory(timeout),
             scope,
             label=choice.name,
             refresh_margin=options.number(
-                opts, "token_refresh_margin", tokens.DEFAULT_REFRESH_MARGIN
+                opts, "token_refresh_margin", token_source.DEFAULT_REFRESH_MARGIN
             ),
             timeout=timeout,
             rebuild_after_fork=choice.rebuilds,
@@ -109,17 +109,17 @@ class TokenLogin:
         remember(value)  # error trackers never receive it (redaction.scrub)
         return value
 
-    def _token(self) -> tokens.Token:
+    def _token(self) -> token_source.Token:
         return self._acquired(self.source.get_token)
 
-    def _refreshed(self, refused: tokens.Token, timed: bool) -> tokens.Token | None:
+    def _refreshed(self, refused: token_source.Token, timed: bool) -> token_source.Token | None:
         return self._acquired(lambda: self.source.refresh_after_refusal(refused, timed=timed))
 
     def _acquired(self, fetch: Callable[[], T]) -> T:
         """``fetch()``; a token that could not be had becomes a login error naming the alias."""
         try:
             return fetch()
-        except tokens.TokenError as exc:
+        except token_source.TokenError as exc:
             raise TokenAcquisitionError(
                 f"Database alias {self.alias!r}: could not get an Entra access token "
                 f"from {self.choice.name} for scope {self.scope!r}. {exc}"
@@ -237,7 +237,7 @@ class TokenLogin:
         self,
         connect: Callable[..., C],
         params: tls.Routed,
-        token: tokens.Token,
+        token: token_source.Token,
         route: tls.Route,
         seen: telemetry.LoginSeen,
     ) -> C:
@@ -264,7 +264,7 @@ class TokenLogin:
     def _refused(
         self,
         refusal: type[LoginRefused] | type[diagnosis.RefusedUnspecified],
-        token: tokens.Token,
+        token: token_source.Token,
         exc: BaseException,
     ) -> LoginRefused:
         """The error for a refusal no fresh token cures: who tried, as whom, and what to do.

@@ -31,7 +31,7 @@ no exception text — only type names, status classes, counts and durations.
 The credential label (e.g. ``ManagedIdentityCredential(client_id=…)``) is the
 one the doctor prints.
 
-A sink: the token source (tokens.py) and the login (login.py) report what happened
+A sink: the token source (token_source.py) and the login (login.py) report what happened
 as plain values — outcome, duration, cause names, the credential's label — and
 this module imports nothing from them. Independently of OpenTelemetry it keeps,
 per process, the last login outcome of each alias, which the doctor and the health
@@ -165,7 +165,7 @@ _sources: Callable[[], Iterable[Source]] = _no_sources
 
 
 def watch_sources(sources: Callable[[], Iterable[Source]]) -> None:
-    """Where the remaining-lifetime gauge finds the live token sources (set by ``tokens``,
+    """Where the remaining-lifetime gauge finds the live token sources (set by ``token_source``,
     so this module never imports it)."""
     global _sources
     _sources = sources

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .._core import claims, clouds, credentials, diagnosis, endpoint, tls
-from .._core.tokens import TokenSource
+from .._core.token_source import TokenSource
 from ..mixin import TokenLoginMixin
 from ..redaction import redact
 from . import one_off

@@ -93,7 +93,7 @@ class _Fetch:
     """One call to the credential, run in its own thread, and the callers waiting for it."""
 
     started: float  # by the source's clock
-    generation: int  # the source's state generation when it started (see TokenSource._forget)
+    generation: int  # the source's state generation when it started (see TokenSource.forget)
     refused: str | None = field(default=None, repr=False)  # set for a refusal-forced refresh
     timed: bool = False  # forced because the refused token ran out of time: spends no budget
     after: _Fetch | None = None  # a fetch in flight that a forced refresh waits for first
@@ -569,7 +569,7 @@ class TokenSource:
                 logger.error("%s", error)
             fetch.future.set_exception(error)
 
-    def _forget(self, *, keep_token: bool = False) -> None:
+    def forget(self, *, keep_token: bool = False) -> None:
         """Drop the fetch in flight, refusal and throttle records and the token (``reset()``)."""
         with self._lock:
             if self._inflight is not None:
@@ -666,6 +666,13 @@ class TokenStatus:
 # -- every live source, and this process's place in refresh windows ------------------
 
 _all_sources: weakref.WeakSet[TokenSource] = weakref.WeakSet()
+
+
+def live_sources() -> list[TokenSource]:
+    """Every token source alive in this process (also those only a wrapper or a pool holds)."""
+    return list(_all_sources)
+
+
 telemetry.watch_sources(
     lambda: [(s.label, s.scope, s.status().remaining_s) for s in list(_all_sources)]
 )

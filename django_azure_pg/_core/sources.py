@@ -1,4 +1,4 @@
-"""One :class:`~.tokens.TokenSource` per credential configuration and scope, process-wide.
+"""One :class:`~.token_source.TokenSource` per credential configuration and scope, process-wide.
 
 Aliases that share an identity share its tokens (and its refusal budget and
 throttle record); ``reset()`` forgets them all (tests, and after settings
@@ -11,12 +11,12 @@ import threading
 from collections.abc import Hashable
 
 from . import forksafe
-from .tokens import (
+from .token_source import (
     DEFAULT_REFRESH_MARGIN,
     DEFAULT_TIMEOUT,
     CredentialFactory,
     TokenSource,
-    _all_sources,
+    live_sources,
 )
 
 _registry: dict[Hashable, TokenSource] = {}
@@ -69,8 +69,8 @@ def reset(*, keep_tokens: bool = False) -> None:
     if not keep_tokens:
         with _registry_lock:
             _registry.clear()
-    for source in list(_all_sources):
-        source._forget(keep_token=keep_tokens)
+    for source in live_sources():
+        source.forget(keep_token=keep_tokens)
 
 
 def _after_fork_in_child() -> None:

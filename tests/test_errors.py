@@ -91,6 +91,7 @@ EXAMPLES: list[tuple[BaseException, type[BaseException]]] = [
     (errors.TokenAcquisitionError("x"), errors.TokenAcquisitionError),
     (errors.InsecureTransport("x"), errors.InsecureTransport),
     (errors.UnverifiedServer("x"), errors.UnverifiedServer),
+    (errors.ServerTimeout("x"), errors.ServerTimeout),
     (
         with_state(
             psycopg.errors.InsufficientPrivilege("permission denied for schema public"), "42501"

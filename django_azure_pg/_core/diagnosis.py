@@ -37,6 +37,7 @@ from ..errors import (
     RoleMissing,
     RoleNameUnknown,
     RoleTypeMismatch,
+    ServerTimeout,
     TokenAcquisitionError,
     TokenError,
     TokenExpiredAtServer,
@@ -463,7 +464,9 @@ _advice(
     "The identity endpoint answered with an error of its own: the platform's identity "
     "service failed this request. The managed identity itself may well be fine.",
     "Retry later; if it lasts, check Azure's service health for the region and restart "
-    "the app. azure-identity retries 5xx answers itself before it gives up.",
+    "the app. Meanwhile requests fail at once with this error while the package asks the "
+    "endpoint again in the background (every 0.125 s at first, then at most twice a "
+    "second); a cached token keeps serving until it runs out.",
 )
 _advice(
     NoIdentity,
@@ -520,6 +523,18 @@ _advice(
     "The host name does not resolve.",
     "Check HOST (`<server>.postgres.database.azure.com`) and, for private access, the private "
     "DNS zone linked to the app's virtual network.",
+)
+_advice(
+    ServerTimeout,
+    "`… no answer from host '…', port …, within 10 s (connect_timeout, per address tried); "
+    "no access token was sent …`",
+    "The server accepted no login in time: a firewall that drops packets instead of "
+    "refusing, a stopped or failing-over server, a private endpoint the app's network "
+    "cannot route to, or the wrong port. A token login waits 10 s per address when "
+    "nothing sets `connect_timeout` (psycopg's own default is 130 s).",
+    "Check the server's networking (the app's outbound addresses, VNet integration, the "
+    "private DNS zone), that it is running, and PORT (5432; 6432 for PgBouncer). A path "
+    "slow by design: raise `OPTIONS['connect_timeout']` (or `PGCONNECT_TIMEOUT`).",
 )
 _advice(
     Unreachable,

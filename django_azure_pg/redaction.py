@@ -69,6 +69,7 @@ _SECRET_KEY = re.compile(r"(?:password|passwd|pwd|secret|token)['\"]?$", re.IGNO
 """Dictionary keys whose values are secrets wherever they sit (``password``,
 ``PGPASSWORD``, ``client_secret``, ``access_token``, a variable named ``token``...)."""
 _remembered: OrderedDict[str, None] = OrderedDict()
+_whole: tuple[str, ...] = ()  # what _scrub_text replaces whole (a snapshot: readers never lock)
 _fragments: frozenset[str] = frozenset()
 _secrets_lock = threading.Lock()
 _tracker_hooked = False
@@ -78,15 +79,20 @@ def remember(secret: str) -> None:
     """Have :func:`scrub` mask ``secret`` (and any piece of it) from now on.
 
     Called with every token the package logs in with (and a static PASSWORD); the
-    newest 32 are kept, more than the tokens alive at once. Also hooks the error
-    trackers present in the process (:func:`protect_error_trackers`).
+    newest 32 are kept, more than the tokens alive at once. A secret shorter than
+    :data:`_FRAGMENT` characters (a static password such as ``postgres``) is not
+    replaced wherever it appears in text — it would garble paths and words, and the
+    gaps would spell it out — only where it stands as a password: under a
+    password-like key, or in a ``password=`` field. Also hooks the error trackers
+    present in the process (:func:`protect_error_trackers`).
     """
-    global _fragments
-    if secret and secret not in _remembered:
+    global _fragments, _whole
+    if len(secret) >= _FRAGMENT and secret not in _remembered:
         with _secrets_lock:
             _remembered[secret] = None
             while len(_remembered) > _REMEMBERED_MAX:
                 _remembered.popitem(last=False)
+            _whole = tuple(_remembered)
             _fragments = frozenset(
                 known[i : i + _FRAGMENT]
                 for known in _remembered
@@ -102,36 +108,43 @@ def scrub(obj: T) -> T:
     JWT-shaped strings, ``password=``/``access_token`` fields in text (conninfo
     strings), and the values under password-like keys of dictionaries at any depth.
 
-    Strings, dicts, lists and tuples are walked (new ones are returned); anything else
-    is returned as it is. The hook for an error tracker other than Sentry::
+    Strings, dicts, lists and tuples are walked (new ones are returned; a structure
+    that contains itself is walked once); anything else is returned as it is. The hook
+    for an error tracker other than Sentry::
 
         before_send=lambda event, hint: django_azure_pg.redaction.scrub(event)
     """
+    return _scrub(obj, set())  # type: ignore[no-any-return]
+
+
+def _scrub(obj: Any, walking: set[int]) -> Any:
     if isinstance(obj, str):
-        return _scrub_text(obj)  # type: ignore[return-value]
-    if isinstance(obj, dict):
-        return {  # type: ignore[return-value]
-            k: MASK if _secret_value(k, v) else scrub(v) for k, v in obj.items()
-        }
-    if isinstance(obj, list):
-        return [scrub(v) for v in obj]  # type: ignore[return-value]
-    if isinstance(obj, tuple):
-        return tuple(scrub(v) for v in obj)  # type: ignore[return-value]
-    return obj
+        return _scrub_text(obj)
+    if not isinstance(obj, (dict, list, tuple)):
+        return obj
+    if id(obj) in walking:
+        return MASK  # a cycle: its contents are being scrubbed further up
+    walking.add(id(obj))
+    try:
+        if isinstance(obj, dict):
+            return {k: MASK if _secret_value(k, v) else _scrub(v, walking) for k, v in obj.items()}
+        walked = [_scrub(v, walking) for v in obj]
+        return walked if isinstance(obj, list) else tuple(walked)
+    finally:
+        walking.discard(id(obj))
 
 
 def _secret_value(key: Any, value: Any) -> bool:
-    return (
-        isinstance(key, str)
-        and _SECRET_KEY.search(key) is not None
-        and value not in (None, "", "''", '""', MASK)
-        and not isinstance(value, (bool, int, float))
-    )
+    if not isinstance(key, str) or _SECRET_KEY.search(key) is None:
+        return False
+    if value is None or isinstance(value, (bool, int, float)):
+        return False
+    return not (isinstance(value, str) and value in ("", "''", '""', MASK))
 
 
 def _scrub_text(text: str) -> str:
-    remembered, fragments = list(_remembered), _fragments
-    for secret in remembered:
+    whole, fragments = _whole, _fragments
+    for secret in whole:
         if secret in text:
             text = text.replace(secret, MASK)
     if fragments and len(text) >= _FRAGMENT:
@@ -161,8 +174,13 @@ def protect_error_trackers() -> None:
 
 
 def _sentry_event(event: Any, hint: Any) -> Any:
-    # An exception here makes Sentry drop the event: nothing unscrubbed is sent.
-    return scrub(event)
+    """Sentry's global event processor: the event scrubbed, or ``None`` (Sentry drops
+    the event) if scrubbing failed — sentry-sdk 2 would send the event unscrubbed after
+    an exception in a processor."""
+    try:
+        return scrub(event)
+    except Exception:
+        return None
 
 
 def detach_connections(exc: BaseException) -> None:

@@ -59,9 +59,40 @@ def test_scrub_masks_a_remembered_secret_whole_and_in_pieces() -> None:
     assert event["PGPASSWORD"] == "hunter2-static"  # the caller's object is left as it was
 
 
-def test_a_short_static_password_is_masked_where_it_stands() -> None:
-    redaction.remember("s3cret-pw")
-    assert scrub({"sql": "connect with s3cret-pw now"}) == {"sql": f"connect with {MASK} now"}
+def test_a_short_static_password_is_masked_where_it_stands_as_a_password() -> None:
+    """Replaced everywhere, ``postgres`` would garble every path in a traceback (and the
+    gaps would spell it out): a short secret is masked only where it is a password."""
+    redaction.remember("postgres")
+    scrubbed = scrub(
+        {
+            "path": "django/db/backends/postgresql/base.py",
+            "settings": {"PASSWORD": "postgres"},
+            "conninfo": "host=db user=app password=postgres",
+        }
+    )
+    assert scrubbed["path"] == "django/db/backends/postgresql/base.py"
+    assert scrubbed["settings"]["PASSWORD"] == MASK
+    assert "postgres" not in scrubbed["conninfo"]
+
+
+def test_scrub_walks_a_structure_that_contains_itself_once() -> None:
+    redaction.remember(TOKEN)
+    looped: dict[str, Any] = {"value": TOKEN}
+    looped["self"] = looped
+    scrubbed = scrub(looped)
+    assert scrubbed["value"] == MASK and scrubbed["self"] == MASK
+
+
+def test_the_sentry_processor_drops_an_event_it_cannot_scrub(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """sentry-sdk 2 sends the event as it was when a processor raises: ours never raises."""
+
+    def broken(obj: Any) -> Any:
+        raise ValueError("cannot scrub")
+
+    monkeypatch.setattr(redaction, "scrub", broken)
+    assert redaction._sentry_event({"message": TOKEN}, {}) is None
 
 
 # -- Sentry's real client --------------------------------------------------------------

@@ -163,24 +163,25 @@ def check(alias: str, *, connect: bool = False) -> Health:
 
 
 _last_connect: dict[str, tuple[float, Health]] = {}
-_connect_lock = threading.Lock()
+_alias_locks: dict[str, threading.Lock] = {}
+_locks_lock = threading.Lock()
 
 
 def _connect(alias: str) -> Health:
-    """:func:`_login`, at most once per alias per interval; the last outcome in between."""
+    """:func:`_login`, at most once per alias per interval; within it, the outcome of the
+    login that began it. Callers arriving while a login runs wait for that login (one
+    at a time per alias), so nobody gets an outcome older than the interval."""
     interval = float(getattr(settings, CONNECT_INTERVAL_SETTING, DEFAULT_CONNECT_INTERVAL))
-    with _connect_lock:
+    with _locks_lock:
+        lock = _alias_locks.setdefault(alias, threading.Lock())
+    with lock:
         last = _last_connect.get(alias)
-        now = time.monotonic()
-        if last is not None and now - last[0] < interval:
+        if last is not None and time.monotonic() - last[0] < interval:
             return dataclasses.replace(last[1], connected=False)
-        # Claimed before the login: concurrent calls get the previous outcome, not a login.
-        if last is not None:
-            _last_connect[alias] = (now, last[1])
-    found = _login(alias)
-    with _connect_lock:
-        _last_connect[alias] = (time.monotonic(), found)
-    return found
+        started = time.monotonic()
+        found = _login(alias)
+        _last_connect[alias] = (started, found)
+        return found
 
 
 def _login(alias: str) -> Health:

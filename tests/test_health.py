@@ -243,3 +243,31 @@ def test_at_most_one_login_per_alias_per_interval(
     assert [status for status, _ in answers] == [200] * 5
     assert [b["databases"][alias]["connected"] for _, b in answers] == [True] + [False] * 4
     assert emulator.stats.logins_accepted == logins + 1
+
+
+def test_concurrent_first_checks_share_one_login(
+    add_alias: Callable[..., str], identity: Identity, emulator: IdentityEmulator
+) -> None:
+    """A burst of probes at start-up: one login, the others wait for its outcome."""
+    import threading
+
+    alias = add_alias(
+        "health_burst", NAME=ITEST_DB, USER=ROLE, OPTIONS={"client_id": identity.client_id}
+    )
+    logins = emulator.stats.logins_accepted
+    results: list[health.Health] = []
+    start = threading.Barrier(4)
+
+    def probe() -> None:
+        start.wait()
+        results.append(health._connect(alias))
+
+    with override_settings(AZURE_PG_HEALTH_CONNECT_INTERVAL=60):
+        threads = [threading.Thread(target=probe) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert [r.ok for r in results] == [True] * 4
+    assert sorted(r.connected for r in results) == [False, False, False, True]
+    assert emulator.stats.logins_accepted == logins + 1

@@ -482,3 +482,12 @@ def test_verify_ca_is_not_verification_for_azure_hosts() -> None:
     assert own.verified  # a private CA of the user's own
     full = tls.resolve({"host": "srv.postgres.database.azure.com", "sslmode": "verify-full"}, {})
     assert full.verified and full.retry_safe
+
+
+def test_sslrootcert_system_is_never_given_a_weaker_sslmode() -> None:
+    """libpq's own default with ``sslrootcert=system`` is verify-full, and it refuses a
+    weaker sslmode with it."""
+    for token in (True, False):
+        for host in ("127.0.0.1", "db.contoso.test"):
+            params = written({"host": host, "sslrootcert": "system"}, {}, token=token)
+            assert params["sslmode"] == "verify-full", (host, token)

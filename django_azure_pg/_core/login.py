@@ -244,9 +244,10 @@ class TokenLogin:
         """The one call to the driver. A refusal goes back to :meth:`_login`'s verdict
         (counted first); any other failure that has a fix is raised as the error that
         says it: a certificate that did not verify, no answer in time, no slot left."""
+        given = self._with_token(params, token.value)
         seen.attempt()
         try:
-            return connect(**self._with_token(params, token.value))
+            return connect(**given)
         except psycopg.OperationalError as exc:
             refusal = diagnosis.login_refusal(exc)
             if refusal is not None:

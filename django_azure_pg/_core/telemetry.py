@@ -338,6 +338,8 @@ class LoginSeen:
             return
         try:
             self._end(record)
+        except Exception:  # telemetry never stands in the login's way
+            logger.debug("OpenTelemetry: could not record the login", exc_info=True)
         finally:
             self._span_cm.__exit__(kind, failure, trace)
 

@@ -615,7 +615,11 @@ def _settle(
         route = resolve(params, environ)
     if route.unresolved_service and environ is os.environ:
         return route, ""  # libpq refuses these settings itself; check() says so before a token
-    if route.sslmode_from == "libpq default":
+    if route.sslmode_from == "libpq default" and route.sslrootcert == "system":
+        # libpq's own default with sslrootcert=system is verify-full (libpq 16+), and it
+        # refuses any weaker sslmode with it: never write one.
+        params["sslmode"] = "verify-full"
+    elif route.sslmode_from == "libpq default":
         if route.azure:
             params["sslmode"] = AZURE_DEFAULT
         elif route.local or not token:
@@ -783,8 +787,8 @@ def _decision(
         found = decide(params, environ, token=token, dial=dial)
         if found.pinnable:
             with _pin_lock:
-                if len(_PINNED) >= _PINNED_MAX:
-                    _PINNED.clear()
+                while len(_PINNED) >= _PINNED_MAX:  # the oldest goes; the others stay pinned
+                    _PINNED.pop(next(iter(_PINNED)))
                 found = _PINNED.setdefault(key, found)
     return found
 

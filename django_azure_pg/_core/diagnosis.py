@@ -487,7 +487,9 @@ _advice(
     "`permission denied for schema public` (usually during `migrate`)",
     "The role may not use or create objects in the schema (PostgreSQL 15+ gives non-owners "
     "no CREATE on public; Service Connector grants nothing on schemas).",
-    "Run `manage.py grant_aad_privileges --migrate` as the schema's owner.",
+    "Run `migrate` as the tables' owner (the documented setup: the app's role only reads "
+    "and writes; docs: Granting privileges). Only if this role must create objects itself "
+    "(django-tenants): `manage.py grant_aad_privileges --migrate`, as the schema's owner.",
 )
 _advice(
     ObjectPrivileges,

@@ -341,17 +341,18 @@ def _inspect(step: Step, conn: Any) -> Step:
         step.status = "fail"
         step.detail["error"] = "no USAGE on schema public"
         step.advise(diagnosis.ADVICE[diagnosis.SchemaPrivileges])
-    elif not create or unusable:
+    elif unusable:
         step.status = "warning"
-        if not create:
-            step.cause = (
-                "The role cannot create tables in schema public, so `migrate` run as this "
-                "role fails with 'permission denied for schema public'."
-            )
-            step.fix = "Run manage.py grant_aad_privileges --migrate as the schema's owner."
-        else:
-            step.cause = f"{unusable} table(s) in public cannot be read by this role."
-            step.fix = "Run manage.py grant_aad_privileges as the tables' owner."
+        step.cause = f"{unusable} table(s) in public cannot be read by this role."
+        step.fix = "Run manage.py grant_aad_privileges as the tables' owner."
+    if usage and not create:
+        # The documented setup (docs: Granting privileges): the owner owns the tables and
+        # runs migrate; the app's role reads and writes. Nothing to fix.
+        step.detail["migrations"] = (
+            "run by the tables' owner: this role cannot create tables in schema public, "
+            "as intended. Only if this role must create objects itself (django-tenants): "
+            "manage.py grant_aad_privileges --migrate, as the schema's owner."
+        )
     if not ssl:
         step.detail["tls_note"] = "connection is not encrypted"
     return step

@@ -218,3 +218,21 @@ def test_sticky_azure_identity_failure_is_recovered(
         stuck.get_token(SCOPE)
     clock.advance(timing.outage_retry_delay(1))  # the outage cadence (fail fast until then)
     assert source.get()  # ours recovers on the very next attempt
+
+
+def test_a_client_that_went_away_leaves_no_traceback(
+    emulator: IdentityEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A worker stopped mid-request: the kit's log stays free of tracebacks that read like
+    the emulator failing; any other error is still printed."""
+    server = emulator._http
+    try:
+        raise ConnectionResetError(104, "Connection reset by peer")
+    except ConnectionResetError:
+        server.handle_error(None, ("127.0.0.1", 1))
+    assert "Traceback" not in capsys.readouterr().err
+    try:
+        raise ValueError("a real bug")
+    except ValueError:
+        server.handle_error(None, ("127.0.0.1", 1))
+    assert "ValueError: a real bug" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import sys
 import threading
 import time
 import uuid
@@ -108,7 +109,7 @@ class IdentityEmulator:
         self._lock = threading.Lock()
         self._issued: dict[str, _Issued] = {}
         self._roles: dict[str, set[str]] = {}
-        self._http = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+        self._http = _HttpServer(("127.0.0.1", port), _Handler)
         self._http.daemon_threads = True
         self._http.emulator = self  # type: ignore[attr-defined]
         self._ldap = LdapServer(self.check_login, ldap_port, why=self.refusal)
@@ -363,6 +364,17 @@ class IdentityEmulator:
             self.allow_role(payload["role"], identity)
             return 200, {"role": payload["role"], "object_id": identity.object_id}
         return 404, {"error": "not found"}
+
+
+class _HttpServer(ThreadingHTTPServer):
+    """The endpoint's HTTP server, quiet about clients that went away mid-request (a
+    worker stopped, a test's timeout): the standard one prints their traceback, which
+    reads like a failure of the emulator."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -102,7 +102,7 @@ class Soak:
         before_logins = emu.stats.logins_accepted
         # Recycle connections faster than tokens expire, so every mode logs in again and again.
         recycle = {
-            "persistent": {"DJANGO_CONN_MAX_AGE": f"{lifetime / 2:g}"},
+            "persistent": {"DJANGO_CONN_MAX_AGE": str(max(1, int(lifetime / 2)))},  # whole seconds
             "pool": {"DJANGO_POOL_MAX_LIFETIME": f"{lifetime / 2:g}"},
         }.get(mode, {})
         with self.stand.site(mode, **recycle) as site:
@@ -419,7 +419,8 @@ class Soak:
                 calls,
                 f"429 with Retry-After {retry_after} s for {throttle_for:g} s across the refresh "
                 f"point of a {lifetime:g} s token; {faulted} requests answered 429 "
-                f"(azure-identity's own retries, at most {most} if Retry-After is honoured); "
+                f"(at most {most} if each worker honours Retry-After: the package asks again "
+                "only after it, azure-core retries nothing for the credentials it builds); "
                 f"{len(asked)} requests in all",
                 load.failures == 0 and lost == 0 and faulted <= most,
             )

@@ -44,7 +44,7 @@ check`` all judge the route here, the same way:
 * **This machine** (loopback addresses, Unix sockets, and names the hosts file maps to
   loopback only: never a name DNS may answer, such as ``localhost.``) gets ``require``
   by default, and any sslmode.
-* **Decided once:** :func:`decide` works all this out once per alias (the connector
+* **Decided once:** :func:`decide` works all this out once per alias (:func:`routed`
   keeps it) and writes every key of the route explicitly into the parameters, so that
   nothing outside the settings — an environment variable, a service file edited on
   disk — can move it later.
@@ -484,24 +484,13 @@ def _address(host: str, port: Any) -> str | None:
     return str(found[0][4][0]) if found else None
 
 
-def dial_private_link(params: dict[str, Any], *, dial: bool = True) -> dict[str, Any]:
-    """HOST's private-link names replaced by the servers' own names, in place; unless
-    ``hostaddr`` is set, each is dialled at the address its private-link name resolves
-    to. libpq then checks the certificate against the own name (``verify-full``).
-
-    ``dial=False`` (``manage.py check``: offline) renames without resolving.
-    """
+def _rename_private_link(params: dict[str, Any]) -> None:
+    """HOST's private-link names replaced by the servers' own names, in place: libpq then
+    checks the certificate against the own name (``verify-full``). Their addresses are
+    looked up by :meth:`Decision.apply`, for each connection."""
     host = params.get("host")
-    if not isinstance(host, str) or not any(own_name(h) for h in host.split(",")):
-        return params
-    hosts = host.split(",")
-    if not params.get("hostaddr") and dial:
-        addresses = _addresses(host, params.get("port"))
-        if addresses is None:
-            return params  # libpq reports the name that does not resolve
-        params["hostaddr"] = addresses
-    params["host"] = ",".join(own_name(h) or h for h in hosts)
-    return params
+    if isinstance(host, str) and any(own_name(h) for h in host.split(",")):
+        params["host"] = ",".join(own_name(h) or h for h in host.split(","))
 
 
 _DEFAULT_ROOT_FILE = os.path.join(".postgresql", "root.crt")
@@ -533,7 +522,7 @@ class Decision:
         params.update(self.written)
         if not self.linked:
             return self.route
-        own = ",".join(own_name(h) or h for h in self.linked.split(","))
+        own = self.written["host"]  # the own names, as decided
         addresses = _addresses(self.linked, params.get("port"))
         if addresses is None:
             # libpq reports the name that does not resolve (and would verify the
@@ -557,11 +546,10 @@ def decide(
     ``dial=False`` (``manage.py check``: offline) renames private-link names without
     looking them up. Works out everything from libpq's own view of this process's
     settings, service file and environment (a what-if ``environ`` is judged by the
-    model alone); the connector (connector.py) keeps the result per alias.
+    model alone); :func:`routed` keeps the result per alias.
     """
     work = dict(params)
-    # Private-link names are renamed here and looked up by apply(), per connection.
-    route, linked = _settle(work, environ, token=token, dial=False)
+    route, linked = _settle(work, environ, token=token)
     if route.unresolved_service:
         return Decision({}, route, pinnable=False)
     rootcert = route.sslrootcert
@@ -596,13 +584,13 @@ def _addresses(hosts: str, port: Any) -> str | None:
 
 
 def _settle(
-    params: dict[str, Any], environ: Mapping[str, str], *, token: bool, dial: bool
+    params: dict[str, Any], environ: Mapping[str, str], *, token: bool
 ) -> tuple[Route, str]:
     """The policy's defaults written into ``params`` (in place), and the route of the
     result; also HOST's private-link names where their addresses are looked up per
     connection (else "")."""
     linked = _linked(params)
-    dial_private_link(params, dial=dial)
+    _rename_private_link(params)
     route = resolve(params, environ)
     if route.private_link and not params.get("host"):
         # A private-link name from a service file or PGHOST: written out explicitly
@@ -611,7 +599,7 @@ def _settle(
         if route.hostaddrs:
             params["hostaddr"] = ",".join(route.hostaddrs)
         linked = _linked(params)
-        dial_private_link(params, dial=dial)
+        _rename_private_link(params)
         route = resolve(params, environ)
     if route.unresolved_service and environ is os.environ:
         return route, ""  # libpq refuses these settings itself; check() says so before a token

@@ -3,6 +3,8 @@ the suite's identity emulator (IDENTITY_ENDPOINT/IDENTITY_HEADER in the environm
 
 import os
 
+from tests.subprocess_db import database
+
 SECRET_KEY = "asgi-app-tests"
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1"]
@@ -11,17 +13,13 @@ INSTALLED_APPS = ["django_azure_pg", "tests.asgi_app"]
 MIDDLEWARE: list[str] = []
 ROOT_URLCONF = "tests.asgi_app.urls"
 DATABASES = {
-    "default": {
-        "ENGINE": "django_azure_pg",
-        "HOST": "127.0.0.1",
-        "PORT": os.environ["ASGI_APP_PORT"],
-        "NAME": os.environ["ASGI_APP_DB"],
-        "USER": os.environ["ASGI_APP_USER"],
+    "default": database(
+        "ASGI_APP",
         # Under ASGI, Django's docs say: no persistent connections (CONN_MAX_AGE=0, the
         # default) — each request's connection is closed when it finishes — or a pool.
-        "CONN_MAX_AGE": 0,
-        "CONN_HEALTH_CHECKS": True,  # with the pool: a pooled connection is checked first
-    }
+        CONN_MAX_AGE=0,
+        CONN_HEALTH_CHECKS=True,  # with the pool: a pooled connection is checked first
+    )
 }
 if os.environ.get("ASGI_APP_POOL") == "1":
     # max_lifetime: pooled sessions are replaced every second, so new logins need tokens

@@ -5,18 +5,16 @@ WORKERS_CONN_MAX_AGE and WORKERS_HEALTH_CHECKS let a test take the recipe apart.
 
 import os
 
+from tests.subprocess_db import database
+
 SECRET_KEY = "workers-app-tests"
 USE_TZ = True
 INSTALLED_APPS = ["django_azure_pg", "tests.workers_app"]
 DATABASES = {
-    "default": {
-        "ENGINE": "django_azure_pg",
-        "HOST": "127.0.0.1",
-        "PORT": os.environ["WORKERS_PORT"],
-        "NAME": os.environ["WORKERS_DB"],
-        "USER": os.environ["WORKERS_USER"],
-        "CONN_MAX_AGE": float(os.environ.get("WORKERS_CONN_MAX_AGE", "60")),
-        "CONN_HEALTH_CHECKS": os.environ.get("WORKERS_HEALTH_CHECKS", "1") == "1",
-    }
+    "default": database(
+        "WORKERS",
+        CONN_MAX_AGE=float(os.environ.get("WORKERS_CONN_MAX_AGE", "60")),
+        CONN_HEALTH_CHECKS=os.environ.get("WORKERS_HEALTH_CHECKS", "1") == "1",
+    )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
